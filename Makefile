@@ -1,0 +1,41 @@
+# Two commands matter: `make serve` (the demo) and `make test` (every test). Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+
+.PHONY: serve test test-unit test-e2e soak setup browser clean
+
+serve: setup
+	$(BIN)/chat-widget serve $(ARGS)
+
+test: setup browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-e2e: setup browser
+	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
+
+soak: setup browser
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
+
+setup: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+browser: $(PY_STAMP)
+	@scripts/ensure-chromium
+
+clean:
+	rm -rf $(VENV) node_modules

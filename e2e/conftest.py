@@ -1,0 +1,62 @@
+"""Fixtures for end-to-end tests: the real server in a subprocess and headless Chromium."""
+
+import os
+import shutil
+
+import pytest
+
+from server_process import ServerProcess
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+
+
+def chromium_path():
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None  # Playwright's own browser (installed by scripts/ensure-chromium)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    path = chromium_path()
+    args = {**browser_type_launch_args, "args": CHROMIUM_ARGS}
+    if path:
+        args["executable_path"] = path
+    return args
+
+
+@pytest.fixture
+def start_server():
+    """Factory: start_server(*cli_args, env={}) -> a running ServerProcess, stopped after the test."""
+    servers = []
+
+    def start(*args, env=None):
+        server = ServerProcess(*args, env=env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+@pytest.fixture
+def open_chat(page):
+    """Load the demo page, open the panel, and wait until the widget is connected."""
+
+    def open_(url, state="connected", timeout=5000):
+        page.goto(url)
+        page.click('[data-action="open"]')
+        page.wait_for_selector(f'#chat-widget[data-state="{state}"]', timeout=timeout)
+        return page
+
+    return open_

@@ -1,0 +1,76 @@
+"""The real chat server in a subprocess on a loopback port, for end-to-end tests."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"serving (http://\S+?)/? ")
+
+
+class ServerProcess:
+    """Starts ``chat-widget serve`` and knows its URL; can be killed, frozen and restarted on the same port."""
+
+    def __init__(self, *args, env=None, host="127.0.0.1"):
+        self.args = list(args)
+        self.env = env or {}
+        self.host = host
+        self.port = 0
+        self.url = None
+        self.process = None
+        self.output = []
+
+    def start(self, timeout=15):
+        command = [sys.executable, "-m", "server.cli", "serve", "--host", self.host, "--port", str(self.port), *self.args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        ready = threading.Event()
+
+        def pump(stream):
+            for line in stream:
+                self.output.append(line)
+                match = SERVING.search(line)
+                if match and not ready.is_set():
+                    self.url = match.group(1)
+                    self.port = int(self.url.rsplit(":", 1)[1])
+                    ready.set()
+
+        threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.output))
+        return self
+
+    def kill(self):
+        """SIGKILL: the socket dies without a close frame (the browser sees 1006)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+
+    def terminate(self, timeout=15):
+        """SIGTERM: a graceful stop; returns the exit code."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def freeze(self):
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGCONT)
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+    def log_text(self):
+        return "".join(self.output)

@@ -1,0 +1,27 @@
+"""The demo page in real Chromium against the real server: connect, chat, and stay on our own origin."""
+
+import pytest
+from playwright.sync_api import expect
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "pyodide"])
+def test_widget_connects_and_consultant_replies(runtime, start_server, page):
+    """On either runtime the widget reaches 'connected' within 5 s and a question gets a reply."""
+    server = start_server("--runtime", runtime)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + "/")
+    page.click('[data-action="open"]')
+    page.wait_for_selector('#chat-widget[data-state="connected"]', timeout=5000 if runtime == "micropython" else 20000)
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    page.fill('textarea[name="message"]', "What are your opening hours?")
+    page.click('form[data-chat-form] button[type="submit"]')
+    expect(page.locator('[data-author="visitor"]')).to_have_text(["What are your opening hours?"])
+    expect(page.locator('[data-author="consultant"]')).to_contain_text(["Monday to Saturday"])
+    expect(page.locator('[data-author="visitor"]')).to_have_attribute("data-delivery", "delivered")
+    foreign = [url for url in requests if not url.startswith(server.url + "/") and not url.startswith("data:")]
+    assert foreign == [], f"requests left the server's origin: {foreign}"
+    assert errors == []

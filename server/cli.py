@@ -1,0 +1,81 @@
+"""The ``chat-widget`` command line: ``serve`` runs the demo site and chat server."""
+
+import asyncio
+import logging
+import sys
+
+import click
+import uvicorn
+
+from .assets import missing_runtime_assets
+from .config import LOG_LEVELS, RUNTIMES, Config, ConfigError
+
+
+@click.group()
+def main():
+    """A dependable website chat widget and its server."""
+
+
+@main.command()
+@click.option("--host", envvar="CHAT_WIDGET_HOST", default="127.0.0.1", show_default=True,
+              help="Interface to listen on.")
+@click.option("--port", envvar="CHAT_WIDGET_PORT", default="8000", show_default=True,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--allow-origin", "allow_origins", envvar="CHAT_WIDGET_ALLOW_ORIGINS", multiple=True,
+              help="A site allowed to use the chat (repeatable; env: space-separated). "
+                   "Default: only this server's own origin.")
+@click.option("--allow-missing-origin", envvar="CHAT_WIDGET_ALLOW_MISSING_ORIGIN", is_flag=True, default=False,
+              help="Accept socket handshakes without an Origin header (non-browser clients).")
+@click.option("--runtime", envvar="CHAT_WIDGET_RUNTIME", default="micropython", show_default=True,
+              help=f"Python runtime for the widget: {' or '.join(RUNTIMES)}.")
+@click.option("--log-level", envvar="CHAT_WIDGET_LOG_LEVEL", default="info", show_default=True,
+              help=f"One of {', '.join(LOG_LEVELS)}.")
+@click.option("--contact-email", envvar="CHAT_WIDGET_CONTACT_EMAIL", default="", help="Shown when chat is unavailable.")
+@click.option("--contact-phone", envvar="CHAT_WIDGET_CONTACT_PHONE", default="", help="Shown when chat is unavailable.")
+@click.option("--contact-url", envvar="CHAT_WIDGET_CONTACT_URL", default="", help="A contact page, shown when chat is unavailable.")
+def serve(**settings):
+    """Serve the demo site, the widget and the chat socket."""
+    try:
+        config = Config(**settings)
+        missing = missing_runtime_assets(config)
+        if missing:
+            raise ConfigError(f"runtime {config.runtime}: missing {', '.join(missing)}; install them with `npm ci`"
+                              " in the project folder (or run `make serve`)")
+    except ConfigError as error:
+        click.echo(f"chat-widget: configuration error: {error}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    asyncio.run(run_server(config))
+
+
+def uvicorn_config(app, config):
+    # websockets-sansio without permessage-deflate: about 34 KiB per socket against Hypercorn's 138 KiB
+    # once a message has passed (../shared/notes/server-capacity.md); protocol pings every 20 s keep
+    # proxies from timing out idle sockets and reap dead clients.
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, ws="websockets-sansio", ws_per_message_deflate=False,
+        ws_max_size=config.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+        lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5,
+    )
+
+
+async def run_server(config):
+    from .app import create_app
+
+    server = uvicorn.Server(uvicorn_config(create_app(config), config))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        click.echo(f"chat-widget: serving http://{host}:{port}/ (runtime {config.runtime})", err=False)
+        sys.stdout.flush()
+    await serving
+    if not server.started:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""All server settings in one validated place.
+
+Settings come from command-line options or ``CHAT_WIDGET_*`` environment variables (the CLI maps both
+onto the same names); ``Config`` checks them once and refuses bad values with a message that names the
+setting and the fix.
+"""
+
+from pathlib import Path
+
+from .origins import OriginError, OriginRule
+
+RUNTIMES = ("micropython", "pyodide")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting and how to fix it."""
+
+
+class Config:
+    """Validated server settings. Unknown keyword arguments are refused."""
+
+    DEFAULTS = {
+        "host": "127.0.0.1",
+        "port": 8000,
+        "allow_origins": (),            # empty: only the server's own origin
+        "allow_missing_origin": False,  # allow handshakes without an Origin header (non-browser clients)
+        "runtime": "micropython",
+        "log_level": "info",
+        "max_message_bytes": 16 * 1024,
+        "max_connections": 10_000,
+        "contact_email": "",
+        "contact_phone": "",
+        "contact_url": "",
+        "root": ROOT,                   # where index.html, widget/ and node_modules/ live
+    }
+
+    def __init__(self, **settings):
+        unknown = set(settings) - set(self.DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values = dict(self.DEFAULTS)
+        values.update({key: value for key, value in settings.items() if value is not None})
+        self.host = str(values["host"])
+        self.port = _int_setting("port", values["port"], 0, 65535)
+        self.allow_origins = _origins_setting(values["allow_origins"])
+        self.allow_missing_origin = bool(values["allow_missing_origin"])
+        self.runtime = _choice_setting("runtime", values["runtime"], RUNTIMES)
+        self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
+        self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
+        self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
+        self.contact_email = str(values["contact_email"])
+        self.contact_phone = str(values["contact_phone"])
+        self.contact_url = str(values["contact_url"])
+        if self.contact_url and not self.contact_url.startswith(("https://", "http://", "/")):
+            raise ConfigError("contact_url must be an http(s) URL or a path starting with '/'")
+        self.root = Path(values["root"])
+
+    @property
+    def contact(self):
+        """Other ways to get help, shown by the widget when chat cannot connect (empty ones omitted)."""
+        found = {"email": self.contact_email, "phone": self.contact_phone, "url": self.contact_url}
+        return {key: value for key, value in found.items() if value}
+
+    def __repr__(self):
+        return f"Config(host={self.host!r}, port={self.port}, runtime={self.runtime!r}, origins={self.allow_origins!r})"
+
+
+def _int_setting(name, value, low, high):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number between {low} and {high}, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _choice_setting(name, value, choices):
+    text = str(value).lower()
+    if text not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def _origins_setting(value):
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    origins = tuple(value)
+    for origin in origins:
+        if origin == "*":
+            raise ConfigError(
+                "allow_origins: '*' would let any website use this chat server; list the sites' origins "
+                "(https://shop.example.com) or a subdomain wildcard (https://*.example.com)"
+            )
+        try:
+            OriginRule(origin)
+        except OriginError as error:
+            raise ConfigError(f"allow_origins: {error}") from None
+    return origins

@@ -1,0 +1,101 @@
+"""Health routes: ``/healthz`` (IETF health-check draft), ``/livez``, ``/readyz`` and ``/ws-check``."""
+
+import json
+from datetime import datetime, timezone
+
+from quart import Blueprint, Response, current_app, request
+from quart_cors import cors_exempt
+
+from .assets import missing_runtime_assets
+
+bp = Blueprint("health", __name__)
+HEALTH_JSON = "application/health+json"
+
+
+def _health_checks():
+    hub = current_app.extensions["chat_hub"]
+    config = current_app.extensions["chat_config"]
+    now = datetime.now(timezone.utc).isoformat()
+    open_count = len(hub.open)
+    if hub.draining:
+        accepting = ("fail", "draining for shutdown: new sockets are refused, clients should reconnect elsewhere")
+    elif hub.full:
+        accepting = ("fail", f"connection limit reached ({hub.max_connections}); new sockets get 503")
+    elif "socket.chat_socket" not in current_app.view_functions:
+        accepting = ("fail", "the /ws endpoint is not registered")
+    else:
+        accepting = ("pass", None)
+    load = open_count / hub.max_connections
+    connections_status = "warn" if load >= 0.9 and not hub.full else ("fail" if hub.full else "pass")
+    missing = missing_runtime_assets(config)
+    checks = {
+        "websocket:accepting": [_check(accepting[0], now, output=accepting[1], componentType="component")],
+        "websocket:connections": [_check(
+            connections_status, now, componentType="component", observedValue=open_count,
+            observedUnit="connections", limit=hub.max_connections,
+            acceptedTotal=hub.accepted_total, rejectedTotal=hub.rejected_total,
+        )],
+        "runtime:assets": [_check(
+            "fail" if missing else "pass", now, componentType="component", runtime=config.runtime,
+            output=f"missing {', '.join(missing)}; run `npm ci`" if missing else None,
+        )],
+    }
+    return checks
+
+
+def _check(status, now, output=None, **fields):
+    check = {"status": status, "time": now, **fields}
+    if output:
+        check["output"] = output
+    return check
+
+
+def _overall(checks):
+    statuses = {check["status"] for entries in checks.values() for check in entries}
+    return "fail" if "fail" in statuses else ("warn" if "warn" in statuses else "pass")
+
+
+@bp.route("/healthz")
+async def healthz():
+    checks = _health_checks()
+    status = _overall(checks)
+    body = {
+        "status": status,
+        "version": "1",
+        "serviceId": "chat-widget",
+        "description": "chat widget server: WebSocket endpoint /ws",
+        "checks": checks,
+    }
+    return Response(json.dumps(body), status=503 if status == "fail" else 200, content_type=HEALTH_JSON,
+                    headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/livez")
+async def livez():
+    return Response(json.dumps({"status": "pass"}), content_type=HEALTH_JSON, headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/readyz")
+async def readyz():
+    hub = current_app.extensions["chat_hub"]
+    status = "pass" if hub.accepting else "fail"
+    return Response(json.dumps({"status": status}), status=200 if hub.accepting else 503,
+                    content_type=HEALTH_JSON, headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/ws-check")
+@cors_exempt
+async def ws_check():
+    """Tells any page whether its origin may open the chat socket, and whether the server accepts.
+
+    Browsers report a refused handshake as close code 1006, the same as a dead server; the widget asks
+    here to tell the two apart. Public on purpose (``Access-Control-Allow-Origin: *``, no credentials):
+    it reveals only what a handshake attempt from a non-browser client would.
+    """
+    hub = current_app.extensions["chat_hub"]
+    origin = request.headers.get("Origin")
+    allowed, reason = current_app.extensions["chat_origins"].check(origin, request.headers.get("Host"), request.scheme)
+    body = {"origin": origin, "allowed": allowed, "reason": reason, "accepting": hub.accepting,
+            "draining": hub.draining}
+    return Response(json.dumps(body), content_type="application/json",
+                    headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})

@@ -1,0 +1,165 @@
+"""The server through Quart's test client: handshake policy, health shape, protocol round trip."""
+
+import json
+
+import pytest
+from quart.testing import WebsocketResponseError
+from quart.testing.connections import WebsocketDisconnectError
+
+ALLOWED = {"Origin": "https://shop.example.com"}
+
+
+async def test_allowed_origin_handshake_gets_welcome(client):
+    """An allowed origin is accepted and greeted with the protocol version."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        welcome = json.loads(await socket.receive())
+    assert welcome["type"] == "welcome" and welcome["v"] == 1
+
+
+@pytest.mark.parametrize("origin", [
+    "https://evil.example.net",
+    "https://shop.example.com.evil.net",   # prefix trick
+    "http://shop.example.com",             # wrong scheme
+    "https://shop.example.com:8443",       # wrong port
+    "https://example.org",                 # apex is not a subdomain
+    "https://a.example.org.evil.net",      # wildcard prefix trick
+    "null",
+])
+async def test_disallowed_origin_gets_403_before_upgrade(client, origin):
+    """A disallowed Origin is refused with HTTP 403, never upgraded."""
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with client.websocket("/ws", headers={"Origin": origin}) as socket:
+            await socket.receive()
+    assert refused.value.response.status_code == 403
+
+
+async def test_missing_origin_refused_by_default(client):
+    """A handshake without Origin (a non-browser client) is refused unless allowed by setting."""
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with client.websocket("/ws") as socket:
+            await socket.receive()
+    assert refused.value.response.status_code == 403
+
+
+async def test_wildcard_subdomain_allowed(client):
+    """*.example.org allows a subdomain at any depth."""
+    async with client.websocket("/ws", headers={"Origin": "https://a.b.example.org"}) as socket:
+        assert json.loads(await socket.receive())["type"] == "welcome"
+
+
+async def test_same_origin_default(make_app):
+    """With no allowed origins configured, only the server's own origin (its Host) may connect."""
+    client = make_app().test_client()
+    async with client.websocket("/ws", headers={"Origin": "http://localhost", "Host": "localhost"}) as socket:
+        assert json.loads(await socket.receive())["type"] == "welcome"
+    with pytest.raises(WebsocketResponseError):
+        async with client.websocket("/ws", headers={"Origin": "http://other.test", "Host": "localhost"}) as socket:
+            await socket.receive()
+
+
+async def test_message_is_acknowledged_and_answered(client):
+    """A visitor message gets an ack with its id, then a reply attributed to it."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await socket.receive()
+        await socket.send(json.dumps({"type": "message", "id": "m1", "text": "When are you open?"}))
+        ack = json.loads(await socket.receive())
+        reply = json.loads(await socket.receive())
+    assert ack == {"type": "ack", "id": "m1"}
+    assert reply["type"] == "reply" and reply["in_reply_to"] == "m1" and "Monday" in reply["text"]
+
+
+async def test_ping_gets_pong_with_same_time(client):
+    """Application-level ping is answered with a pong echoing t."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await socket.receive()
+        await socket.send(json.dumps({"type": "ping", "t": 12.5}))
+        assert json.loads(await socket.receive()) == {"type": "pong", "t": 12.5}
+
+
+@pytest.mark.parametrize("raw, code", [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_frame"),
+    ('{"type": "launch"}', "unknown_type"),
+    ('{"type": "message", "id": "m1"}', "missing_field"),
+    ('{"type": "message", "id": "m1", "text": 5}', "wrong_type"),
+    ('{"type": "message", "id": "m1", "text": "hi", "extra": 1}', "unknown_field"),
+    ('{"type": "message", "id": "", "text": "hi"}', "invalid_id"),
+    ('{"type": "message", "id": "m1", "text": "   "}', "empty_text"),
+])
+async def test_bad_frames_get_error_and_connection_stays_usable(client, raw, code):
+    """Each malformed frame gets a specific error frame; the socket keeps working."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await socket.receive()
+        await socket.send(raw)
+        error = json.loads(await socket.receive())
+        assert error["type"] == "error" and error["code"] == code
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.receive()) == {"type": "pong"}
+
+
+async def test_unsupported_protocol_version_is_closed_with_4001(client):
+    """A widget speaking another protocol version is told so with close code 4001."""
+    async with client.websocket("/ws?v=2", headers=ALLOWED) as socket:
+        with pytest.raises(WebsocketDisconnectError) as closed:
+            await socket.receive()
+    assert closed.value.args[0] == 4001
+
+
+async def test_healthz_shape(client):
+    """/healthz answers application/health+json with pass and a websocket check."""
+    response = await client.get("/healthz")
+    body = await response.get_json()
+    assert response.status_code == 200
+    assert response.content_type == "application/health+json"
+    assert body["status"] == "pass"
+    assert body["checks"]["websocket:accepting"][0]["status"] == "pass"
+    assert body["checks"]["websocket:connections"][0]["observedValue"] == 0
+
+
+async def test_healthz_counts_open_sockets(client):
+    """An open socket shows up in the connections check."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await socket.receive()
+        body = await (await client.get("/healthz")).get_json()
+    assert body["checks"]["websocket:connections"][0]["observedValue"] == 1
+
+
+async def test_healthz_fails_with_503_when_draining(app, client):
+    """While draining for shutdown, health fails with 503 and explains why."""
+    app.extensions["chat_hub"].draining = True
+    response = await client.get("/healthz")
+    body = await response.get_json()
+    assert response.status_code == 503 and body["status"] == "fail"
+    assert "draining" in body["checks"]["websocket:accepting"][0]["output"]
+
+
+async def test_cors_headers_only_for_allowed_origins(client):
+    """HTTP routes send CORS headers to allowed origins only, never '*' for them."""
+    allowed = await client.get("/healthz", headers=ALLOWED)
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+    for origin in ("https://evil.example.net", "https://shop.example.com.evil.net"):
+        refused = await client.get("/healthz", headers={"Origin": origin})
+        assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+async def test_ws_check_tells_any_page_whether_its_origin_is_allowed(client):
+    """/ws-check answers every origin (ACAO *) whether it may open the socket."""
+    response = await client.get("/ws-check", headers={"Origin": "https://evil.example.net"})
+    body = await response.get_json()
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert body["allowed"] is False and body["accepting"] is True
+
+
+async def test_index_embeds_widget_in_loading_state(client):
+    """The demo page carries the widget root in state 'loading' and loads runtimes from this server."""
+    html = await (await client.get("/")).get_data(as_text=True)
+    assert 'id="chat-widget"' in html and 'data-state="loading"' in html
+    assert '"interpreter": "/vendor/micropython/micropython.mjs"' in html
+
+
+@pytest.mark.parametrize("path", ["/vendor/pyscript/../../package.json", "/vendor/pyscript/%2e%2e/%2e%2e/package.json",
+                                  "/widget/..%2fserver%2fapp.py", "/vendor/nope/core.js"])
+async def test_static_files_cannot_escape_their_folders(client, path):
+    """Traversal attempts on static routes get 404."""
+    response = await client.get(path)
+    assert response.status_code == 404

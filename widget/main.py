@@ -1,0 +1,278 @@
+"""The browser shell of the chat widget (PyScript, MicroPython or Pyodide).
+
+Thin on purpose: it turns browser events (socket, timers, network, visibility, form) into calls on the
+pure ``Lifecycle`` and ``Conversation`` objects, and turns the actions they return into browser calls.
+All decisions live in those modules, which are tested under CPython.
+"""
+
+import asyncio
+import json
+import random
+import time
+
+import js
+from pyscript import fetch
+from pyscript.ffi import create_proxy
+
+from widget import lifecycle, words
+from widget.chat import Conversation, OutboxFull
+from widget.view import View
+
+
+def is_missing(value):
+    # JS null is None in MicroPython but a falsy jsnull in Pyodide; undefined is the reverse.
+    return value is None or str(value) in ("undefined", "null", "None")
+
+
+class Shell:
+    def __init__(self, settings):
+        self.settings = settings
+        self.contact = settings.get("contact") or {}
+        self.debug = self._debug_enabled()
+        document = js.document
+        self.view = View(document, document.getElementById("chat-widget"))
+        self.lifecycle = lifecycle.Lifecycle(lifecycle.Settings())
+        self.conversation = Conversation(self._new_id)
+        self.sockets = {}
+        self.timers = {}
+        self.timer_callbacks = {}
+        self.retry_at = None
+        self.retry_from = None
+        self.ticker = None
+        self.last_log = None
+        self.repeats = 0
+        self.url = self._socket_url()
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def start(self):
+        window = js.window
+        window.addEventListener("online", create_proxy(lambda event: self.feed(self.lifecycle.went_online(time.time()))))
+        window.addEventListener("offline", create_proxy(lambda event: self.feed(self.lifecycle.went_offline(time.time()))))
+        window.addEventListener("pageshow", create_proxy(lambda event: self.feed(self.lifecycle.page_visible(time.time()))))
+        js.document.addEventListener("visibilitychange", create_proxy(self.on_visibility))
+        self.view.form.addEventListener("submit", create_proxy(self.on_submit))
+        self.view.input.addEventListener("keydown", create_proxy(self.on_keydown))
+        self.view.root.querySelector('[data-action="retry"]').addEventListener(
+            "click", create_proxy(lambda event: self.feed(self.lifecycle.retry_pressed(time.time()))))
+        if not js.navigator.onLine:
+            self.feed(self.lifecycle.start(time.time()))
+            self.feed(self.lifecycle.went_offline(time.time()))
+        else:
+            self.feed(self.lifecycle.start(time.time()))
+
+    def on_visibility(self, event):
+        now = time.time()
+        if js.document.visibilityState == "hidden":
+            self.feed(self.lifecycle.page_hidden(now))
+        else:
+            self.feed(self.lifecycle.page_visible(now))
+
+    def on_keydown(self, event):
+        if event.key == "Enter" and not event.shiftKey:
+            event.preventDefault()
+            self.send_typed()
+
+    def on_submit(self, event):
+        event.preventDefault()
+        self.send_typed()
+
+    def send_typed(self):
+        text = self.view.input.value.strip()
+        if not text:
+            return
+        try:
+            message = self.conversation.compose(text)
+        except OutboxFull:
+            self.view.show_notice(words.OUTBOX_FULL)
+            return
+        self.view.take_input()
+        self.view.show_message(message)
+        if self.lifecycle.state == lifecycle.CONNECTED and self.lifecycle.socket_id in self.sockets:
+            self.flush()
+
+    def flush(self):
+        socket = self.sockets.get(self.lifecycle.socket_id)
+        if socket is None:
+            return
+        for frame in self.conversation.frames_to_send():
+            socket.send(json.dumps(frame))
+        for message in self.conversation.messages:
+            if message.author == "visitor":
+                self.view.show_delivery(message)
+
+    # ---- socket events ------------------------------------------------------------------------
+    def open_socket(self, socket_id):
+        socket = js.WebSocket.new(self.url)
+        self.sockets[socket_id] = socket
+        socket.onopen = create_proxy(lambda event: self.feed(self.lifecycle.opened(time.time(), socket_id)))
+        socket.onmessage = create_proxy(lambda event: self.on_message(socket_id, event))
+        socket.onerror = create_proxy(lambda event: self.feed(self.lifecycle.errored(time.time(), socket_id)))
+        socket.onclose = create_proxy(lambda event: self.on_close(socket_id, event))
+
+    def on_close(self, socket_id, event):
+        self.sockets.pop(socket_id, None)
+        reason = "" if is_missing(event.reason) else str(event.reason)
+        self.feed(self.lifecycle.closed(time.time(), socket_id, int(event.code), reason, bool(event.wasClean)))
+
+    def on_message(self, socket_id, event):
+        if socket_id != self.lifecycle.socket_id:
+            return
+        try:
+            frame = json.loads(str(event.data))
+        except ValueError:
+            self.log("warn", "chat: ignored a frame that is not JSON")
+            return
+        if not isinstance(frame, dict):
+            return
+        self.feed(self.lifecycle.received(time.time(), socket_id, frame))
+        kind = frame.get("type")
+        if kind == "welcome":
+            if isinstance(frame.get("contact"), dict):
+                self.contact = frame["contact"]
+            self.flush()
+        elif kind == "ack":
+            message = self.conversation.acknowledged(frame.get("id"))
+            if message is not None:
+                self.view.show_delivery(message)
+        elif kind == "reply":
+            message = self.conversation.consultant_replied(str(frame.get("id")), str(frame.get("text", "")))
+            if message is not None:
+                self.view.show_message(message)
+        elif kind == "error":
+            self.log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
+
+    # ---- actions ------------------------------------------------------------------------------
+    def feed(self, actions):
+        for action in actions:
+            name = type(action).__name__
+            if name == "OpenSocket":
+                self.open_socket(action.socket_id)
+            elif name == "CloseSocket":
+                socket = self.sockets.pop(action.socket_id, None)
+                if socket is not None:
+                    socket.close(action.code, action.reason)
+                for message in self.conversation.connection_lost():
+                    self.view.show_delivery(message)
+            elif name == "Send":
+                socket = self.sockets.get(action.socket_id)
+                if socket is not None:
+                    socket.send(json.dumps(action.frame))
+            elif name == "StartTimer":
+                self.start_timer(action.name, action.delay)
+            elif name == "CancelTimer":
+                self.cancel_timer(action.name)
+            elif name == "Render":
+                self.render(action)
+            elif name == "ProbeServer":
+                self.probe()
+            elif name == "Log":
+                self.log(action.level, action.text)
+
+    def render(self, action):
+        if action.state != lifecycle.CONNECTED:
+            for message in self.conversation.connection_lost():
+                self.view.show_delivery(message)
+        self.view.show_state(action.state)
+        self.view.show_alert(action.alert, self.contact)
+        if action.state == lifecycle.RECONNECTING:
+            self.retry_at = action.retry_at
+            self.retry_from = time.time()
+            self.reconnect_attempt = action.attempt
+            self.tick()
+            if self.ticker is None:
+                self.ticker = js.window.setInterval(create_proxy(self.tick), 250)
+        else:
+            self.view.hide_reconnect()
+            if self.ticker is not None:
+                js.window.clearInterval(self.ticker)
+                self.ticker = None
+
+    def tick(self, *args):
+        if self.retry_at is None:
+            self.view.show_reconnect(self.reconnect_attempt, None, 1)
+            return
+        now = time.time()
+        left = max(0.0, self.retry_at - now)
+        span = max(0.001, self.retry_at - self.retry_from)
+        self.view.show_reconnect(self.reconnect_attempt, int(left + 0.999), min(1.0, 1 - left / span))
+
+    def start_timer(self, name, delay):
+        self.cancel_timer(name)
+        callback = self.timer_callbacks.get(name)
+        if callback is None:
+            callback = create_proxy(lambda *args: self.on_timer(name))
+            self.timer_callbacks[name] = callback
+        self.timers[name] = js.window.setTimeout(callback, int(delay * 1000))
+
+    def cancel_timer(self, name):
+        handle = self.timers.pop(name, None)
+        if handle is not None:
+            js.window.clearTimeout(handle)
+
+    def on_timer(self, name):
+        self.timers.pop(name, None)
+        self.feed(self.lifecycle.timer_fired(time.time(), name))
+
+    def probe(self):
+        asyncio.create_task(self._probe())
+
+    async def _probe(self):
+        # Browsers report a refused handshake (403) as 1006, like a dead server: ask over HTTP why.
+        try:
+            response = await fetch(self.settings.get("check_path", "/ws-check"), cache="no-store")
+            answer = await response.json() if response.ok else None
+        except Exception:
+            answer = None
+        if answer is None:
+            result = "unreachable"
+        elif not answer.get("allowed", True):
+            result = "origin_rejected"
+        elif answer.get("draining") or not answer.get("accepting", True):
+            result = "draining"
+        else:
+            result = "ok"
+        self.feed(self.lifecycle.probe_result(time.time(), result))
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def log(self, level, text):
+        if level == "debug" and not self.debug:
+            return
+        if text == self.last_log:
+            self.repeats += 1
+            return
+        if self.repeats:
+            js.console.info("%s (repeated %d times)" % (self.last_log, self.repeats + 1))
+        self.last_log = text
+        self.repeats = 0
+        if level == "warn":
+            js.console.warn(text)
+        else:
+            js.console.info(text)
+
+    def _socket_url(self):
+        url = self.settings.get("socket_url")
+        if not url:
+            location = js.window.location
+            scheme = "wss:" if str(location.protocol) == "https:" else "ws:"
+            url = scheme + "//" + str(location.host) + self.settings.get("socket_path", "/ws")
+        return url + ("&" if "?" in url else "?") + "v=1"
+
+    def _debug_enabled(self):
+        if "chat-debug" in str(js.window.location.search):
+            return True
+        try:
+            return str(js.window.localStorage.getItem("chat-widget-debug")) == "1"
+        except Exception:
+            return False
+
+    def _new_id(self):
+        return "m%x%06x" % (int(time.time() * 1000), random.getrandbits(24))
+
+
+def load_settings():
+    element = js.document.getElementById("chat-widget-settings")
+    return json.loads(str(element.textContent)) if not is_missing(element) else {}
+
+
+shell = Shell(load_settings())
+shell.start()
