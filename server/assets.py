@@ -6,6 +6,7 @@ page never requests anything from another host.
 
 import json
 import mimetypes
+from urllib.parse import urlsplit, urlunsplit
 
 from markupsafe import Markup
 from quart import Blueprint, abort, current_app, render_template_string, send_from_directory
@@ -49,8 +50,13 @@ def pyscript_config(config):
 
 def widget_settings(config):
     """What the Python widget reads at start: where to connect and whom to offer when it cannot."""
-    return {"socket_path": "/ws", "check_path": "/ws-check", "runtime": config.runtime,
-            "contact": config.contact, "version": "0.1.0"}
+    settings = {"socket_url": "/ws", "check_url": "/ws-check", "runtime": config.runtime,
+                "contact": config.contact, "version": "0.1.0"}
+    if config.socket_url:
+        parts = urlsplit(config.socket_url)
+        settings["socket_url"] = config.socket_url
+        settings["check_url"] = urlunsplit(({"ws": "http", "wss": "https"}[parts.scheme], parts.netloc, "/ws-check", "", ""))
+    return settings
 
 
 async def render_widget(config):

@@ -1,7 +1,9 @@
 """The ``chat-widget`` command line: ``serve`` runs the demo site and chat server."""
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 
 import click
@@ -30,6 +32,8 @@ def main():
               help=f"Python runtime for the widget: {' or '.join(RUNTIMES)}.")
 @click.option("--log-level", envvar="CHAT_WIDGET_LOG_LEVEL", default="info", show_default=True,
               help=f"One of {', '.join(LOG_LEVELS)}.")
+@click.option("--socket-url", envvar="CHAT_WIDGET_SOCKET_URL", default="",
+              help="Public ws(s):// URL of the socket, when it is not /ws on the page's host (e.g. behind a proxy).")
 @click.option("--contact-email", envvar="CHAT_WIDGET_CONTACT_EMAIL", default="", help="Shown when chat is unavailable.")
 @click.option("--contact-phone", envvar="CHAT_WIDGET_CONTACT_PHONE", default="", help="Shown when chat is unavailable.")
 @click.option("--contact-url", envvar="CHAT_WIDGET_CONTACT_URL", default="", help="A contact page, shown when chat is unavailable.")
@@ -60,10 +64,29 @@ def uvicorn_config(app, config):
     )
 
 
+class ChatServer(uvicorn.Server):
+    """Uvicorn's server, but SIGTERM/SIGINT end in a clean exit 0 after the graceful shutdown.
+
+    Uvicorn re-raises the captured signal after shutting down, so a graceful stop would exit -15; an
+    orchestrator reads that as a crash.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.handle_exit, signum, None)
+        try:
+            yield
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
 async def run_server(config):
     from .app import create_app
 
-    server = uvicorn.Server(uvicorn_config(create_app(config), config))
+    server = ChatServer(uvicorn_config(create_app(config), config))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)

@@ -6,6 +6,7 @@ setting and the fix.
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .origins import OriginError, OriginRule
 
@@ -30,6 +31,7 @@ class Config:
         "log_level": "info",
         "max_message_bytes": 16 * 1024,
         "max_connections": 10_000,
+        "socket_url": "",               # public ws(s):// URL of /ws when not on the page's own host
         "contact_email": "",
         "contact_phone": "",
         "contact_url": "",
@@ -50,6 +52,7 @@ class Config:
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
+        self.socket_url = _socket_url_setting(values["socket_url"])
         self.contact_email = str(values["contact_email"])
         self.contact_phone = str(values["contact_phone"])
         self.contact_url = str(values["contact_url"])
@@ -75,6 +78,16 @@ def _int_setting(name, value, low, high):
     if not low <= number <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
     return number
+
+
+def _socket_url_setting(value):
+    text = str(value or "")
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ConfigError(f"socket_url must be an absolute ws:// or wss:// URL such as wss://chat.example.com/ws, got {text!r}")
+    return text
 
 
 def _choice_setting(name, value, choices):

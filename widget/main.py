@@ -5,18 +5,19 @@ pure ``Lifecycle`` and ``Conversation`` objects, and turns the actions they retu
 All decisions live in those modules, which are tested under CPython.
 """
 
-import asyncio
 import json
 import random
 import time
 
 import js
-from pyscript import fetch
-from pyscript.ffi import create_proxy
+from pyscript.ffi import create_proxy, to_js
 
 from widget import lifecycle, words
 from widget.chat import Conversation, OutboxFull
 from widget.view import View
+
+
+PROBE_TIMEOUT_MS = 4000
 
 
 def is_missing(value):
@@ -214,24 +215,34 @@ class Shell:
         self.feed(self.lifecycle.timer_fired(time.time(), name))
 
     def probe(self):
-        asyncio.create_task(self._probe())
-
-    async def _probe(self):
         # Browsers report a refused handshake (403) as 1006, like a dead server: ask over HTTP why.
+        # Promise callbacks, not asyncio: MicroPython's asyncio calls js.setTimeout detached from
+        # window, which fails with "Illegal invocation" once the shell has used js.window.setTimeout.
+        options = to_js({"cache": "no-store", "signal": js.window.AbortSignal.timeout(PROBE_TIMEOUT_MS)})
+        request = js.window.fetch(self.settings.get("check_url", "/ws-check"), options)
+        request.then(create_proxy(self._probe_answered), create_proxy(self._probe_failed))
+
+    def _probe_answered(self, response):
+        if not response.ok:
+            self._probe_failed(None)
+            return
+        response.text().then(create_proxy(self._probe_read), create_proxy(self._probe_failed))
+
+    def _probe_read(self, text):
         try:
-            response = await fetch(self.settings.get("check_path", "/ws-check"), cache="no-store")
-            answer = await response.json() if response.ok else None
-        except Exception:
-            answer = None
-        if answer is None:
-            result = "unreachable"
-        elif not answer.get("allowed", True):
+            answer = json.loads(str(text))
+        except ValueError:
+            answer = {}
+        if not answer.get("allowed", True):
             result = "origin_rejected"
         elif answer.get("draining") or not answer.get("accepting", True):
             result = "draining"
         else:
             result = "ok"
         self.feed(self.lifecycle.probe_result(time.time(), result))
+
+    def _probe_failed(self, error):
+        self.feed(self.lifecycle.probe_result(time.time(), "unreachable"))
 
     # ---- helpers ------------------------------------------------------------------------------
     def log(self, level, text):
@@ -250,11 +261,11 @@ class Shell:
             js.console.info(text)
 
     def _socket_url(self):
-        url = self.settings.get("socket_url")
-        if not url:
+        url = self.settings.get("socket_url") or "/ws"
+        if url.startswith("/"):
             location = js.window.location
             scheme = "wss:" if str(location.protocol) == "https:" else "ws:"
-            url = scheme + "//" + str(location.host) + self.settings.get("socket_path", "/ws")
+            url = scheme + "//" + str(location.host) + url
         return url + ("&" if "?" in url else "?") + "v=1"
 
     def _debug_enabled(self):
