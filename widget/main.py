@@ -56,10 +56,8 @@ class Shell:
         self.view.root.querySelector('[data-action="retry"]').addEventListener(
             "click", create_proxy(lambda event: self.feed(self.lifecycle.retry_pressed(time.time()))))
         if not js.navigator.onLine:
-            self.feed(self.lifecycle.start(time.time()))
-            self.feed(self.lifecycle.went_offline(time.time()))
-        else:
-            self.feed(self.lifecycle.start(time.time()))
+            self.feed(self.lifecycle.went_offline(time.time()))  # remembered: start() waits for the network
+        self.feed(self.lifecycle.start(time.time()))
 
     def on_visibility(self, event):
         now = time.time()
