@@ -355,16 +355,16 @@ def test_uptime_just_below_stable_does_not_reset():
 
 # -------------------------------------------------------- connect timeout
 
-def test_connect_timeout_closes_4000_and_takes_failure_path():
-    """No open within connect_timeout: close 4000 "connect timeout", probe, retry with backoff."""
+def test_connect_timeout_closes_4100_and_takes_failure_path():
+    """No open within connect_timeout: close 4100 "connect timeout", probe, retry with backoff."""
     lc = new()
     lc.start(0.0)
     acts = lc.timer_fired(5.0, "connect")
-    assert non_log(acts) == [CloseSocket(1, 4000, "connect timeout"), StartTimer("retry", d(1)),
+    assert non_log(acts) == [CloseSocket(1, 4100, "connect timeout"), StartTimer("retry", d(1)),
                              Render(RECONNECTING, 1, 5.0 + d(1), None), ProbeServer()]
     assert lc.socket_id is None and lc.attempt == 1
     # the browser's later close/open for the abandoned socket are stale
-    assert lc.closed(5.1, 1, 4000, "connect timeout", True) == []
+    assert lc.closed(5.1, 1, 4100, "connect timeout", True) == []
     assert lc.opened(5.2, 1) == []
     assert lc.state == RECONNECTING
 
@@ -397,7 +397,7 @@ def test_healthy_connection_stays_up_for_an_hour():
 
 
 def test_silent_socket_detected_within_15s():
-    """A socket that goes silent is declared dead (close 4001) within 15 s of its last frame."""
+    """A socket that goes silent is declared dead (close 4101) within 15 s of its last frame."""
     for phase in (0.0, 0.5, 1.0, 2.0, 3.9):
         sh = Shell(new())
         sh.call("start")
@@ -405,7 +405,7 @@ def test_silent_socket_detected_within_15s():
         last_rx = sh.lc._last_rx
         sh.run(60.0, lambda now, ev: "accept" if ev == "open" else False)  # stops answering
         close = [a for a in sh.actions if isinstance(a, CloseSocket)][0]
-        assert close.code == 4001 and close.reason == "heartbeat timeout"
+        assert close.code == 4101 and close.reason == "heartbeat timeout"
         death = [r for r in sh.renders if r.state == RECONNECTING][0]
         assert death.retry_at - d(1) - last_rx <= 15.0
 
@@ -417,7 +417,7 @@ def test_dead_exactly_by_wall_clock():
     lc.timer_fired(8.0, "heartbeat")
     assert lc.state == CONNECTED
     acts = lc.timer_fired(10.0 + 0.001, "heartbeat")
-    assert acts[0] == CloseSocket(1, 4001, "heartbeat timeout")
+    assert acts[0] == CloseSocket(1, 4101, "heartbeat timeout")
     assert lc.state == RECONNECTING
 
 
@@ -426,7 +426,7 @@ def test_late_tick_with_unanswered_ping_detects_death_at_once():
     lc = connected(0.0)
     lc.timer_fired(4.0, "heartbeat")   # ping sent, never answered
     acts = lc.timer_fired(64.0, "heartbeat")
-    assert acts[0] == CloseSocket(1, 4001, "heartbeat timeout")
+    assert acts[0] == CloseSocket(1, 4101, "heartbeat timeout")
     assert timer(acts, "retry") is not None
 
 
@@ -438,7 +438,7 @@ def test_late_tick_on_healthy_throttled_socket_pings_instead_of_killing():
     acts = lc.timer_fired(64.0, "heartbeat")  # silent 60 s, but nothing was asked
     assert acts == [Send(1, {"type": "ping", "t": 64.0}), StartTimer("heartbeat", S.ping_interval)]
     # ... and if that ping is not answered, the next (late) tick declares death at once
-    assert lc.timer_fired(124.0, "heartbeat")[0] == CloseSocket(1, 4001, "heartbeat timeout")
+    assert lc.timer_fired(124.0, "heartbeat")[0] == CloseSocket(1, 4101, "heartbeat timeout")
 
 
 def test_any_frame_counts_as_liveness():
@@ -459,7 +459,7 @@ def test_heartbeat_death_after_long_uptime_resets_attempt():
     lc.received(100.0, 1, {"type": "pong"})
     lc.timer_fired(104.0, "heartbeat")
     acts = lc.timer_fired(112.0, "heartbeat")
-    assert acts[0].code == 4001 and lc.attempt == 1
+    assert acts[0].code == 4101 and lc.attempt == 1
 
 
 def test_heartbeat_death_of_socket_silent_since_open_keeps_counting():
@@ -661,11 +661,11 @@ def test_visible_while_connected_verifies_with_ping():
 
 
 def test_verify_timeout_is_death():
-    """No frame within verify_timeout after becoming visible: closed 4001, reconnecting."""
+    """No frame within verify_timeout after becoming visible: closed 4101, reconnecting."""
     lc = connected(0.0)
     lc.page_visible(3.0)
     acts = lc.timer_fired(3.0 + S.verify_timeout, "verify")
-    assert acts[0] == CloseSocket(1, 4001, "heartbeat timeout")
+    assert acts[0] == CloseSocket(1, 4101, "heartbeat timeout")
     assert CancelTimer("heartbeat") in acts and lc.state == RECONNECTING
 
 
@@ -675,7 +675,7 @@ def test_visible_after_long_silence_with_unanswered_ping_is_dead_at_once():
     lc.page_hidden(1.0)
     lc.timer_fired(4.0, "heartbeat")  # ping never answered (throttled tab: next tick much later)
     acts = lc.page_visible(40.0)
-    assert acts[0] == CloseSocket(1, 4001, "heartbeat timeout")
+    assert acts[0] == CloseSocket(1, 4101, "heartbeat timeout")
     assert lc.state == RECONNECTING
 
 
@@ -1055,7 +1055,7 @@ assert lc.start(0.0) == [OpenSocket(1), StartTimer("connect", 5.0), Render("conn
 assert lc.opened(0.2, 1)[2] == Render("connected")
 lc.timer_fired(4.0, "heartbeat")
 lc.timer_fired(8.0, "heartbeat")
-assert lc.timer_fired(12.0, "heartbeat")[0] == CloseSocket(1, 4001, "heartbeat timeout")
+assert lc.timer_fired(12.0, "heartbeat")[0] == CloseSocket(1, 4101, "heartbeat timeout")
 assert lc.closed(12.1, 1, 1006, "", False) == []
 assert lc.timer_fired(13.0, "retry")[0] == OpenSocket(2)
 assert ProbeServer() in lc.closed(13.1, 2, 1006, "", False)

@@ -76,14 +76,14 @@ ALERT_CONFIG = "config"
 
 # Close codes we send (browsers only allow 1000 and 4000-4999 from script).
 CLOSE_NORMAL = 1000
-CLOSE_CONNECT_TIMEOUT = 4000
-CLOSE_HEARTBEAT_TIMEOUT = 4001
+CLOSE_CONNECT_TIMEOUT = 4100
+CLOSE_HEARTBEAT_TIMEOUT = 4101
 
 
 class Settings:
     """Tunables, in seconds unless noted.
 
-    connect_timeout  give up on a handshake after this long (close 4000).
+    connect_timeout  give up on a handshake after this long (close 4100).
     backoff_base     ceiling of the first retry delay (full jitter below it).
     backoff_cap      largest ceiling of a normal retry delay; 1013 "try again
                      later" may wait up to 2 * cap (see widget/backoff.py).
