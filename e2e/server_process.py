@@ -72,5 +72,8 @@ class ServerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
 
+        if self.process and self.process.stdout:
+            self.process.stdout.close()
+
     def log_text(self):
         return "".join(self.output)

@@ -11,6 +11,7 @@ import uvicorn
 
 from .assets import missing_runtime_assets
 from .config import LOG_LEVELS, RUNTIMES, Config, ConfigError
+from .doctor import doctor
 
 
 @click.group()
@@ -99,6 +100,8 @@ async def run_server(config):
     if not server.started:
         sys.exit(1)
 
+
+main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

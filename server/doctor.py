@@ -128,8 +128,7 @@ class Probe:
     async def run(self, done):
         """Run every check after ``done`` (the url check), skipping those whose dependency blocks."""
         results = {check.name: check for check in done}
-        names = [name for name in DEPENDS_ON if name != "idle" or self.target.idle]
-        for name in names:
+        for name in check_names(self.target.idle)[1:]:
             dependency = results[DEPENDS_ON[name]]
             if dependency.blocks:
                 results[name] = Check(name, SKIP, f"skipped: {dependency.name} did not pass")
@@ -409,12 +408,16 @@ def _ms_since(started):
     return round((time.perf_counter() - started) * 1000)
 
 
+def check_names(idle):
+    """Every check's name in running order; idle only when asked for."""
+    return ["url"] + [name for name in DEPENDS_ON if name != "idle" or idle]
+
+
 async def diagnose(url, origin=None, socket_url=None, idle=None, timeout=5.0):
     """Run every check against ``url``; return the list of ``Check``."""
     target, url_check = parse_target(url, origin, socket_url, idle, timeout)
     if target is None:
-        names = [name for name in DEPENDS_ON if name != "idle" or idle]
-        return [url_check] + [Check(name, SKIP, "skipped: url did not pass") for name in names]
+        return [url_check] + [Check(name, SKIP, "skipped: url did not pass") for name in check_names(idle)[1:]]
     async with Probe(target) as probe:
         return await probe.run([url_check])
 
