@@ -32,13 +32,16 @@ class ServerProcess:
         ready = threading.Event()
 
         def pump(stream):
-            for line in stream:
-                self.output.append(line)
-                match = SERVING.search(line)
-                if match and not ready.is_set():
-                    self.url = match.group(1)
-                    self.port = int(self.url.rsplit(":", 1)[1])
-                    ready.set()
+            try:
+                for line in stream:
+                    self.output.append(line)
+                    match = SERVING.search(line)
+                    if match and not ready.is_set():
+                        self.url = match.group(1)
+                        self.port = int(self.url.rsplit(":", 1)[1])
+                        ready.set()
+            except (ValueError, OSError):  # the pipe was closed by stop()
+                pass
 
         threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
         if not ready.wait(timeout):
