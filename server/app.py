@@ -1,15 +1,19 @@
 """The application factory."""
 
+import asyncio
 import logging
+from pathlib import Path
 
 from quart import Quart
 from quart_cors import cors
 
 from . import assets, health, socket
-from .config import Config
-from .consultant import HelpDeskConsultant
+from .config import Config, ConfigError
+from .consultants import make_consultant
+from .conversations import Conversations
 from .hub import Hub
 from .origins import OriginPolicy
+from .store import MemoryStore, SqliteStore
 
 
 def create_app(config=None):
@@ -20,7 +24,11 @@ def create_app(config=None):
     app.extensions["chat_config"] = config
     app.extensions["chat_origins"] = policy
     app.extensions["chat_hub"] = Hub(config.max_connections)
-    app.extensions["chat_consultant"] = HelpDeskConsultant()
+    store = make_store(config)
+    app.extensions["chat_store"] = store
+    consultant = build_consultant(config)
+    app.extensions["chat_consultant"] = consultant
+    app.extensions["chat_conversations"] = Conversations(store, consultant)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(assets.bp)
@@ -31,9 +39,57 @@ def create_app(config=None):
     cors(app, allow_origin=[rule.cors_pattern() for rule in policy.rules],
          allow_methods=["GET"], allow_credentials=False)
 
+    @app.before_serving
+    async def open_store():
+        await store.open()
+
+    @app.while_serving
+    async def sweep_expired_sessions():
+        task = asyncio.create_task(_sweeper(store))
+        yield
+        task.cancel()
+
     @app.after_serving
-    async def stop_accepting():
+    async def shut_down():
         app.extensions["chat_hub"].draining = True
+        await app.extensions["chat_conversations"].drain(timeout=5.0)
+        await store.close()
+        if hasattr(consultant, "aclose"):
+            await consultant.aclose()
 
     logging.getLogger("chat_widget").setLevel(config.log_level.upper())
     return app
+
+
+def build_consultant(config):
+    try:
+        return make_consultant(
+            config.consultant, knowledge_path=config.knowledge_path or None, contact=config.contact,
+            openai_base_url=config.openai_base_url or None, openai_model=config.openai_model or None,
+            system_prompt=config.system_prompt or None,
+        )
+    except ValueError as error:
+        raise ConfigError(f"consultant: {error}") from None
+
+
+def make_store(config):
+    options = {"retention": config.retention, "max_entries": config.history_limit}
+    if config.store == "memory":
+        return MemoryStore(**options)
+    path = Path(config.store)
+    if not path.is_absolute():
+        path = config.root / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(path, **options)
+
+
+async def _sweeper(store, every=60.0):
+    log = logging.getLogger("chat_widget.store")
+    while True:
+        await asyncio.sleep(every)
+        try:
+            removed = await store.sweep()
+            if removed:
+                log.info("expired sessions removed count=%d", removed)
+        except Exception:
+            log.exception("session sweep failed")

@@ -33,6 +33,18 @@ def main():
               help=f"Python runtime for the widget: {' or '.join(RUNTIMES)}.")
 @click.option("--log-level", envvar="CHAT_WIDGET_LOG_LEVEL", default="info", show_default=True,
               help=f"One of {', '.join(LOG_LEVELS)}.")
+@click.option("--store", envvar="CHAT_WIDGET_STORE", default="var/chat.sqlite3", show_default=True,
+              help="SQLite file for conversations (relative to the project), or 'memory'.")
+@click.option("--retention", envvar="CHAT_WIDGET_RETENTION", default="1800", show_default=True,
+              help="Seconds a quiet conversation is kept and can be resumed.")
+@click.option("--consultant", envvar="CHAT_WIDGET_CONSULTANT", default="knowledge", show_default=True,
+              help="Who answers: knowledge (offline, from --knowledge-path), openai (any OpenAI-compatible API), helpdesk.")
+@click.option("--knowledge-path", envvar="CHAT_WIDGET_KNOWLEDGE_PATH", default="",
+              help="Markdown knowledge file (default: the demo's knowledge.md).")
+@click.option("--openai-base-url", envvar="CHAT_WIDGET_OPENAI_BASE_URL", default="",
+              help="e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1; key from CHAT_WIDGET_OPENAI_API_KEY.")
+@click.option("--openai-model", envvar="CHAT_WIDGET_OPENAI_MODEL", default="", help="Model name for --consultant openai.")
+@click.option("--system-prompt", envvar="CHAT_WIDGET_SYSTEM_PROMPT", default="", help="Overrides the default consultant prompt.")
 @click.option("--socket-url", envvar="CHAT_WIDGET_SOCKET_URL", default="",
               help="Public ws(s):// URL of the socket, when it is not /ws on the page's host (e.g. behind a proxy).")
 @click.option("--contact-email", envvar="CHAT_WIDGET_CONTACT_EMAIL", default="", help="Shown when chat is unavailable.")
@@ -51,7 +63,11 @@ def serve(**settings):
         sys.exit(2)
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    asyncio.run(run_server(config))
+    try:
+        asyncio.run(run_server(config))
+    except ConfigError as error:
+        click.echo(f"chat-widget: configuration error: {error}", err=True)
+        sys.exit(2)
 
 
 def uvicorn_config(app, config):

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .origins import OriginError, OriginRule
 
 RUNTIMES = ("micropython", "pyodide")
+CONSULTANTS = ("knowledge", "openai", "helpdesk")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,14 @@ class Config:
         "log_level": "info",
         "max_message_bytes": 16 * 1024,
         "max_connections": 10_000,
+        "store": "var/chat.sqlite3",    # SQLite file for conversations, or "memory" (lost on restart)
+        "retention": 1800,              # seconds a quiet conversation is kept and can be resumed
+        "history_limit": 500,           # entries kept per conversation
+        "consultant": "knowledge",      # knowledge | openai | helpdesk (server/consultants.py)
+        "knowledge_path": "",           # Markdown knowledge file; default: the demo's knowledge.md
+        "openai_base_url": "",
+        "openai_model": "",
+        "system_prompt": "",
         "socket_url": "",               # public ws(s):// URL of /ws when not on the page's own host
         "contact_email": "",
         "contact_phone": "",
@@ -52,6 +61,16 @@ class Config:
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
+        self.store = str(values["store"])
+        if not self.store:
+            raise ConfigError("store must be a file path for the SQLite database, or 'memory'")
+        self.retention = _int_setting("retention", values["retention"], 60, 30 * 86400)
+        self.history_limit = _int_setting("history_limit", values["history_limit"], 10, 100_000)
+        self.consultant = _choice_setting("consultant", values["consultant"], CONSULTANTS)
+        self.knowledge_path = str(values["knowledge_path"] or "")
+        self.openai_base_url = str(values["openai_base_url"] or "")
+        self.openai_model = str(values["openai_model"] or "")
+        self.system_prompt = str(values["system_prompt"] or "")
         self.socket_url = _socket_url_setting(values["socket_url"])
         self.contact_email = str(values["contact_email"])
         self.contact_phone = str(values["contact_phone"])

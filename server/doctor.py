@@ -294,9 +294,11 @@ class Probe:
     async def check_welcome(self):
         try:
             async with asyncio.timeout(self.target.timeout):
+                # A fresh session: the doctor's own conversation, never a visitor's.
+                await self.socket.send(json.dumps({"type": "hello", "last_seq": 0}))
                 frame = _json_frame(await self.socket.recv())
         except TimeoutError:
-            return Check("welcome", FAIL, f"no frame within {self.target.timeout:g} s of the upgrade",
+            return Check("welcome", FAIL, f"no welcome within {self.target.timeout:g} s of hello",
                          "the server accepted but sent nothing: check the server log")
         except ConnectionClosed as error:
             return self._closed("welcome", error)

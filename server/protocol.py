@@ -19,9 +19,12 @@ CLOSE_TRY_LATER = 1013
 CLOSE_UNSUPPORTED_VERSION = 4001  # terminal: the widget is newer/older than the server
 
 MAX_ID_LENGTH = 64
+MAX_SESSION_LENGTH = 64
+MAX_SEQ = 2**53
 
 # type -> {field: (python types, required)}
 CLIENT_FRAMES = {
+    "hello": {"session": ((str, type(None)), False), "last_seq": ((int,), False)},
     "ping": {"t": ((int, float), False)},
     "message": {"id": ((str,), True), "text": ((str,), True)},
 }
@@ -62,6 +65,11 @@ def parse_client_frame(data, max_text_chars):
         value = frame[name]
         if not isinstance(value, types) or isinstance(value, bool):
             raise FrameError("wrong_type", f"field {name!r} has the wrong type", frame_id)
+    if frame_type == "hello":
+        if frame.get("session") is not None and not 1 <= len(frame["session"]) <= MAX_SESSION_LENGTH:
+            raise FrameError("invalid_session", f"session id must be 1 to {MAX_SESSION_LENGTH} characters")
+        if not 0 <= frame.get("last_seq", 0) <= MAX_SEQ:
+            raise FrameError("invalid_seq", f"last_seq must be between 0 and {MAX_SEQ}")
     if frame_type == "message":
         if not 1 <= len(frame["id"]) <= MAX_ID_LENGTH:
             raise FrameError("invalid_id", f"message id must be 1 to {MAX_ID_LENGTH} characters", None)
@@ -76,8 +84,10 @@ def encode(frame):
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def welcome(contact):
-    return {"type": "welcome", "v": VERSION, "contact": contact}
+def welcome(contact, session, resumed, expired, last_seq):
+    """First answer to ``hello``; replayed entries after ``last_seq`` the widget had follow it."""
+    return {"type": "welcome", "v": VERSION, "session": session, "resumed": resumed, "expired": expired,
+            "last_seq": last_seq, "contact": contact}
 
 
 def error(code, message, frame_id=None):

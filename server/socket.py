@@ -1,7 +1,6 @@
 """The chat WebSocket endpoint ``/ws``: origin check before upgrade, then the v1 protocol."""
 
 import asyncio
-import itertools
 import logging
 
 from quart import Blueprint, Response, current_app, websocket
@@ -11,7 +10,6 @@ from . import protocol
 
 log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
-_reply_ids = itertools.count(1)
 
 
 def _refuse(status, reason, why):
@@ -23,7 +21,6 @@ def _refuse(status, reason, why):
 @bp.websocket("/ws")
 @cors_exempt
 async def chat_socket():
-    config = current_app.extensions["chat_config"]
     hub = current_app.extensions["chat_hub"]
     allowed, why = current_app.extensions["chat_origins"].check(
         websocket.headers.get("Origin"), websocket.headers.get("Host"), websocket.scheme
@@ -44,70 +41,73 @@ async def chat_socket():
 
     connection_id = hub.register()
     log.info("connection opened id=%s origin=%s open=%d", connection_id, websocket.headers.get("Origin"), len(hub.open))
-    session = ChatSession(config, current_app.extensions["chat_consultant"])
+    connection = ChatConnection(current_app.extensions["chat_config"], current_app.extensions["chat_conversations"],
+                                websocket.headers.get("Origin") or "")
     try:
-        await session.run()
+        await connection.run()
     finally:
+        connection.leave()
         duration = hub.unregister(connection_id)
         log.info("connection closed id=%s duration=%.1fs", connection_id, duration)
 
 
-class ChatSession:
-    """One visitor's socket: reads frames, answers pings, acknowledges messages, streams replies."""
+class ChatConnection:
+    """One socket: waits for ``hello``, joins (or resumes) the session, then relays frames."""
 
-    def __init__(self, config, consultant):
+    def __init__(self, config, conversations, origin):
         self.config = config
-        self.consultant = consultant
-        self.history = []
-        self.replies = set()
+        self.conversations = conversations
+        self.origin = origin
+        self.session_id = None
+        self._send_lock = asyncio.Lock()
 
     async def send(self, frame):
-        await websocket.send(protocol.encode(frame))
+        async with self._send_lock:
+            await websocket.send(protocol.encode(frame))
 
     async def run(self):
-        await self.send(protocol.welcome(self.config.contact))
-        try:
-            while True:
-                data = await websocket.receive()
-                size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
-                if size > self.config.max_message_bytes:
-                    await websocket.close(protocol.CLOSE_TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")
-                    return
-                try:
-                    frame = protocol.parse_client_frame(data, self.config.max_message_bytes)
-                except protocol.FrameError as error:
-                    await self.send(protocol.error(error.code, str(error), error.frame_id))
-                    continue
+        while True:
+            data = await websocket.receive()
+            size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+            if size > self.config.max_message_bytes:
+                await websocket.close(protocol.CLOSE_TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")
+                return
+            try:
+                frame = protocol.parse_client_frame(data, self.config.max_message_bytes)
                 await self.handle(frame)
-        finally:
-            for task in self.replies:
-                task.cancel()
-            if self.replies:
-                await asyncio.gather(*self.replies, return_exceptions=True)
+            except protocol.FrameError as error:
+                await self.send(protocol.error(error.code, str(error), error.frame_id))
 
     async def handle(self, frame):
-        if frame["type"] == "ping":
-            pong = {"type": "pong"}
-            if "t" in frame:
-                pong["t"] = frame["t"]
-            await self.send(pong)
-        elif frame["type"] == "message":
-            self.history.append({"author": "visitor", "text": frame["text"]})
-            await self.send({"type": "ack", "id": frame["id"]})
-            task = asyncio.create_task(self.answer(frame["id"]))
-            self.replies.add(task)
-            task.add_done_callback(self.replies.discard)
+        kind = frame["type"]
+        if kind == "ping":
+            await self.send({"type": "pong", "t": frame["t"]} if "t" in frame else {"type": "pong"})
+        elif kind == "hello":
+            await self.hello(frame)
+        elif self.session_id is None:
+            raise protocol.FrameError("hello_required", "send a hello frame first", frame.get("id"))
+        elif kind == "message":
+            entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"])
+            await self.send({"type": "ack", "id": entry.id, "seq": entry.seq})
 
-    async def answer(self, question_id):
-        chunks = []
-        try:
-            async for chunk in self.consultant.reply(list(self.history)):
-                chunks.append(chunk)
-            text = "".join(chunks)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("consultant failed consultant=%s", self.consultant.name)
-            text = "Sorry, I couldn't answer that just now. Please try again in a moment."
-        self.history.append({"author": "consultant", "text": text})
-        await self.send({"type": "reply", "id": f"r{next(_reply_ids)}", "in_reply_to": question_id, "text": text})
+    async def hello(self, frame):
+        if self.session_id is not None:
+            raise protocol.FrameError("already_joined", "hello was already sent on this connection")
+        session_id, resumed, expired, replay = await self.conversations.open_session(
+            frame.get("session"), frame.get("last_seq", 0), self.origin)
+        self.session_id = session_id
+        if replay:
+            last_seq = replay[-1].seq
+        else:
+            last_seq = frame.get("last_seq", 0) if resumed else 0
+        await self.send(protocol.welcome(self.config.contact, session_id, resumed, expired, last_seq))
+        for entry in replay:
+            await self.send(entry.frame(live=False))
+        for partial in self.conversations.watch(session_id, self.send):
+            await self.send(partial)
+        if resumed:
+            await self.conversations.answer_unanswered(session_id)
+
+    def leave(self):
+        if self.session_id is not None:
+            self.conversations.unwatch(self.session_id, self.send)

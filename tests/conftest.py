@@ -9,7 +9,7 @@ OWN_ORIGIN = "http://localhost"
 @pytest.fixture
 def make_app():
     def make(**settings):
-        return create_app(Config(**settings))
+        return create_app(Config(**{"store": "memory", **settings}))
     return make
 
 

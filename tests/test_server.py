@@ -9,11 +9,29 @@ from quart.testing.connections import WebsocketDisconnectError
 ALLOWED = {"Origin": "https://shop.example.com"}
 
 
+async def join(socket, session=None, last_seq=0):
+    """Send hello and return the welcome frame."""
+    hello = {"type": "hello", "last_seq": last_seq}
+    if session:
+        hello["session"] = session
+    await socket.send(json.dumps(hello))
+    return json.loads(await socket.receive())
+
+
+async def receive_until(socket, kind):
+    """Frames up to and including the first of the given type."""
+    frames = []
+    while not frames or frames[-1]["type"] != kind:
+        frames.append(json.loads(await socket.receive()))
+    return frames
+
+
 async def test_allowed_origin_handshake_gets_welcome(client):
     """An allowed origin is accepted and greeted with the protocol version."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
-        welcome = json.loads(await socket.receive())
-    assert welcome["type"] == "welcome" and welcome["v"] == 1
+        welcome = await join(socket)
+    assert welcome["type"] == "welcome" and welcome["v"] == 1 and welcome["resumed"] is False
+    assert len(welcome["session"]) >= 32
 
 
 @pytest.mark.parametrize("origin", [
@@ -44,14 +62,14 @@ async def test_missing_origin_refused_by_default(client):
 async def test_wildcard_subdomain_allowed(client):
     """*.example.org allows a subdomain at any depth."""
     async with client.websocket("/ws", headers={"Origin": "https://a.b.example.org"}) as socket:
-        assert json.loads(await socket.receive())["type"] == "welcome"
+        assert (await join(socket))["type"] == "welcome"
 
 
 async def test_same_origin_default(make_app):
     """With no allowed origins configured, only the server's own origin (its Host) may connect."""
     client = make_app().test_client()
     async with client.websocket("/ws", headers={"Origin": "http://localhost", "Host": "localhost"}) as socket:
-        assert json.loads(await socket.receive())["type"] == "welcome"
+        assert (await join(socket))["type"] == "welcome"
     with pytest.raises(WebsocketResponseError):
         async with client.websocket("/ws", headers={"Origin": "http://other.test", "Host": "localhost"}) as socket:
             await socket.receive()
@@ -60,18 +78,17 @@ async def test_same_origin_default(make_app):
 async def test_message_is_acknowledged_and_answered(client):
     """A visitor message gets an ack with its id, then a reply attributed to it."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
-        await socket.receive()
+        await join(socket)
         await socket.send(json.dumps({"type": "message", "id": "m1", "text": "When are you open?"}))
-        ack = json.loads(await socket.receive())
-        reply = json.loads(await socket.receive())
-    assert ack == {"type": "ack", "id": "m1"}
-    assert reply["type"] == "reply" and reply["in_reply_to"] == "m1" and "Monday" in reply["text"]
+        frames = await receive_until(socket, "reply")
+    assert {"type": "ack", "id": "m1", "seq": 1} in frames
+    reply = frames[-1]
+    assert reply["in_reply_to"] == "m1" and "Monday" in reply["text"] and reply["seq"] == 2
 
 
 async def test_ping_gets_pong_with_same_time(client):
     """Application-level ping is answered with a pong echoing t."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
-        await socket.receive()
         await socket.send(json.dumps({"type": "ping", "t": 12.5}))
         assert json.loads(await socket.receive()) == {"type": "pong", "t": 12.5}
 
@@ -89,7 +106,7 @@ async def test_ping_gets_pong_with_same_time(client):
 async def test_bad_frames_get_error_and_connection_stays_usable(client, raw, code):
     """Each malformed frame gets a specific error frame; the socket keeps working."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
-        await socket.receive()
+        await join(socket)
         await socket.send(raw)
         error = json.loads(await socket.receive())
         assert error["type"] == "error" and error["code"] == code
@@ -119,7 +136,7 @@ async def test_healthz_shape(client):
 async def test_healthz_counts_open_sockets(client):
     """An open socket shows up in the connections check."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
-        await socket.receive()
+        await join(socket)
         body = await (await client.get("/healthz")).get_json()
     assert body["checks"]["websocket:connections"][0]["observedValue"] == 1
 

@@ -1,9 +1,14 @@
-"""The conversation as the visitor sees it: messages, their delivery state, and the send buffer.
+"""The conversation as the visitor sees it: messages, their delivery state, and the outbox.
 
 Pure Python (no js, no pyscript): runs in MicroPython, Pyodide and CPython tests alike.
+
 A visitor message is ``queued`` until it is written to an open socket, ``sent`` until the server
-acknowledges it, then ``delivered``. Everything not yet acknowledged is sent again, in order, each
-time a connection is ready, so nothing typed during an outage is lost.
+acknowledges it (it is then stored), then ``delivered``. Everything not yet acknowledged is sent
+again, in order, each time a connection is ready; the server deduplicates by id, so a resend never
+shows or answers twice. The server numbers what it stores (``seq``); the widget remembers the last
+number it has, so after a reconnect the server replays only what was missed.
+
+Display order: stored entries by ``seq``, then the messages still waiting, in the order typed.
 """
 
 QUEUED = "queued"
@@ -11,76 +16,236 @@ SENT = "sent"
 DELIVERED = "delivered"
 
 MAX_PENDING = 100
+MAX_PENDING_BYTES = 64 * 1024
 
 
 class OutboxFull(Exception):
-    """Too many messages are waiting for the connection; the visitor is told to wait."""
+    """Too much is waiting for the connection; the visitor is told to wait."""
 
 
 class Message:
-    def __init__(self, id, author, text, delivery=None):
+    def __init__(self, id, author, text, delivery=None, seq=None, in_reply_to=None):
         self.id = id
         self.author = author
         self.text = text
         self.delivery = delivery
+        self.seq = seq
+        self.in_reply_to = in_reply_to
+        self.streaming = False
 
     def __repr__(self):
-        return "Message(%r, %r, %r, %r)" % (self.id, self.author, self.text, self.delivery)
+        return "Message(%r, %r, %r, %r, seq=%r)" % (self.id, self.author, self.text, self.delivery, self.seq)
+
+
+class Show:
+    """View update: put ``message`` (new, or moved) before the message with id ``before`` (None: at the end)."""
+
+    def __init__(self, message, before):
+        self.message = message
+        self.before = before
+
+    def __repr__(self):
+        return "Show(%r, before=%r)" % (self.message.id, self.before)
+
+
+class Update:
+    """View update: ``message`` changed (delivery, text, or finished streaming)."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def __repr__(self):
+        return "Update(%r)" % self.message.id
 
 
 class Conversation:
-    """Messages in display order and the outbox of visitor messages awaiting acknowledgement."""
-
-    def __init__(self, make_id, max_pending=MAX_PENDING):
+    def __init__(self, make_id, max_pending=MAX_PENDING, max_pending_bytes=MAX_PENDING_BYTES):
         self._make_id = make_id
         self.max_pending = max_pending
-        self.messages = []
+        self.max_pending_bytes = max_pending_bytes
+        self.session = None
+        self.last_seq = 0
+        self.messages = []     # display order
         self._by_id = {}
 
+    # ---- visitor side ---------------------------------------------------------------------------
     def pending(self):
         """Visitor messages not yet acknowledged, oldest first."""
         return [m for m in self.messages if m.author == "visitor" and m.delivery != DELIVERED]
 
     def compose(self, text):
-        """Accept what the visitor typed; returns the new message (queued)."""
-        if len(self.pending()) >= self.max_pending:
+        """Accept what the visitor typed; returns the view update for the new queued message."""
+        pending = self.pending()
+        size = len(text.encode("utf-8"))
+        for message in pending:
+            size += len(message.text.encode("utf-8"))
+        if len(pending) >= self.max_pending or size > self.max_pending_bytes:
             raise OutboxFull()
         message = Message(self._make_id(), "visitor", text, QUEUED)
         self._add(message)
-        return message
+        return Show(message, None)
 
     def frames_to_send(self):
-        """Frames for every unacknowledged message, in order; marks them sent."""
+        """Frames for every queued message, in order; marks them sent."""
         frames = []
         for message in self.pending():
-            message.delivery = SENT
-            frames.append({"type": "message", "id": message.id, "text": message.text})
+            if message.delivery == QUEUED:
+                message.delivery = SENT
+                frames.append({"type": "message", "id": message.id, "text": message.text})
         return frames
 
     def connection_lost(self):
-        """Sent but unacknowledged messages go back to queued: they will be sent again."""
+        """Sent but unacknowledged messages go back to queued; returns the changed ones."""
         changed = []
         for message in self.pending():
             if message.delivery == SENT:
                 message.delivery = QUEUED
-                changed.append(message)
+                changed.append(Update(message))
         return changed
 
-    def acknowledged(self, message_id):
-        """The server stored the message; returns it, or None for an unknown or repeated ack."""
+    # ---- session --------------------------------------------------------------------------------
+    def hello_frame(self):
+        frame = {"type": "hello", "last_seq": self.last_seq}
+        if self.session:
+            frame["session"] = self.session
+        return frame
+
+    def welcomed(self, session, resumed):
+        """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""
+        lost = self.session is not None and not resumed and self.last_seq > 0
+        if not resumed:
+            self.last_seq = 0
+        self.session = session
+        return lost
+
+    # ---- server frames --------------------------------------------------------------------------
+    def received(self, frame):
+        """Apply a conversation frame from the server; returns view updates."""
+        kind = frame.get("type")
+        seq = frame.get("seq")
+        if kind == "ack":
+            return self._acknowledged(str(frame.get("id")), seq)
+        if kind == "message":
+            return self._visitor_entry(str(frame.get("id")), str(frame.get("text", "")), seq)
+        if kind == "reply_start":
+            return self._reply_started(str(frame.get("id")), frame.get("in_reply_to"), str(frame.get("text", "")))
+        if kind == "reply_chunk":
+            return self._reply_chunk(str(frame.get("id")), str(frame.get("text", "")))
+        if kind == "reply":
+            return self._reply(str(frame.get("id")), frame.get("in_reply_to"), str(frame.get("text", "")), seq)
+        return []
+
+    @property
+    def typing(self):
+        """The consultant is preparing a reply and no text has arrived yet."""
+        for message in self.messages:
+            if message.streaming and not message.text:
+                return True
+        return False
+
+    def _seen(self, seq):
+        if isinstance(seq, int):
+            if seq > self.last_seq:
+                self.last_seq = seq
+
+    def _acknowledged(self, message_id, seq):
+        self._seen(seq)
         message = self._by_id.get(message_id)
         if message is None or message.author != "visitor" or message.delivery == DELIVERED:
-            return None
-        message.delivery = DELIVERED
-        return message
+            return []
+        return self._deliver(message, seq)
 
-    def consultant_replied(self, reply_id, text):
-        """A reply arrived; returns the new message, or None if it was already shown."""
+    def _deliver(self, message, seq):
+        # Once stored it takes its place among the stored entries, before what is still waiting.
+        message.delivery = DELIVERED
+        message.seq = seq
+        self.messages.remove(message)
+        before = self._insert_stored(message)
+        return [Show(message, before)]
+
+    def _visitor_entry(self, message_id, text, seq):
+        if isinstance(seq, int) and seq <= self.last_seq:
+            return []
+        self._seen(seq)
+        known = self._by_id.get(message_id)
+        if known is not None:
+            return self._deliver(known, seq) if known.delivery != DELIVERED else []
+        message = Message(message_id, "visitor", text, DELIVERED, seq)
+        return [Show(message, self._add_stored(message))]
+
+    def _reply_started(self, reply_id, in_reply_to, text):
         if reply_id in self._by_id:
-            return None
-        message = Message(reply_id, "consultant", text)
-        self._add(message)
-        return message
+            return []
+        message = Message(reply_id, "consultant", text, None, None, in_reply_to)
+        message.streaming = True
+        return [Show(message, self._add_stored(message))]
+
+    def _reply_chunk(self, reply_id, text):
+        message = self._by_id.get(reply_id)
+        if message is None or not message.streaming:
+            return []
+        message.text += text
+        return [Update(message)]
+
+    def _reply(self, reply_id, in_reply_to, text, seq):
+        message = self._by_id.get(reply_id)
+        if isinstance(seq, int) and seq <= self.last_seq and (message is None or not message.streaming):
+            return []
+        self._seen(seq)
+        if message is not None:
+            # The stored text replaces whatever streamed: no half-duplicated text after a reconnect.
+            message.text = text
+            message.seq = seq
+            message.streaming = False
+            return [Update(message)]
+        message = Message(reply_id, "consultant", text, None, seq, in_reply_to)
+        return [Show(message, self._add_stored(message))]
+
+    def abandon_streams(self):
+        """The connection dropped mid-reply: partial replies are removed; replay brings the whole one."""
+        gone = [m for m in self.messages if m.streaming]
+        for message in gone:
+            self.messages.remove(message)
+            del self._by_id[message.id]
+        return gone
+
+    # ---- storage --------------------------------------------------------------------------------
+    def snapshot(self):
+        """What must survive a page reload: the session and the unacknowledged messages."""
+        return {"session": self.session,
+                "outbox": [{"id": m.id, "text": m.text} for m in self.pending()]}
+
+    def restore(self, snapshot):
+        """After a reload: rejoin the session and show the waiting messages as queued."""
+        updates = []
+        if not isinstance(snapshot, dict):
+            return updates
+        session = snapshot.get("session")
+        self.session = session if isinstance(session, str) else None
+        for item in snapshot.get("outbox") or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("text"), str):
+                if item["id"] not in self._by_id:
+                    message = Message(item["id"], "visitor", item["text"], QUEUED)
+                    self._add(message)
+                    updates.append(Show(message, None))
+        return updates
+
+    # ---- placement ------------------------------------------------------------------------------
+    def _first_waiting_index(self):
+        for index in range(len(self.messages)):
+            message = self.messages[index]
+            if message.author == "visitor" and message.delivery != DELIVERED:
+                return index
+        return len(self.messages)
+
+    def _insert_stored(self, message):
+        index = self._first_waiting_index()
+        self.messages.insert(index, message)
+        return self.messages[index + 1].id if index + 1 < len(self.messages) else None
+
+    def _add_stored(self, message):
+        self._by_id[message.id] = message
+        return self._insert_stored(message)
 
     def _add(self, message):
         self.messages.append(message)

@@ -13,11 +13,12 @@ import js
 from pyscript.ffi import create_proxy, to_js
 
 from widget import lifecycle, words
-from widget.chat import Conversation, OutboxFull
+from widget.chat import Conversation, OutboxFull, Update
 from widget.view import View
 
 
 PROBE_TIMEOUT_MS = 4000
+STORAGE_KEY = "chat-widget:v1"
 
 
 def is_missing(value):
@@ -43,6 +44,7 @@ class Shell:
         self.last_log = None
         self.repeats = 0
         self.url = self._socket_url()
+        self.joined = False  # welcomed on the current socket
 
     # ---- wiring -------------------------------------------------------------------------------
     def start(self):
@@ -53,6 +55,7 @@ class Shell:
         js.document.addEventListener("visibilitychange", create_proxy(self.on_visibility))
         self.view.form.addEventListener("submit", create_proxy(self.on_submit))
         self.view.input.addEventListener("keydown", create_proxy(self.on_keydown))
+        self.restore()
         self.view.root.querySelector('[data-action="retry"]').addEventListener(
             "click", create_proxy(lambda event: self.feed(self.lifecycle.retry_pressed(time.time()))))
         if not js.navigator.onLine:
@@ -80,30 +83,52 @@ class Shell:
         if not text:
             return
         try:
-            message = self.conversation.compose(text)
+            update = self.conversation.compose(text)
         except OutboxFull:
             self.view.show_notice(words.OUTBOX_FULL)
             return
         self.view.take_input()
-        self.view.show_message(message)
-        if self.lifecycle.state == lifecycle.CONNECTED and self.lifecycle.socket_id in self.sockets:
+        self.view.apply([update])
+        self.save()
+        if self.joined:
             self.flush()
 
     def flush(self):
+        """Send every queued message (after welcome: the server knows our session)."""
         socket = self.sockets.get(self.lifecycle.socket_id)
         if socket is None:
             return
+        waiting = [m for m in self.conversation.pending() if m.delivery == "queued"]
         for frame in self.conversation.frames_to_send():
             socket.send(json.dumps(frame))
-        for message in self.conversation.messages:
-            if message.author == "visitor":
-                self.view.show_delivery(message)
+        self.view.apply([Update(m) for m in waiting])
+
+    def lost_connection(self):
+        self.joined = False
+        self.view.apply(self.conversation.connection_lost())
+        self.view.remove(self.conversation.abandon_streams())
+        self.view.show_typing(False)
+
+    # ---- storage: the outbox and session survive a reload (sessionStorage: this tab only) --------
+    def save(self):
+        try:
+            js.window.sessionStorage.setItem(STORAGE_KEY, json.dumps(self.conversation.snapshot()))
+        except Exception:
+            pass  # storage disabled or full: the conversation still works, it just won't survive a reload
+
+    def restore(self):
+        try:
+            saved = js.window.sessionStorage.getItem(STORAGE_KEY)
+            snapshot = None if is_missing(saved) else json.loads(str(saved))
+        except Exception:
+            snapshot = None
+        self.view.apply(self.conversation.restore(snapshot))
 
     # ---- socket events ------------------------------------------------------------------------
     def open_socket(self, socket_id):
         socket = js.WebSocket.new(self.url)
         self.sockets[socket_id] = socket
-        socket.onopen = create_proxy(lambda event: self.feed(self.lifecycle.opened(time.time(), socket_id)))
+        socket.onopen = create_proxy(lambda event: self.on_open(socket_id))
         socket.onmessage = create_proxy(lambda event: self.on_message(socket_id, event))
         socket.onerror = create_proxy(lambda event: self.feed(self.lifecycle.errored(time.time(), socket_id)))
         socket.onclose = create_proxy(lambda event: self.on_close(socket_id, event))
@@ -112,6 +137,12 @@ class Shell:
         self.sockets.pop(socket_id, None)
         reason = "" if is_missing(event.reason) else str(event.reason)
         self.feed(self.lifecycle.closed(time.time(), socket_id, int(event.code), reason, bool(event.wasClean)))
+
+    def on_open(self, socket_id):
+        self.feed(self.lifecycle.opened(time.time(), socket_id))
+        socket = self.sockets.get(socket_id)
+        if socket is not None and socket_id == self.lifecycle.socket_id:
+            socket.send(json.dumps(self.conversation.hello_frame()))
 
     def on_message(self, socket_id, event):
         if socket_id != self.lifecycle.socket_id:
@@ -128,17 +159,18 @@ class Shell:
         if kind == "welcome":
             if isinstance(frame.get("contact"), dict):
                 self.contact = frame["contact"]
+            if self.conversation.welcomed(str(frame.get("session")), frame.get("resumed") is True):
+                self.view.show_notice(words.SESSION_EXPIRED)
+            self.joined = True
+            self.save()
             self.flush()
-        elif kind == "ack":
-            message = self.conversation.acknowledged(frame.get("id"))
-            if message is not None:
-                self.view.show_delivery(message)
-        elif kind == "reply":
-            message = self.conversation.consultant_replied(str(frame.get("id")), str(frame.get("text", "")))
-            if message is not None:
-                self.view.show_message(message)
         elif kind == "error":
             self.log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
+        else:
+            self.view.apply(self.conversation.received(frame))
+            self.view.show_typing(self.conversation.typing)
+            if kind == "ack" or kind == "message":
+                self.save()
 
     # ---- actions ------------------------------------------------------------------------------
     def feed(self, actions):
@@ -150,8 +182,7 @@ class Shell:
                 socket = self.sockets.pop(action.socket_id, None)
                 if socket is not None:
                     socket.close(action.code, action.reason)
-                for message in self.conversation.connection_lost():
-                    self.view.show_delivery(message)
+                self.lost_connection()
             elif name == "Send":
                 socket = self.sockets.get(action.socket_id)
                 if socket is not None:
@@ -169,8 +200,7 @@ class Shell:
 
     def render(self, action):
         if action.state != lifecycle.CONNECTED:
-            for message in self.conversation.connection_lost():
-                self.view.show_delivery(message)
+            self.lost_connection()
         self.view.show_state(action.state)
         self.view.show_alert(action.alert, self.contact)
         if action.state == lifecycle.RECONNECTING:

@@ -16,6 +16,7 @@ class View:
         self.reconnect_progress = root.querySelector("[data-reconnect-progress]")
         self.alert = root.querySelector("[data-alert]")
         self.list = root.querySelector("[data-messages]")
+        self.typing = root.querySelector("[data-typing]")
         self.form = root.querySelector("[data-chat-form]")
         self.input = self.form.querySelector('[name="message"]')
         self._state = None
@@ -61,21 +62,41 @@ class View:
             item.textContent = line
             element.appendChild(item)
 
-    def show_message(self, message):
-        item = self.document.createElement("li")
+    def apply(self, updates):
+        """Render what the conversation changed (``chat.Show`` / ``chat.Update``)."""
+        for update in updates:
+            item = self._items.get(update.message.id)
+            if item is None:
+                item = self.document.createElement("li")
+                self._items[update.message.id] = item
+            self._fill(item, update.message)
+            if type(update).__name__ == "Show":
+                before = self._items.get(update.before) if update.before is not None else None
+                if before is not None:
+                    self.list.insertBefore(item, before)
+                else:
+                    self.list.appendChild(item)
+        self.list.scrollTop = self.list.scrollHeight
+
+    def _fill(self, item, message):
         item.setAttribute("data-author", message.author)
         item.setAttribute("data-id", message.id)
         if message.delivery:
             item.setAttribute("data-delivery", message.delivery)
+        if message.streaming:
+            item.setAttribute("data-streaming", "true")
+        else:
+            item.removeAttribute("data-streaming")
         item.textContent = message.text
-        self.list.appendChild(item)
-        self._items[message.id] = item
-        self.list.scrollTop = self.list.scrollHeight
 
-    def show_delivery(self, message):
-        item = self._items.get(message.id)
-        if item is not None:
-            item.setAttribute("data-delivery", message.delivery)
+    def remove(self, messages):
+        for message in messages:
+            item = self._items.pop(message.id, None)
+            if item is not None:
+                item.remove()
+
+    def show_typing(self, typing):
+        self.typing.hidden = not typing
 
     def show_notice(self, text):
         item = self.document.createElement("li")

@@ -29,6 +29,8 @@ ALERTS = {
 
 CONTACT = {"email": "Email: ", "phone": "Phone: ", "url": "Contact page: "}
 
+SESSION_EXPIRED = "Your earlier conversation has expired, so this is a new one."
+
 OUTBOX_FULL = "Too many messages are waiting to be sent. Please wait until chat reconnects."
 
 

@@ -1,0 +1,253 @@
+"""Conversation storage behind a small interface: sessions and their numbered entries.
+
+A session is one visitor's conversation. Each entry (a visitor message once stored, a consultant
+reply) gets the next number of the session's sequence, so a widget that reconnects can say "I have
+everything up to 17" and receive the rest. Visitor messages are keyed by the id the widget chose, so
+a resend after a lost acknowledgement finds the stored entry instead of adding a second one.
+
+Two implementations: ``MemoryStore`` (tests, and a server that may forget on restart) and
+``SqliteStore`` (the default: a local file, write-ahead logging, every entry committed before it is
+acknowledged, so a restart or crash of the process loses nothing). A shared store for several
+server instances (Redis) would implement the same methods.
+"""
+
+import asyncio
+import secrets
+import time
+
+import aiosqlite
+
+
+class Entry:
+    """One numbered conversation entry."""
+
+    __slots__ = ("seq", "author", "id", "text", "in_reply_to")
+
+    def __init__(self, seq, author, id, text, in_reply_to=None):
+        self.seq = seq
+        self.author = author
+        self.id = id
+        self.text = text
+        self.in_reply_to = in_reply_to
+
+    def frame(self, live):
+        """The frame that shows this entry to the widget (see docs/protocol.md)."""
+        if self.author == "visitor":
+            if live:
+                return {"type": "ack", "id": self.id, "seq": self.seq}
+            return {"type": "message", "id": self.id, "text": self.text, "seq": self.seq}
+        return {"type": "reply", "id": self.id, "in_reply_to": self.in_reply_to, "text": self.text, "seq": self.seq}
+
+    def __eq__(self, other):
+        return isinstance(other, Entry) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self):
+        return f"Entry({self.seq}, {self.author!r}, {self.id!r}, {self.text[:20]!r})"
+
+
+def new_session_id():
+    """Unguessable: 192 random bits."""
+    return secrets.token_urlsafe(24)
+
+
+class Store:
+    """The interface. ``now`` is wall-clock seconds; ``retention`` is seconds since last activity."""
+
+    def __init__(self, retention=1800.0, max_entries=500, clock=time.time):
+        self.retention = retention
+        self.max_entries = max_entries
+        self.clock = clock
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def create_session(self, origin):
+        raise NotImplementedError
+
+    async def find_session(self, session_id, origin):
+        """True when the session exists, is not expired, and belongs to this origin."""
+        raise NotImplementedError
+
+    async def add_visitor_message(self, session_id, message_id, text):
+        """Store a visitor message once; returns ``(entry, is_new)`` (the stored one for a resend)."""
+        raise NotImplementedError
+
+    async def add_reply(self, session_id, reply_id, in_reply_to, text):
+        raise NotImplementedError
+
+    async def entries_after(self, session_id, seq):
+        raise NotImplementedError
+
+    async def last_seq(self, session_id):
+        entries = await self.entries_after(session_id, 0)
+        return entries[-1].seq if entries else 0
+
+    async def unanswered(self, session_id):
+        """The visitor message ids that have no reply yet (e.g. the server crashed while answering)."""
+        entries = await self.entries_after(session_id, 0)
+        answered = {e.in_reply_to for e in entries if e.author == "consultant"}
+        return [e.id for e in entries if e.author == "visitor" and e.id not in answered]
+
+    async def sweep(self):
+        """Delete expired sessions; returns how many."""
+        raise NotImplementedError
+
+    async def session_count(self):
+        raise NotImplementedError
+
+
+class MemoryStore(Store):
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._sessions = {}  # id -> {"origin", "touched", "entries": [Entry], "seq"}
+
+    async def create_session(self, origin):
+        session_id = new_session_id()
+        self._sessions[session_id] = {"origin": origin, "touched": self.clock(), "entries": [], "seq": 0}
+        return session_id
+
+    def _live(self, session_id):
+        session = self._sessions.get(session_id)
+        if session is None or self.clock() - session["touched"] > self.retention:
+            return None
+        return session
+
+    async def find_session(self, session_id, origin):
+        session = self._live(session_id)
+        return session is not None and session["origin"] == origin
+
+    def _append(self, session_id, make_entry):
+        session = self._live(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        session["seq"] += 1
+        session["touched"] = self.clock()
+        entry = make_entry(session["seq"])
+        session["entries"].append(entry)
+        del session["entries"][:-self.max_entries]
+        return entry
+
+    async def add_visitor_message(self, session_id, message_id, text):
+        session = self._live(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        for entry in session["entries"]:
+            if entry.author == "visitor" and entry.id == message_id:
+                return entry, False
+        return self._append(session_id, lambda seq: Entry(seq, "visitor", message_id, text)), True
+
+    async def add_reply(self, session_id, reply_id, in_reply_to, text):
+        return self._append(session_id, lambda seq: Entry(seq, "consultant", reply_id, text, in_reply_to))
+
+    async def entries_after(self, session_id, seq):
+        session = self._live(session_id)
+        return [e for e in session["entries"] if e.seq > seq] if session else []
+
+    async def sweep(self):
+        expired = [sid for sid in self._sessions if self._live(sid) is None]
+        for session_id in expired:
+            del self._sessions[session_id]
+        return len(expired)
+
+    async def session_count(self):
+        return len(self._sessions)
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, origin TEXT NOT NULL, touched REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL, author TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, in_reply_to TEXT,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_by_id ON entries(session_id, author, id);
+"""
+
+
+class SqliteStore(Store):
+    """SQLite in WAL mode. ``synchronous=NORMAL`` survives a process crash (the WAL is written before
+    commit returns); ``durability="full"`` also survives power loss, at one fsync per entry."""
+
+    def __init__(self, path, durability="normal", **options):
+        super().__init__(**options)
+        self.path = str(path)
+        self.durability = durability
+        self._db = None
+        # One connection is one transaction: writers must not interleave between their statements.
+        self._write = asyncio.Lock()
+
+    async def open(self):
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._db.executescript(SCHEMA)
+        await self._db.commit()
+
+    async def close(self):
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def create_session(self, origin):
+        session_id = new_session_id()
+        async with self._write:
+            await self._db.execute("INSERT INTO sessions (id, origin, touched) VALUES (?, ?, ?)",
+                                   (session_id, origin, self.clock()))
+            await self._db.commit()
+        return session_id
+
+    async def find_session(self, session_id, origin):
+        cursor = await self._db.execute("SELECT 1 FROM sessions WHERE id = ? AND origin = ? AND touched >= ?",
+                                        (session_id, origin, self.clock() - self.retention))
+        return await cursor.fetchone() is not None
+
+    async def _append(self, session_id, author, entry_id, text, in_reply_to):
+        cursor = await self._db.execute(
+            "UPDATE sessions SET seq = seq + 1, touched = ? WHERE id = ? RETURNING seq", (self.clock(), session_id))
+        row = await cursor.fetchone()
+        if row is None:
+            await self._db.rollback()
+            raise KeyError(session_id)
+        seq = row[0]
+        await self._db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                               (session_id, seq, author, entry_id, text, in_reply_to))
+        await self._db.execute("DELETE FROM entries WHERE session_id = ? AND seq <= ?", (session_id, seq - self.max_entries))
+        await self._db.commit()
+        return Entry(seq, author, entry_id, text, in_reply_to)
+
+    async def add_visitor_message(self, session_id, message_id, text):
+        async with self._write:
+            cursor = await self._db.execute(
+                "SELECT seq, text FROM entries WHERE session_id = ? AND author = 'visitor' AND id = ?",
+                (session_id, message_id))
+            row = await cursor.fetchone()
+            if row is not None:
+                return Entry(row[0], "visitor", message_id, row[1]), False
+            return await self._append(session_id, "visitor", message_id, text, None), True
+
+    async def add_reply(self, session_id, reply_id, in_reply_to, text):
+        async with self._write:
+            return await self._append(session_id, "consultant", reply_id, text, in_reply_to)
+
+    async def entries_after(self, session_id, seq):
+        cursor = await self._db.execute(
+            "SELECT seq, author, id, text, in_reply_to FROM entries WHERE session_id = ? AND seq > ? ORDER BY seq",
+            (session_id, seq))
+        return [Entry(*row) for row in await cursor.fetchall()]
+
+    async def sweep(self):
+        async with self._write:
+            cursor = await self._db.execute("DELETE FROM sessions WHERE touched < ?", (self.clock() - self.retention,))
+            await self._db.commit()
+        return cursor.rowcount
+
+    async def session_count(self):
+        cursor = await self._db.execute("SELECT COUNT(*) FROM sessions")
+        return (await cursor.fetchone())[0]
+

@@ -1,0 +1,312 @@
+"""The knowledge consultant: retrieval on the shipped knowledge.md, greetings, unknowns, reloading, errors."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from server.consultant import HelpDeskConsultant
+from server.consultants import make_consultant
+from server.knowledge import KnowledgeBase, KnowledgeConsultant, markdown_to_text, parse_knowledge, stem, tokenize
+
+ROOT = Path(__file__).resolve().parent.parent
+KNOWLEDGE = ROOT / "knowledge.md"
+CONTACT = {"email": "hello@lantern-loom.example", "phone": "+1 555 0100", "url": ""}
+
+
+@pytest.fixture(scope="module")
+def consultant():
+    return KnowledgeConsultant(KNOWLEDGE, contact=CONTACT)
+
+
+async def chunks_for(consultant, question, history=()):
+    return [chunk async for chunk in consultant.reply([*history, {"author": "visitor", "text": question}])]
+
+
+async def ask(consultant, question):
+    return "".join(await chunks_for(consultant, question))
+
+
+def assert_unknown(reply):
+    assert "I don't know" in reply
+    assert "hello@lantern-loom.example" in reply
+    assert "+1 555 0100" in reply
+
+
+# Visitor questions, worded the way people type them (not the headings), and a phrase of the right answer.
+VISITOR_QUESTIONS = [
+    ("what time do you close on saturday?", "Monday to Saturday, 9:00 to 18:00"),
+    ("are you open on sundays?", "closed on Sundays"),
+    ("where can I find your store?", "12 Weaver Street, 9000 Ghent"),
+    ("how long will my package take to arrive?", "within 2 to 4 working days"),
+    ("is shipping free?", "free on orders over 50 euros"),
+    ("can you send a rug to Germany?", "We ship to all EU countries"),
+    ("I want my money back, what do I do?", "within 30 days of purchase for a full refund"),
+    ("my lamp stopped working after a year", "2-year warranty"),
+    ("can I pay with PayPal?", "Visa, Mastercard, Bancontact, PayPal"),
+    ("do you have vouchers I could give as a present?", "Gift cards are available from 25 to 500 euros"),
+    ("could you weave a rug in my own colours?", "takes 6 to 8 weeks"),
+    ("how do I get a wine stain out of my rug?", "Blot spills straight away"),
+    ("what kind of light bulb goes in the lamp?", "E27 LED bulb included"),
+    ("are the rugs made of real wool?", "hand-woven from undyed or plant-dyed wool"),
+    ("where is my order?", "tracking link"),
+    ("I ordered the wrong one, can I cancel?", "cancel or change an order free of charge"),
+    ("how much is a lamp?", "start at 39 euros"),
+    ("how big are your rugs?", "five standard sizes"),
+    ("I'd like to talk to a person", "email us at hello@lantern-loom.example or call +1 555 0100"),
+    ("who are the people behind the shop?", "small family workshop"),
+]
+
+OFF_TOPIC = [
+    "what's the capital of France?",
+    "can you fix my car?",
+    "tell me a joke about quantum physics",
+    "what's the weather like in Ghent tomorrow?",
+    "who won the football world cup?",
+    "do you sell cars?",
+    "what is the meaning of life?",
+    "what's the capital of Belgium?",
+    "how do I bake bread?",
+]
+
+
+@pytest.mark.parametrize("question, expected", VISITOR_QUESTIONS)
+async def test_visitor_questions_get_the_right_section(consultant, question, expected):
+    """Questions phrased as visitors would are answered with the matching section's text."""
+    reply = await ask(consultant, question)
+    assert expected in reply
+    assert "I don't know" not in reply
+
+
+@pytest.mark.parametrize("question", OFF_TOPIC)
+async def test_off_topic_questions_get_i_dont_know_with_contacts(consultant, question):
+    """Questions the knowledge file doesn't cover get an honest 'I don't know' and the team's contacts."""
+    assert_unknown(await ask(consultant, question))
+
+
+async def test_greetings_are_answered_naturally(consultant):
+    """A bare greeting gets a welcome that names the business, not an 'I don't know'."""
+    for greeting in ("hi", "Hello!", "good morning", "Hey there", "hello, how are you?"):
+        reply = await ask(consultant, greeting)
+        assert reply == "Hello, and welcome to Lantern & Loom! How can I help you today?", greeting
+
+
+async def test_greeting_with_a_question_answers_the_question(consultant):
+    """'hi, when are you open?' greets and then gives the opening hours."""
+    reply = await ask(consultant, "hi, when are you open?")
+    assert reply.startswith("Hello! ")
+    assert "Monday to Saturday, 9:00 to 18:00" in reply
+
+
+async def test_thanks_and_goodbyes_are_answered_naturally(consultant):
+    """Thanks get 'You're welcome', a goodbye gets a goodbye, and thanks with a question also answers it."""
+    assert await ask(consultant, "thanks!") == "You're welcome! Is there anything else I can help you with?"
+    assert await ask(consultant, "Thank you so much") == "You're welcome! Is there anything else I can help you with?"
+    assert await ask(consultant, "ok thanks, bye") == "You're welcome! Goodbye, and have a lovely day!"
+    reply = await ask(consultant, "Thanks! And do you ship to the UK?")
+    assert reply.startswith("You're welcome! ")
+    assert "United Kingdom" in reply
+
+
+async def test_empty_or_vague_messages_invite_a_question(consultant):
+    """A message with no content words ('ok', '???') invites a real question instead of guessing."""
+    for message in ("ok", "???", "   "):
+        reply = await ask(consultant, message)
+        assert reply.startswith("How can I help you?"), message
+
+
+async def test_keywords_line_is_never_shown(consultant):
+    """The 'Keywords:' line of a section helps retrieval but never appears in the answer."""
+    reply = await ask(consultant, "when are you open?")
+    assert "Keywords" not in reply
+    assert "holiday" not in reply
+
+
+async def test_answer_is_streamed_in_sentences(consultant):
+    """A multi-sentence answer comes as several chunks that join to the full answer."""
+    chunks = await chunks_for(consultant, "how should I clean my rug?")
+    assert len(chunks) >= 3
+    assert chunks[0] == "Vacuum your rug once a week without the beater brush, and turn it every few months so it wears evenly. "
+    assert "".join(chunks).endswith("to stop the colours fading.")
+
+
+async def test_only_the_latest_question_is_answered(consultant):
+    """Earlier turns in the history don't change which section answers the latest question."""
+    history = [
+        {"author": "visitor", "text": "what are your opening hours?"},
+        {"author": "consultant", "text": "Our shop is open Monday to Saturday, 9:00 to 18:00."},
+    ]
+    reply = "".join(await chunks_for(consultant, "and can I pay with Apple Pay?", history))
+    assert "Apple Pay" in reply
+    assert "9:00" not in reply
+
+
+async def test_unknown_reply_lists_only_the_contacts_given():
+    """Missing contact entries are left out; with none, the reply still points to the team."""
+    email_only = KnowledgeConsultant(KNOWLEDGE, contact={"email": "team@example.com", "phone": ""})
+    reply = await ask(email_only, "can you fix my car?")
+    assert reply == "I'm sorry, I don't know the answer to that. Our team will be glad to help: you can email team@example.com."
+    everything = KnowledgeConsultant(KNOWLEDGE, contact={"email": "a@example.com", "phone": "+1 2", "url": "https://example.com/help"})
+    reply = await ask(everything, "can you fix my car?")
+    assert reply.endswith("you can email a@example.com, call +1 2 or visit https://example.com/help.")
+    nobody = KnowledgeConsultant(KNOWLEDGE)
+    reply = await ask(nobody, "can you fix my car?")
+    assert reply == ("I'm sorry, I don't know the answer to that. "
+                     "Please get in touch with our team directly; they will be glad to help.")
+
+
+KNOWLEDGE_V1 = """# Test Shop
+
+## When are you open?
+Keywords: hours, opening times
+We are open on weekdays from 8 to 5.
+
+## Do you deliver?
+We deliver on Tuesdays.
+"""
+
+
+async def test_file_changes_are_picked_up(tmp_path):
+    """Editing the knowledge file changes the answers without a restart."""
+    path = tmp_path / "knowledge.md"
+    path.write_text(KNOWLEDGE_V1, encoding="utf-8")
+    consultant = KnowledgeConsultant(path, reload_interval=0)
+    assert await ask(consultant, "what are your opening times?") == "We are open on weekdays from 8 to 5."
+    path.write_text(KNOWLEDGE_V1.replace("on weekdays from 8 to 5", "every day from 10 to 4"), encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert await ask(consultant, "what are your opening times?") == "We are open every day from 10 to 4."
+
+
+async def test_file_is_checked_at_most_every_reload_interval(tmp_path):
+    """Changes are noticed on a reply once reload_interval has passed since the last check, not before."""
+    now = [100.0]
+    path = tmp_path / "knowledge.md"
+    path.write_text(KNOWLEDGE_V1, encoding="utf-8")
+    consultant = KnowledgeConsultant(path, reload_interval=2.0, clock=lambda: now[0])
+    path.write_text(KNOWLEDGE_V1.replace("on Tuesdays", "on Fridays"), encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    now[0] += 1.0
+    assert await ask(consultant, "do you deliver?") == "We deliver on Tuesdays."
+    now[0] += 1.5
+    assert await ask(consultant, "do you deliver?") == "We deliver on Fridays."
+
+
+async def test_broken_reload_keeps_the_previous_knowledge(tmp_path):
+    """If the file disappears or loses all its sections, the last good version keeps answering."""
+    path = tmp_path / "knowledge.md"
+    path.write_text(KNOWLEDGE_V1, encoding="utf-8")
+    consultant = KnowledgeConsultant(path, reload_interval=0)
+    path.write_text("no sections here\n", encoding="utf-8")
+    assert await ask(consultant, "do you deliver?") == "We deliver on Tuesdays."
+    path.unlink()
+    assert await ask(consultant, "do you deliver?") == "We deliver on Tuesdays."
+
+
+def test_missing_file_raises_value_error_naming_the_path(tmp_path):
+    """A knowledge file that doesn't exist is refused at construction, naming the path."""
+    missing = tmp_path / "nowhere" / "knowledge.md"
+    with pytest.raises(ValueError, match="knowledge file not found") as caught:
+        KnowledgeConsultant(missing)
+    assert str(missing) in str(caught.value)
+
+
+def test_file_without_sections_raises_value_error(tmp_path):
+    """A file with no '## ' sections is refused with a hint about the format."""
+    path = tmp_path / "empty.md"
+    path.write_text("# Just a title\n\nSome text.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"has no sections \(start each topic with a '## ' heading\)"):
+        KnowledgeBase(path)
+
+
+def test_undecodable_file_raises_value_error(tmp_path):
+    """A file that isn't UTF-8 is refused, naming the path."""
+    path = tmp_path / "latin1.md"
+    path.write_bytes("## Caf\xe9\nOpen.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="cannot read knowledge file") as caught:
+        KnowledgeBase(path)
+    assert str(path) in str(caught.value)
+
+
+def test_parser_reads_name_sections_keywords_and_skips_comments():
+    """The parser takes the '# ' name, one section per '## ', the keywords, and drops HTML comments."""
+    name, sections = parse_knowledge(
+        "<!-- format notes\n## not a section -->\n# Shop\nintro ignored\n"
+        "## First?\nKeywords: alpha, beta gamma\nAnswer one.\n\n## Empty\n\n## Second\r\nAnswer two.\r\n"
+    )
+    assert name == "Shop"
+    assert [(s.title, s.keywords, s.body) for s in sections] == [
+        ("First?", ["alpha", "beta gamma"], "Answer one."),
+        ("Second", [], "Answer two."),
+    ]
+
+
+def test_markdown_is_rendered_as_plain_text():
+    """Answers lose Markdown markup: bullets, emphasis, code and links become plain text, paragraphs stay."""
+    text = markdown_to_text(
+        "We have **three** _kinds_:\n- small\n- large\n  rugs\n\nSee [our page](https://example.com) or `call`."
+    )
+    assert text == "We have three kinds:\n• small\n• large rugs\n\nSee our page (https://example.com) or call."
+
+
+def test_tokenizer_and_stemmer():
+    """Tokens are lowercase stems without stopwords, so word variants meet."""
+    assert tokenize("What are your Opening HOURS?") == ["open", "hour"]
+    assert tokenize("What's the shop's address?") == ["shop", "address"]
+    for variants in (("lamp", "lamps"), ("box", "boxes"), ("delivery", "deliveries"),
+                     ("ship", "shipping", "shipped", "ships"), ("close", "closes", "closed", "closing"),
+                     ("cancel", "cancelled", "cancelling"), ("size", "sizes")):
+        assert len({stem(word) for word in variants}) == 1, variants
+    for unchanged in ("glass", "bus", "sell", "care", "rug"):
+        assert stem(unchanged) == unchanged
+
+
+def test_shipped_knowledge_file_documents_its_format():
+    """knowledge.md starts with an HTML comment explaining the format, and has 15-20 sections."""
+    text = KNOWLEDGE.read_text(encoding="utf-8")
+    assert text.startswith("<!--")
+    header = text[: text.index("-->")]
+    for phrase in ("## ", "Keywords:", "heading"):
+        assert phrase in header
+    name, sections = parse_knowledge(text)
+    assert name == "Lantern & Loom"
+    assert 15 <= len(sections) <= 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gets_a_non_empty_answer(text):
+    """Whatever a visitor types, the consultant answers with some text and never crashes."""
+    consultant = _shared_consultant()
+    reply = consultant.answer(text)
+    assert isinstance(reply, str) and reply.strip()
+
+
+_SHARED = []
+
+
+def _shared_consultant():
+    if not _SHARED:
+        _SHARED.append(KnowledgeConsultant(KNOWLEDGE, contact=CONTACT))
+    return _SHARED[0]
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+async def test_registry_builds_knowledge_by_default():
+    """make_consultant() with no name gives the knowledge consultant on the shipped file, with the contacts."""
+    consultant = make_consultant(None, contact=CONTACT)
+    assert isinstance(consultant, KnowledgeConsultant)
+    assert consultant.name == "knowledge"
+    assert "within 2 to 4 working days" in await ask(consultant, "how fast is delivery?")
+    assert_unknown(await ask(consultant, "can you fix my car?"))
+
+
+def test_registry_knowledge_path_and_helpdesk(tmp_path):
+    """The registry passes knowledge_path through (a missing one names the path) and still offers helpdesk."""
+    with pytest.raises(ValueError, match="nope.md"):
+        make_consultant("knowledge", knowledge_path=tmp_path / "nope.md")
+    assert isinstance(make_consultant("HelpDesk"), HelpDeskConsultant)

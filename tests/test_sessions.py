@@ -1,0 +1,101 @@
+"""Sessions over the socket: resume with replay, dedup of resends, origin binding, expiry."""
+
+import asyncio
+import json
+
+from quart.testing.connections import WebsocketDisconnectError  # noqa: F401 (documented import path)
+
+from test_server import ALLOWED, join, receive_until
+
+
+async def ask(socket, message_id, text):
+    await socket.send(json.dumps({"type": "message", "id": message_id, "text": text}))
+    return await receive_until(socket, "reply")
+
+
+async def test_message_before_hello_is_refused(client):
+    """A message sent before hello gets hello_required and is not stored."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await socket.send(json.dumps({"type": "message", "id": "m1", "text": "hi"}))
+        error = json.loads(await socket.receive())
+    assert error["code"] == "hello_required"
+
+
+async def test_resume_replays_only_what_was_missed(client):
+    """Reconnecting with the last seq seen replays the later entries, in order."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        session = (await join(socket))["session"]
+        await ask(socket, "m1", "When are you open?")
+        await ask(socket, "m2", "Do you deliver?")
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        welcome = await join(socket, session=session, last_seq=2)
+        replay = [json.loads(await socket.receive()) for _ in range(2)]
+    assert welcome["resumed"] is True and welcome["last_seq"] == 4
+    assert [(f["type"], f["seq"]) for f in replay] == [("message", 3), ("reply", 4)]
+    assert replay[0]["text"] == "Do you deliver?"
+
+
+async def test_reload_replays_whole_conversation(client):
+    """last_seq 0 (a reloaded page) gets every entry, visitor and consultant, in order."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        session = (await join(socket))["session"]
+        await ask(socket, "m1", "hello")
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        welcome = await join(socket, session=session, last_seq=0)
+        replay = [json.loads(await socket.receive()) for _ in range(welcome["last_seq"])]
+    assert [f["type"] for f in replay] == ["message", "reply"]
+
+
+async def test_resend_after_lost_ack_is_stored_and_answered_once(client):
+    """The same message id sent again (ack lost) is acked with the same seq and gets no second reply."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        session = (await join(socket))["session"]
+        await ask(socket, "m1", "Do you deliver?")
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket, session=session, last_seq=2)
+        await socket.send(json.dumps({"type": "message", "id": "m1", "text": "Do you deliver?"}))
+        assert json.loads(await socket.receive()) == {"type": "ack", "id": "m1", "seq": 1}
+        await socket.send(json.dumps({"type": "ping", "t": 1}))
+        assert json.loads(await socket.receive()) == {"type": "pong", "t": 1}  # no second reply came first
+
+
+async def test_reply_produced_while_disconnected_is_replayed(app, client):
+    """A reply finished after the socket dropped is stored and shown on reconnect."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        session = (await join(socket))["session"]
+        await socket.send(json.dumps({"type": "message", "id": "m1", "text": "What are your prices?"}))
+        await receive_until(socket, "ack")
+    conversations = app.extensions["chat_conversations"]
+    await asyncio.gather(*conversations.answering.values())
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket, session=session, last_seq=1)
+        reply = json.loads(await socket.receive())
+    assert reply["type"] == "reply" and reply["in_reply_to"] == "m1" and reply["seq"] == 2
+
+
+async def test_other_origin_cannot_resume_session(make_app):
+    """A session id presented from another allowed origin starts a fresh session instead."""
+    client = make_app(allow_origins=["https://a.example.com", "https://b.example.com"]).test_client()
+    async with client.websocket("/ws", headers={"Origin": "https://a.example.com"}) as socket:
+        session = (await join(socket))["session"]
+    async with client.websocket("/ws", headers={"Origin": "https://b.example.com"}) as socket:
+        welcome = await join(socket, session=session)
+    assert welcome["resumed"] is False and welcome["session"] != session and welcome["expired"] is True
+
+
+async def test_unknown_or_expired_session_starts_fresh_and_says_so(client):
+    """An unknown session id gets a new session with expired=true so the widget can tell the visitor."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        welcome = await join(socket, session="x" * 32, last_seq=7)
+    assert welcome["resumed"] is False and welcome["expired"] is True and welcome["last_seq"] == 0
+
+
+async def test_streamed_reply_frames(client):
+    """A reply streams as reply_start, chunks, then the stored reply with the full text."""
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket)
+        frames = await ask(socket, "m1", "hello")
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "ack" and kinds[1] == "reply_start" and kinds[-1] == "reply"
+    chunks = "".join(f["text"] for f in frames if f["type"] == "reply_chunk")
+    assert chunks == frames[-1]["text"]

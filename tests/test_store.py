@@ -1,0 +1,96 @@
+"""Both conversation stores behave the same: numbering, dedup by id, replay, retention, bounds, durability."""
+
+import pytest
+
+from server.store import MemoryStore, SqliteStore
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    clock = Clock()
+    options = {"retention": 600, "max_entries": 5, "clock": clock}
+    store = MemoryStore(**options) if request.param == "memory" else SqliteStore(tmp_path / "chat.sqlite3", **options)
+    await store.open()
+    store.test_clock = clock
+    yield store
+    await store.close()
+
+
+async def test_entries_are_numbered_in_order(store):
+    """Each entry takes the next sequence number of its session."""
+    sid = await store.create_session("https://a.test")
+    first, _ = await store.add_visitor_message(sid, "m1", "hello")
+    reply = await store.add_reply(sid, "r1", "m1", "hi there")
+    assert (first.seq, reply.seq) == (1, 2)
+    assert [e.id for e in await store.entries_after(sid, 0)] == ["m1", "r1"]
+    assert [e.id for e in await store.entries_after(sid, 1)] == ["r1"]
+
+
+async def test_resent_message_is_stored_once(store):
+    """A resend with the same id returns the stored entry and adds nothing."""
+    sid = await store.create_session("https://a.test")
+    entry, new = await store.add_visitor_message(sid, "m1", "hello")
+    again, new_again = await store.add_visitor_message(sid, "m1", "hello")
+    assert new and not new_again and again.seq == entry.seq
+    assert await store.last_seq(sid) == 1
+
+
+async def test_session_is_bound_to_its_origin(store):
+    """Another origin cannot find (resume) the session."""
+    sid = await store.create_session("https://a.test")
+    assert await store.find_session(sid, "https://a.test")
+    assert not await store.find_session(sid, "https://evil.test")
+    assert not await store.find_session("guess", "https://a.test")
+
+
+async def test_retention_expires_quiet_sessions_and_sweep_removes_them(store):
+    """A session quiet for longer than retention cannot be resumed and is swept."""
+    sid = await store.create_session("https://a.test")
+    await store.add_visitor_message(sid, "m1", "hello")
+    store.test_clock.now += 599
+    assert await store.find_session(sid, "https://a.test")
+    store.test_clock.now += 2
+    assert not await store.find_session(sid, "https://a.test")
+    assert await store.sweep() == 1
+    assert await store.session_count() == 0
+
+
+async def test_history_is_bounded_per_session(store):
+    """Only the newest max_entries entries are kept; numbering continues."""
+    sid = await store.create_session("https://a.test")
+    for n in range(8):
+        await store.add_visitor_message(sid, f"m{n}", "x")
+    kept = await store.entries_after(sid, 0)
+    assert [e.seq for e in kept] == [4, 5, 6, 7, 8]
+
+
+async def test_unanswered_lists_questions_without_reply(store):
+    """Questions stored but never answered are found (to answer them after a crash)."""
+    sid = await store.create_session("https://a.test")
+    await store.add_visitor_message(sid, "m1", "a")
+    await store.add_reply(sid, "r1", "m1", "b")
+    await store.add_visitor_message(sid, "m2", "c")
+    assert await store.unanswered(sid) == ["m2"]
+
+
+async def test_sqlite_keeps_everything_across_reopen(tmp_path):
+    """What was committed survives closing and reopening the file (a restart)."""
+    path = tmp_path / "chat.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    sid = await store.create_session("https://a.test")
+    await store.add_visitor_message(sid, "m1", "hello")
+    await store.close()
+    reopened = SqliteStore(path)
+    await reopened.open()
+    assert await reopened.find_session(sid, "https://a.test")
+    assert [e.text for e in await reopened.entries_after(sid, 0)] == ["hello"]
+    await reopened.close()
