@@ -28,7 +28,7 @@ def create_app(config=None):
     app.extensions["chat_store"] = store
     consultant = build_consultant(config)
     app.extensions["chat_consultant"] = consultant
-    app.extensions["chat_conversations"] = Conversations(store, consultant)
+    app.extensions["chat_conversations"] = Conversations(store, consultant, reply_delay=config.faults.get("reply_delay", 0))
 
     app.register_blueprint(health.bp)
     app.register_blueprint(assets.bp)

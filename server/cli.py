@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -53,7 +54,8 @@ def main():
 def serve(**settings):
     """Serve the demo site, the widget and the chat socket."""
     try:
-        config = Config(**settings)
+        # Fault injection exists for the delivery tests; it is deliberately not a command-line option.
+        config = Config(faults=os.environ.get("CHAT_WIDGET_FAULTS", ""), **settings)
         missing = missing_runtime_assets(config)
         if missing:
             raise ConfigError(f"runtime {config.runtime}: missing {', '.join(missing)}; install them with `npm ci`"

@@ -40,6 +40,7 @@ class Config:
         "openai_base_url": "",
         "openai_model": "",
         "system_prompt": "",
+        "faults": "",                   # fault injection for tests only (see docs/protocol.md); off by default
         "socket_url": "",               # public ws(s):// URL of /ws when not on the page's own host
         "contact_email": "",
         "contact_phone": "",
@@ -71,6 +72,7 @@ class Config:
         self.openai_base_url = str(values["openai_base_url"] or "")
         self.openai_model = str(values["openai_model"] or "")
         self.system_prompt = str(values["system_prompt"] or "")
+        self.faults = _faults_setting(values["faults"])
         self.socket_url = _socket_url_setting(values["socket_url"])
         self.contact_email = str(values["contact_email"])
         self.contact_phone = str(values["contact_phone"])
@@ -97,6 +99,25 @@ def _int_setting(name, value, low, high):
     if not low <= number <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
     return number
+
+
+FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay")
+
+
+def _faults_setting(value):
+    """``"drop_ack_once,reply_delay=1.5"`` -> ``{"drop_ack_once": True, "reply_delay": 1.5}``."""
+    faults = {}
+    for item in str(value or "").replace(" ", "").split(","):
+        if not item:
+            continue
+        name, _, argument = item.partition("=")
+        if name not in FAULTS:
+            raise ConfigError(f"faults: unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        try:
+            faults[name] = float(argument) if argument else True
+        except ValueError:
+            raise ConfigError(f"faults: {name} takes a number of seconds, got {argument!r}") from None
+    return faults
 
 
 def _socket_url_setting(value):

@@ -17,8 +17,9 @@ CUT_OFF = "\n\n(The answer was interrupted. Please ask again if you need more.)"
 
 
 class Conversations:
-    def __init__(self, store, consultant, reply_timeout=60.0):
+    def __init__(self, store, consultant, reply_timeout=60.0, reply_delay=0.0):
         self.store = store
+        self.reply_delay = reply_delay  # fault injection: a slow consultant
         self.consultant = consultant
         self.reply_timeout = reply_timeout
         self.watchers = {}    # session id -> set of async send(frame) callables
@@ -109,6 +110,8 @@ class Conversations:
         await self.publish(session_id, entry.frame(live=True))
 
     async def _stream(self, session_id, reply_id, history, partial):
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)
         chunks = []
         async for chunk in self.consultant.reply(history):
             if not chunk:

@@ -41,20 +41,29 @@ async def chat_socket():
 
     connection_id = hub.register()
     log.info("connection opened id=%s origin=%s open=%d", connection_id, websocket.headers.get("Origin"), len(hub.open))
-    connection = ChatConnection(current_app.extensions["chat_config"], current_app.extensions["chat_conversations"],
-                                websocket.headers.get("Origin") or "")
+    connection = ChatConnection(websocket._get_current_object(), current_app.extensions["chat_config"],
+                                current_app.extensions["chat_conversations"], websocket.headers.get("Origin") or "")
     try:
         await connection.run()
+    except ConnectionDropped:
+        await websocket.close(protocol.CLOSE_INTERNAL, "fault injected")
     finally:
         connection.leave()
         duration = hub.unregister(connection_id)
         log.info("connection closed id=%s duration=%.1fs", connection_id, duration)
 
 
+class ConnectionDropped(Exception):
+    """Fault injection: end the socket abruptly after the message was stored."""
+
+
 class ChatConnection:
     """One socket: waits for ``hello``, joins (or resumes) the session, then relays frames."""
 
-    def __init__(self, config, conversations, origin):
+    def __init__(self, socket, config, conversations, origin):
+        # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
+        # session's tasks, whose context is that of whichever connection started them.
+        self.socket = socket
         self.config = config
         self.conversations = conversations
         self.origin = origin
@@ -63,14 +72,14 @@ class ChatConnection:
 
     async def send(self, frame):
         async with self._send_lock:
-            await websocket.send(protocol.encode(frame))
+            await self.socket.send(protocol.encode(frame))
 
     async def run(self):
         while True:
-            data = await websocket.receive()
+            data = await self.socket.receive()
             size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
             if size > self.config.max_message_bytes:
-                await websocket.close(protocol.CLOSE_TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")
+                await self.socket.close(protocol.CLOSE_TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")
                 return
             try:
                 frame = protocol.parse_client_frame(data, self.config.max_message_bytes)
@@ -88,6 +97,8 @@ class ChatConnection:
             raise protocol.FrameError("hello_required", "send a hello frame first", frame.get("id"))
         elif kind == "message":
             entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"])
+            if self._inject_ack_fault():
+                return
             await self.send({"type": "ack", "id": entry.id, "seq": entry.seq})
 
     async def hello(self, frame):
@@ -107,6 +118,18 @@ class ChatConnection:
             await self.send(partial)
         if resumed:
             await self.conversations.answer_unanswered(session_id)
+
+    def _inject_ack_fault(self):
+        """Test-only faults (``faults`` setting): lose the first acknowledgement after storing."""
+        faults = self.config.faults
+        for name in ("drop_ack_once", "stall_ack_once"):
+            if faults.get(name) is True:
+                faults[name] = "fired"
+                log.warning("fault injected fault=%s", name)
+                if name == "drop_ack_once":
+                    raise ConnectionDropped()
+                return True
+        return False
 
     def leave(self):
         if self.session_id is not None:

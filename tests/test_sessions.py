@@ -99,3 +99,16 @@ async def test_streamed_reply_frames(client):
     assert kinds[0] == "ack" and kinds[1] == "reply_start" and kinds[-1] == "reply"
     chunks = "".join(f["text"] for f in frames if f["type"] == "reply_chunk")
     assert chunks == frames[-1]["text"]
+
+
+async def test_reply_started_for_one_socket_reaches_the_socket_that_replaced_it(make_app):
+    """A reply still being produced when the socket drops is delivered to the visitor's next socket."""
+    client = make_app(allow_origins=["https://shop.example.com"], faults="reply_delay=0.3").test_client()
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        session = (await join(socket))["session"]
+        await socket.send(json.dumps({"type": "message", "id": "m1", "text": "Do you deliver?"}))
+        await receive_until(socket, "reply_start")
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket, session=session, last_seq=1)
+        frames = await receive_until(socket, "reply")
+    assert frames[0]["type"] == "reply_start" and frames[-1]["in_reply_to"] == "m1"
