@@ -1,0 +1,139 @@
+"""The widget's conversation model under CPython: outbox order, resend, acks, replay, dedup, streaming, storage."""
+
+import itertools
+
+import pytest
+
+from widget.chat import DELIVERED, QUEUED, SENT, Conversation, OutboxFull, Show
+
+
+def new(**options):
+    counter = itertools.count(1)
+    return Conversation(lambda: f"m{next(counter)}", **options)
+
+
+def ids(conversation):
+    return [m.id for m in conversation.messages]
+
+
+def test_messages_queue_until_sent_and_send_in_order():
+    """Typed messages wait as queued and go out in the order typed."""
+    chat = new()
+    chat.compose("one")
+    chat.compose("two")
+    assert [m.delivery for m in chat.messages] == [QUEUED, QUEUED]
+    assert [f["text"] for f in chat.frames_to_send()] == ["one", "two"]
+    assert [m.delivery for m in chat.messages] == [SENT, SENT]
+    assert chat.frames_to_send() == []  # nothing is sent twice on one connection
+
+
+def test_unacknowledged_messages_are_resent_after_reconnect():
+    """A lost connection returns sent-but-unacked messages to queued; acked ones stay delivered."""
+    chat = new()
+    chat.compose("one")
+    chat.compose("two")
+    chat.frames_to_send()
+    chat.received({"type": "ack", "id": "m1", "seq": 1})
+    changed = chat.connection_lost()
+    assert [u.message.id for u in changed] == ["m2"]
+    assert [f["id"] for f in chat.frames_to_send()] == ["m2"]
+
+
+def test_ack_marks_delivered_once_and_tracks_seq():
+    """An ack delivers the message and advances last_seq; a repeated ack changes nothing."""
+    chat = new()
+    chat.compose("one")
+    chat.frames_to_send()
+    assert chat.received({"type": "ack", "id": "m1", "seq": 1}) != []
+    assert chat.messages[0].delivery == DELIVERED and chat.last_seq == 1
+    assert chat.received({"type": "ack", "id": "m1", "seq": 1}) == []
+
+
+def test_replayed_entries_are_not_shown_twice():
+    """Entries at or below last_seq (already shown) are ignored when replayed again."""
+    chat = new()
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "x", "text": "hi", "seq": 1})
+    assert chat.received({"type": "reply", "id": "r1", "in_reply_to": "x", "text": "hi", "seq": 1}) == []
+    assert chat.received({"type": "message", "id": "v9", "text": "old", "seq": 1}) == []
+    assert ids(chat) == ["r1"]
+
+
+def test_replay_after_reload_goes_before_waiting_messages():
+    """After a reload, stored history appears above the messages still waiting in the outbox."""
+    chat = new()
+    chat.restore({"session": "s1", "outbox": [{"id": "m7", "text": "still waiting"}]})
+    chat.received({"type": "message", "id": "m5", "text": "earlier", "seq": 1})
+    updates = chat.received({"type": "reply", "id": "r1", "in_reply_to": "m5", "text": "answer", "seq": 2})
+    assert ids(chat) == ["m5", "r1", "m7"]
+    assert updates[0].before == "m7"
+
+
+def test_replayed_visitor_entry_with_outbox_id_delivers_it():
+    """A message stored before a reload but never acked is recognised by id, not shown twice."""
+    chat = new()
+    chat.restore({"session": "s1", "outbox": [{"id": "m7", "text": "hello"}]})
+    chat.received({"type": "message", "id": "m7", "text": "hello", "seq": 1})
+    assert ids(chat) == ["m7"] and chat.messages[0].delivery == DELIVERED
+    assert chat.pending() == []
+
+
+def test_streamed_reply_is_replaced_by_the_stored_text():
+    """Chunks build the reply; the final stored reply replaces it (no half-duplicated text)."""
+    chat = new()
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1"})
+    assert chat.typing
+    chat.received({"type": "reply_chunk", "id": "r1", "text": "Hel"})
+    assert not chat.typing
+    chat.received({"type": "reply_chunk", "id": "r1", "text": "lo"})
+    assert chat.messages[0].text == "Hello" and chat.messages[0].streaming
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Hello!", "seq": 2})
+    assert chat.messages[0].text == "Hello!" and not chat.messages[0].streaming
+
+
+def test_partial_reply_is_dropped_on_disconnect_and_replay_restores_it():
+    """A reply cut by a disconnect is removed; the replayed stored reply shows once."""
+    chat = new()
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1"})
+    chat.received({"type": "reply_chunk", "id": "r1", "text": "Half"})
+    assert [m.id for m in chat.abandon_streams()] == ["r1"]
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Half and whole", "seq": 2})
+    assert [m.text for m in chat.messages] == ["Half and whole"]
+
+
+def test_session_expiry_is_reported_once_and_resets_seq():
+    """A new session replacing one we had (expired) is reported, and numbering restarts."""
+    chat = new()
+    assert chat.welcomed("s1", resumed=False) is False
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "x", "text": "hi", "seq": 3})
+    assert chat.welcomed("s1", resumed=True) is False
+    assert chat.welcomed("s2", resumed=False) is True
+    assert chat.last_seq == 0 and chat.hello_frame() == {"type": "hello", "last_seq": 0, "session": "s2"}
+
+
+def test_outbox_is_bounded_by_count_and_bytes():
+    """The outbox refuses more than its bounds so the visitor can be told to wait."""
+    chat = new(max_pending=2)
+    chat.compose("a")
+    chat.compose("b")
+    with pytest.raises(OutboxFull):
+        chat.compose("c")
+    chat = new(max_pending_bytes=10)
+    chat.compose("12345")
+    with pytest.raises(OutboxFull):
+        chat.compose("123456")
+
+
+def test_snapshot_round_trip_keeps_session_and_waiting_messages_only():
+    """What survives a reload: the session id and the unacknowledged messages, in order."""
+    chat = new()
+    chat.welcomed("s1", resumed=False)
+    chat.compose("one")
+    chat.compose("two")
+    chat.frames_to_send()
+    chat.received({"type": "ack", "id": "m1", "seq": 1})
+    snapshot = chat.snapshot()
+    assert snapshot == {"session": "s1", "outbox": [{"id": "m2", "text": "two"}]}
+    other = new()
+    shows = other.restore(snapshot)
+    assert [type(u) for u in shows] == [Show] and other.session == "s1"
+    assert other.restore("garbage") == [] and other.restore({"outbox": [{"id": 5}]}) == []
