@@ -34,8 +34,8 @@ def start_server():
     """Factory: start_server(*cli_args, env={}) -> a running ServerProcess, stopped after the test."""
     servers = []
 
-    def start(*args, env=None):
-        server = ServerProcess(*args, env=env).start()
+    def start(*args, env=None, port=0):
+        server = ServerProcess(*args, env=env, port=port).start()
         servers.append(server)
         return server
 

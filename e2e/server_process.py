@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,14 +13,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVING = re.compile(r"serving (http://\S+?)/? ")
 
 
+def free_port():
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class ServerProcess:
     """Starts ``chat-widget serve`` and knows its URL; can be killed, frozen and restarted on the same port."""
 
-    def __init__(self, *args, env=None, host="127.0.0.1"):
+    def __init__(self, *args, env=None, host="127.0.0.1", port=0):
         self.args = list(args)
         self.env = env or {}
         self.host = host
-        self.port = 0
+        self.port = port
         self.url = None
         self.process = None
         self.output = []

@@ -113,7 +113,7 @@ class Shell:
                 del self.timers[a.name]
             elif isinstance(a, Render):
                 assert a.state in STATES
-                assert a.alert in (None, "unreachable", "origin", "too_big", "policy",
+                assert a.alert in (None, "unreachable", "blocked", "origin", "too_big", "policy",
                                    "protocol", "draining", "config")
                 self.renders.append(a)
             elif isinstance(a, Log):
@@ -772,17 +772,32 @@ def test_probe_draining_updates_alert_only():
     assert lc.probe_result(0.2, "draining") == [Render(RECONNECTING, 1, retry_at, "draining")]
     assert lc.state == RECONNECTING and RETRY_TIMER in lc._timers
     assert lc.probe_result(0.3, "draining") == []
-    assert lc.probe_result(0.4, "ok") == [Render(RECONNECTING, 1, retry_at, None)]
+    assert lc.probe_result(0.4, "unreachable") == []  # restarting servers are briefly unreachable
+    assert lc.probe_result(0.5, "ok") == [Render(RECONNECTING, 1, retry_at, None)]
 
 
 @pytest.mark.parametrize("result", ["ok", "unreachable"])
 def test_probe_ok_or_unreachable_changes_nothing(result):
-    """Probe "ok"/"unreachable" neither changes state nor the retry schedule."""
+    """Probe "ok"/"unreachable" changes neither the state nor the retry schedule."""
+    lc = new()
+    lc.start(0.0)
+    acts = lc.closed(0.1, 1, 1006, "", False)
+    retry_at = renders(acts)[0].retry_at
+    assert all(a == Render(RECONNECTING, 1, retry_at, None) for a in lc.probe_result(0.2, result))
+    assert lc.state == RECONNECTING and lc.retry_at == retry_at
+
+
+def test_alert_says_blocked_when_http_works_but_sockets_fail():
+    """Health reachable over HTTP while every socket attempt fails: the alert blames a proxy, not the server."""
     lc = new()
     lc.start(0.0)
     lc.closed(0.1, 1, 1006, "", False)
-    assert lc.probe_result(0.2, result) == []
-    assert lc.state == RECONNECTING
+    lc.probe_result(0.2, "ok")
+    for n in (2, 3):
+        lc.timer_fired(lc.retry_at, "retry")
+        acts = lc.closed(lc.retry_at + 0.1 if lc.retry_at else 10.0 * n, n, 1006, "", False)
+    assert renders(acts)[-1].alert == "blocked"
+    assert renders(lc.probe_result(20.0, "unreachable"))[-1].alert == "unreachable"
 
 
 def test_probe_result_while_connected_is_ignored():

@@ -165,6 +165,8 @@ async def test_ws_check_tells_any_page_whether_its_origin_is_allowed(client):
     body = await response.get_json()
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert body["allowed"] is False and body["accepting"] is True
+    same_origin = await (await client.get("/ws-check?origin=https://shop.example.com")).get_json()
+    assert same_origin["allowed"] is True  # browsers send no Origin on same-origin GETs: the widget names it
 
 
 async def test_index_embeds_widget_in_loading_state(client):

@@ -67,6 +67,7 @@ PROBE_RESULTS = ("ok", "unreachable", "origin_rejected", "draining")
 
 # Alert keys carried by Render.alert
 ALERT_UNREACHABLE = "unreachable"
+ALERT_BLOCKED = "blocked"  # the server answers HTTP but sockets fail: a proxy or firewall
 ALERT_ORIGIN = "origin"
 ALERT_TOO_BIG = "too_big"
 ALERT_POLICY = "policy"
@@ -323,6 +324,7 @@ class Lifecycle:
         self._timers = {}         # running timers: name -> True
         self._opened_at = None    # when the current socket opened (None: in flight)
         self._probed = False      # probed the server since the last successful open
+        self._blocked = False     # last probe: HTTP works although the socket does not
         self._last_rx = None      # last frame (or open) on the current socket
         self._ping_at = None      # earliest ping not yet followed by any frame
         self._hidden = False
@@ -366,6 +368,7 @@ class Lifecycle:
         self.state = CONNECTED
         self._opened_at = now
         self._probed = False
+        self._blocked = False
         self._last_rx = now
         self._ping_at = None
         self._draining = False
@@ -507,10 +510,16 @@ class Lifecycle:
             if self._draining:
                 return []
             self._draining = True
-        else:  # "ok" / "unreachable": the server no longer says it is draining
-            if not self._draining:
-                return []
-            self._draining = False
+            return [self._render(self.state)]
+        # "ok" / "unreachable": the server no longer says it is draining; "ok" while sockets keep
+        # failing means something between the visitor and the server blocks WebSockets.
+        blocked = result == "ok"
+        if result == "unreachable" and self._draining:
+            return []  # a restarting server is unreachable for a moment: keep saying "restarting"
+        if not self._draining and blocked == self._blocked:
+            return []
+        self._draining = False
+        self._blocked = blocked
         return [self._render(self.state)]
 
     def stop(self, now):
@@ -550,7 +559,7 @@ class Lifecycle:
             if self._draining:
                 alert = ALERT_DRAINING
             elif self.attempt >= self.settings.alert_after:
-                alert = ALERT_UNREACHABLE
+                alert = ALERT_BLOCKED if self._blocked else ALERT_UNREACHABLE
             else:
                 alert = None
             r = Render(RECONNECTING, self.attempt, self.retry_at, alert)

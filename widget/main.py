@@ -7,6 +7,7 @@ All decisions live in those modules, which are tested under CPython.
 
 import json
 import random
+import sys
 import time
 
 import js
@@ -14,10 +15,12 @@ from pyscript.ffi import create_proxy, to_js
 
 from widget import lifecycle, words
 from widget.chat import Conversation, OutboxFull, Update
+from widget.diagnostics import Diagnostics, check_settings
 from widget.view import View
 
 
 PROBE_TIMEOUT_MS = 4000
+RUNTIME = "micropython" if sys.implementation.name == "micropython" else "pyodide"
 STORAGE_KEY = "chat-widget:v1"
 
 
@@ -44,6 +47,8 @@ class Shell:
         self.last_log = None
         self.repeats = 0
         self.url = self._socket_url()
+        self.diagnostics = Diagnostics(settings.get("version", "?"), RUNTIME, self.url)
+        self.opened_at = {}
         self.joined = False  # welcomed on the current socket
 
     # ---- wiring -------------------------------------------------------------------------------
@@ -58,9 +63,14 @@ class Shell:
         self.restore()
         self.view.root.querySelector('[data-action="retry"]').addEventListener(
             "click", create_proxy(lambda event: self.feed(self.lifecycle.retry_pressed(time.time()))))
+        self.copy_handler = create_proxy(self.copy_diagnostics)
+        self.view.copy_button.addEventListener("click", self.copy_handler)
+        js.window.chatWidgetDiagnostics = create_proxy(self.diagnostics_json)
+        problem = check_settings(self.settings, str(js.window.location.protocol))
+        self.diagnostics.problem = problem
         if not js.navigator.onLine:
             self.feed(self.lifecycle.went_offline(time.time()))  # remembered: start() waits for the network
-        self.feed(self.lifecycle.start(time.time()))
+        self.feed(self.lifecycle.start(time.time(), problem))
 
     def on_visibility(self, event):
         now = time.time()
@@ -126,6 +136,10 @@ class Shell:
 
     # ---- socket events ------------------------------------------------------------------------
     def open_socket(self, socket_id):
+        now = time.time()
+        self.opened_at[socket_id] = now
+        self.diagnostics.record(now, "attempt", socket=socket_id, attempt=self.lifecycle.attempt + 1,
+                                **self.conditions())
         socket = js.WebSocket.new(self.url)
         self.sockets[socket_id] = socket
         socket.onopen = create_proxy(lambda event: self.on_open(socket_id))
@@ -136,7 +150,12 @@ class Shell:
     def on_close(self, socket_id, event):
         self.sockets.pop(socket_id, None)
         reason = "" if is_missing(event.reason) else str(event.reason)
-        self.feed(self.lifecycle.closed(time.time(), socket_id, int(event.code), reason, bool(event.wasClean)))
+        now = time.time()
+        started = self.opened_at.pop(socket_id, now)
+        self.feed(self.lifecycle.closed(now, socket_id, int(event.code), reason, bool(event.wasClean)))
+        self.diagnostics.record(now, "close", socket=socket_id, code=int(event.code), reason=reason[:120],
+                                clean=bool(event.wasClean), duration=round(now - started, 3),
+                                decision=self.lifecycle.state)
 
     def on_open(self, socket_id):
         self.feed(self.lifecycle.opened(time.time(), socket_id))
@@ -201,8 +220,11 @@ class Shell:
     def render(self, action):
         if action.state != lifecycle.CONNECTED:
             self.lost_connection()
+        if action.state != self.view._state or action.alert != self.view._alert:
+            self.diagnostics.record(time.time(), "state", state=action.state, alert=action.alert)
         self.view.show_state(action.state)
-        self.view.show_alert(action.alert, self.contact)
+        detail = self.diagnostics.problem if action.alert == "config" else None
+        self.view.show_alert(action.alert, self.contact, detail)
         if action.state == lifecycle.RECONNECTING:
             self.retry_at = action.retry_at
             self.retry_from = time.time()
@@ -247,7 +269,8 @@ class Shell:
         # Promise callbacks, not asyncio: MicroPython's asyncio calls js.setTimeout detached from
         # window, which fails with "Illegal invocation" once the shell has used js.window.setTimeout.
         options = to_js({"cache": "no-store", "signal": js.window.AbortSignal.timeout(PROBE_TIMEOUT_MS)})
-        request = js.window.fetch(self.settings.get("check_url", "/ws-check"), options)
+        url = self.settings.get("check_url", "/ws-check") + "?origin=" + str(js.window.encodeURIComponent(js.window.location.origin))
+        request = js.window.fetch(url, options)
         request.then(create_proxy(self._probe_answered), create_proxy(self._probe_failed))
 
     def _probe_answered(self, response):
@@ -267,10 +290,42 @@ class Shell:
             result = "draining"
         else:
             result = "ok"
-        self.feed(self.lifecycle.probe_result(time.time(), result))
+        self.probed(result)
 
     def _probe_failed(self, error):
-        self.feed(self.lifecycle.probe_result(time.time(), "unreachable"))
+        self.probed("unreachable")
+
+    def probed(self, result):
+        now = time.time()
+        self.diagnostics.record(now, "probe", result=result)
+        self.feed(self.lifecycle.probe_result(now, result))
+
+    # ---- diagnostics ----------------------------------------------------------------------------
+    def conditions(self):
+        navigator = js.navigator
+        found = {"online": bool(navigator.onLine), "visibility": str(js.document.visibilityState),
+                 "page_protocol": str(js.window.location.protocol), "socket_protocol": self.url.split(":", 1)[0] + ":"}
+        connection = navigator.connection
+        if not is_missing(connection):
+            for key in ("effectiveType", "rtt", "downlink"):
+                value = getattr(connection, key, None)
+                if not is_missing(value):
+                    found[key] = str(value)
+        return found
+
+    def diagnostics_json(self, *args):
+        return self.diagnostics.report_json(time.time(), self.lifecycle.state, self.lifecycle.alert, self.conditions())
+
+    def copy_diagnostics(self, event):
+        text = self.diagnostics.report_text(time.time(), self.lifecycle.state, self.lifecycle.alert, self.conditions())
+        try:
+            clipboard = js.navigator.clipboard
+            if is_missing(clipboard):
+                raise RuntimeError("no clipboard")
+            clipboard.writeText(text).then(create_proxy(lambda *a: self.view.show_copy_result(True, text)),
+                                           create_proxy(lambda *a: self.view.show_copy_result(False, text)))
+        except Exception:
+            self.view.show_copy_result(False, text)
 
     # ---- helpers ------------------------------------------------------------------------------
     def log(self, level, text):

@@ -19,6 +19,7 @@ class View:
         self.typing = root.querySelector("[data-typing]")
         self.form = root.querySelector("[data-chat-form]")
         self.input = self.form.querySelector('[name="message"]')
+        self.copy_button = self._copy_controls()
         self._state = None
         self._alert = None
         self._items = {}
@@ -38,7 +39,7 @@ class View:
     def hide_reconnect(self):
         self.reconnect.hidden = True
 
-    def show_alert(self, key, contact):
+    def show_alert(self, key, contact, detail=None):
         if key == self._alert:
             return
         self._alert = key
@@ -47,13 +48,37 @@ class View:
             return
         title, tips = words.ALERTS[key]
         self.alert.querySelector("[data-alert-title]").textContent = title
-        self._fill_list(self.alert.querySelector("[data-alert-tips]"), tips)
+        self._fill_list(self.alert.querySelector("[data-alert-tips]"), ([detail] if detail else []) + tips)
         lines = []
         for kind in ("email", "phone", "url"):
             if contact.get(kind):
                 lines.append(words.CONTACT[kind] + contact[kind])
         self._fill_list(self.alert.querySelector("[data-alert-contact]"), lines)
         self.alert.hidden = False
+
+    def _copy_controls(self):
+        """The "Copy diagnostics" button and a fallback box, added to the alert (Python-only feature)."""
+        button = self.document.createElement("button")
+        button.type = "button"
+        button.setAttribute("data-action", "copy-diagnostics")
+        button.textContent = words.COPY_DIAGNOSTICS
+        self.copy_note = self.document.createElement("span")
+        self.copy_note.setAttribute("data-copy-note", "")
+        self.copy_box = self.document.createElement("textarea")
+        self.copy_box.setAttribute("data-diagnostics", "")
+        self.copy_box.setAttribute("readonly", "")
+        self.copy_box.setAttribute("aria-label", "Diagnostics")
+        self.copy_box.hidden = True
+        for element in (button, self.copy_note, self.copy_box):
+            self.alert.appendChild(element)
+        return button
+
+    def show_copy_result(self, copied, text):
+        self.copy_note.textContent = words.COPIED if copied else words.COPY_FAILED
+        if not copied:
+            self.copy_box.value = text
+            self.copy_box.hidden = False
+            self.copy_box.select()
 
     def _fill_list(self, element, lines):
         element.textContent = ""

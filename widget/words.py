@@ -13,6 +13,10 @@ ALERTS = {
     "unreachable": ("We can't reach the chat right now. We'll keep trying.",
                     ["Check your internet connection.", "If you use a VPN or proxy, try turning it off.",
                      "Reload the page."]),
+    "blocked": ("Your network or a proxy is blocking live chat.",
+                ["If you are on a company or public network, its proxy or firewall may block live chat: "
+                 "try another network, such as your phone's.",
+                 "If you use a VPN or proxy, try turning it off.", "Reload the page."]),
     "draining": ("The chat service is restarting. It should be back in a moment.",
                  ["Wait a few seconds; we'll reconnect by ourselves."]),
     "origin": ("This site is not allowed to use this chat server.",
@@ -23,11 +27,15 @@ ALERTS = {
                 ["Reload the page and send a shorter message."]),
     "protocol": ("This page's chat is out of date with the chat server.",
                  ["Reload the page to get the current version."]),
-    "config": ("The chat is not set up correctly on this page.",
+    "config": ("The chat is not set up correctly on this page (a configuration error).",
                ["This is a setup problem on the website's side: please use the contacts below."]),
 }
 
 CONTACT = {"email": "Email: ", "phone": "Phone: ", "url": "Contact page: "}
+
+COPY_DIAGNOSTICS = "Copy diagnostics"
+COPIED = "Copied. Paste it into your message to our support."
+COPY_FAILED = "Select the text below and copy it."
 
 SESSION_EXPIRED = "Your earlier conversation has expired, so this is a new one."
 
