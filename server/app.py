@@ -11,7 +11,7 @@ from . import assets, health, socket
 from .config import Config, ConfigError
 from .consultants import make_consultant
 from .conversations import Conversations
-from .hub import Hub
+from .hub import Hub, watch_loop_lag
 from .origins import OriginPolicy
 from .store import MemoryStore, SqliteStore
 
@@ -44,10 +44,12 @@ def create_app(config=None):
         await store.open()
 
     @app.while_serving
-    async def sweep_expired_sessions():
-        task = asyncio.create_task(_sweeper(store))
+    async def background_tasks():
+        tasks = [asyncio.create_task(_sweeper(store)),
+                 asyncio.create_task(watch_loop_lag(app.extensions["chat_hub"]))]
         yield
-        task.cancel()
+        for task in tasks:
+            task.cancel()
 
     @app.after_serving
     async def shut_down():

@@ -1,5 +1,6 @@
 """Health routes: ``/healthz`` (IETF health-check draft), ``/livez``, ``/readyz`` and ``/ws-check``."""
 
+import asyncio
 import json
 from datetime import datetime, timezone
 
@@ -12,7 +13,30 @@ bp = Blueprint("health", __name__)
 HEALTH_JSON = "application/health+json"
 
 
-def _health_checks():
+LAG_WARN = 0.1   # seconds the event loop was late: sockets feel sluggish
+LAG_FAIL = 1.0   # heartbeats start to miss
+
+
+async def _store_check(now):
+    store = current_app.extensions["chat_store"]
+    try:
+        async with asyncio.timeout(2.0):
+            sessions = await store.session_count()
+    except Exception as error:
+        return _check("fail", now, componentType="datastore", output=f"store not answering: {type(error).__name__}")
+    return _check("pass", now, componentType="datastore", observedValue=sessions, observedUnit="sessions",
+                  store=type(store).__name__)
+
+
+def _loop_check(now):
+    lag = current_app.extensions["chat_hub"].loop_lag
+    status = "fail" if lag >= LAG_FAIL else ("warn" if lag >= LAG_WARN else "pass")
+    output = f"event loop {lag * 1000:.0f} ms late: the server is overloaded" if status != "pass" else None
+    return _check(status, now, componentType="system", observedValue=round(lag * 1000, 1), observedUnit="ms",
+                  output=output)
+
+
+async def _health_checks():
     hub = current_app.extensions["chat_hub"]
     config = current_app.extensions["chat_config"]
     now = datetime.now(timezone.utc).isoformat()
@@ -39,6 +63,10 @@ def _health_checks():
             "fail" if missing else "pass", now, componentType="component", runtime=config.runtime,
             output=f"missing {', '.join(missing)}; run `npm ci`" if missing else None,
         )],
+        "eventloop:lag": [_loop_check(now)],
+        "store:sessions": [await _store_check(now)],
+        "consultant:configured": [_check("pass", now, componentType="component",
+                                         consultant=current_app.extensions["chat_consultant"].name)],
     }
     return checks
 
@@ -57,7 +85,7 @@ def _overall(checks):
 
 @bp.route("/healthz")
 async def healthz():
-    checks = _health_checks()
+    checks = await _health_checks()
     status = _overall(checks)
     body = {
         "status": status,

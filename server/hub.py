@@ -1,5 +1,6 @@
 """Bookkeeping of open sockets: counts for health, and the draining flag for shutdown."""
 
+import asyncio
 import itertools
 import time
 
@@ -13,6 +14,7 @@ class Hub:
         self.accepted_total = 0
         self.rejected_total = 0
         self.draining = False
+        self.loop_lag = 0.0  # seconds, measured by watch_loop_lag
         self._ids = itertools.count(1)
 
     @property
@@ -32,3 +34,12 @@ class Hub:
     def unregister(self, connection_id):
         started = self.open.pop(connection_id, None)
         return time.monotonic() - started if started is not None else 0.0
+
+
+async def watch_loop_lag(hub, every=0.5):
+    """Keeps ``hub.loop_lag``: how late a sleep wakes up, a direct measure of overload."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(every)
+        hub.loop_lag = max(0.0, loop.time() - started - every)

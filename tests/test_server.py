@@ -131,6 +131,8 @@ async def test_healthz_shape(client):
     assert body["status"] == "pass"
     assert body["checks"]["websocket:accepting"][0]["status"] == "pass"
     assert body["checks"]["websocket:connections"][0]["observedValue"] == 0
+    for name in ("eventloop:lag", "store:sessions", "consultant:configured", "runtime:assets"):
+        assert body["checks"][name][0]["status"] == "pass", name
 
 
 async def test_healthz_counts_open_sockets(client):
@@ -182,3 +184,12 @@ async def test_static_files_cannot_escape_their_folders(client, path):
     """Traversal attempts on static routes get 404."""
     response = await client.get(path)
     assert response.status_code == 404
+
+
+async def test_healthz_reports_an_overloaded_event_loop(app, client):
+    """A late event loop shows as warn, then fail (503) with an explanation."""
+    app.extensions["chat_hub"].loop_lag = 0.2
+    body = await (await client.get("/healthz")).get_json()
+    assert body["status"] == "warn" and "overloaded" in body["checks"]["eventloop:lag"][0]["output"]
+    app.extensions["chat_hub"].loop_lag = 2.0
+    assert (await client.get("/healthz")).status_code == 503
