@@ -26,6 +26,11 @@ class IdleCuttingProxy:
         await asyncio.gather(*self.connections, return_exceptions=True)
         await self.server.wait_closed()
 
+    def cut_all(self):
+        """Drop every proxied connection at once (both sides see the TCP connection end)."""
+        for task in list(self.connections):
+            task.cancel()
+
     async def _track(self, reader, writer):
         task = asyncio.current_task()
         self.connections.add(task)
