@@ -53,6 +53,8 @@ def test_random_connection_drops_never_lose_or_double_a_message(start_server, pa
         origin = f"http://127.0.0.1:{port}"
         server = start_server("--store", str(tmp_path / "soak.sqlite3"), "--allow-origin", origin,
                               "--socket-url", f"ws://127.0.0.1:{proxy.proxy.port}/ws", port=port)
+        sockets = []
+        page.on("websocket", lambda socket: sockets.append(socket))
         page.goto(server.url + "/")
         page.click('[data-action="open"]')
         page.wait_for_selector('#chat-widget[data-state="connected"]', timeout=5000)
@@ -71,5 +73,6 @@ def test_random_connection_drops_never_lose_or_double_a_message(start_server, pa
         expect(visitor).to_have_text(sent, timeout=120_000)
         expect(page.locator('[data-author="visitor"][data-delivery="delivered"]')).to_have_count(MESSAGES, timeout=120_000)
         expect(page.locator('[data-author="consultant"]')).to_have_count(MESSAGES, timeout=120_000)
+        assert len(sockets) > MESSAGES // 10, "the proxy should have forced many reconnects"
     finally:
         proxy.close()
