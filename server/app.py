@@ -23,7 +23,7 @@ def create_app(config=None):
     policy = OriginPolicy(config.allow_origins, allow_missing=config.allow_missing_origin)
     app.extensions["chat_config"] = config
     app.extensions["chat_origins"] = policy
-    app.extensions["chat_hub"] = Hub(config.max_connections)
+    app.extensions["chat_hub"] = Hub(config.max_connections, config.max_connections_per_address)
     store = make_store(config)
     app.extensions["chat_store"] = store
     consultant = build_consultant(config)

@@ -32,6 +32,10 @@ class Config:
         "log_level": "info",
         "max_message_bytes": 16 * 1024,
         "max_connections": 10_000,
+        "max_connections_per_address": 20,  # per IPv4 address or IPv6 /64; beyond: 429 before upgrade
+        "message_rate": 20,             # visitor messages per message_period seconds, sustained ...
+        "message_period": 10,
+        "message_burst": 10,            # ... and at once after a quiet spell
         "store": "var/chat.sqlite3",    # SQLite file for conversations, or "memory" (lost on restart)
         "retention": 1800,              # seconds a quiet conversation is kept and can be resumed
         "history_limit": 500,           # entries kept per conversation
@@ -62,6 +66,11 @@ class Config:
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
+        self.max_connections_per_address = _int_setting(
+            "max_connections_per_address", values["max_connections_per_address"], 1, 1_000_000)
+        self.message_rate = _int_setting("message_rate", values["message_rate"], 1, 100_000)
+        self.message_period = _int_setting("message_period", values["message_period"], 1, 3600)
+        self.message_burst = _int_setting("message_burst", values["message_burst"], 1, 100_000)
         self.store = str(values["store"])
         if not self.store:
             raise ConfigError("store must be a file path for the SQLite database, or 'memory'")

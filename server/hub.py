@@ -4,12 +4,15 @@ import asyncio
 import itertools
 import time
 
+from .limits import AddressCounter
+
 
 class Hub:
     """The set of open chat connections of one server process."""
 
-    def __init__(self, max_connections):
+    def __init__(self, max_connections, max_per_address=20):
         self.max_connections = max_connections
+        self.addresses = AddressCounter(max_per_address)
         self.open = {}  # connection id -> start time
         self.accepted_total = 0
         self.rejected_total = 0

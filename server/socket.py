@@ -2,11 +2,13 @@
 
 import asyncio
 import logging
+import time
 
 from quart import Blueprint, Response, current_app, websocket
 from quart_cors import cors_exempt
 
 from . import protocol
+from .limits import CLOSE, OK, RateLimiter, address_key
 
 log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
@@ -31,7 +33,17 @@ async def chat_socket():
         return _refuse(503, "Server is restarting\n", "draining for shutdown")
     if hub.full:
         return _refuse(503, "Server is full\n", f"connection limit {hub.max_connections} reached")
+    address = address_key((websocket.scope.get("client") or (None,))[0])
+    if not hub.addresses.acquire(address):
+        return _refuse(429, "Too many connections from your address\n",
+                       f"{hub.addresses.max_per_address} connections from {address} already open")
+    try:
+        await _serve(hub)
+    finally:
+        hub.addresses.release(address)
 
+
+async def _serve(hub):
     await websocket.accept()
     version = websocket.args.get("v", str(protocol.VERSION))
     if version != str(protocol.VERSION):
@@ -47,10 +59,16 @@ async def chat_socket():
         await connection.run()
     except ConnectionDropped:
         await websocket.close(protocol.CLOSE_INTERNAL, "fault injected")
+    except PolicyViolation as violation:
+        await websocket.close(protocol.CLOSE_POLICY, str(violation))
     finally:
         connection.leave()
         duration = hub.unregister(connection_id)
         log.info("connection closed id=%s duration=%.1fs", connection_id, duration)
+
+
+class PolicyViolation(Exception):
+    """The client broke a limit after warnings: close with 1008."""
 
 
 class ConnectionDropped(Exception):
@@ -69,6 +87,7 @@ class ChatConnection:
         self.origin = origin
         self.session_id = None
         self._send_lock = asyncio.Lock()
+        self.limiter = RateLimiter(config.message_rate, config.message_period, config.message_burst)
 
     async def send(self, frame):
         async with self._send_lock:
@@ -96,6 +115,8 @@ class ChatConnection:
         elif self.session_id is None:
             raise protocol.FrameError("hello_required", "send a hello frame first", frame.get("id"))
         elif kind == "message":
+            if not await self._within_rate(frame):
+                return
             entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"])
             if self._inject_ack_fault():
                 return
@@ -111,13 +132,32 @@ class ChatConnection:
             last_seq = replay[-1].seq
         else:
             last_seq = frame.get("last_seq", 0) if resumed else 0
-        await self.send(protocol.welcome(self.config.contact, session_id, resumed, expired, last_seq))
+        welcome = protocol.welcome(self.config.contact, session_id, resumed, expired, last_seq)
+        # Well-behaved widgets pace their outbox to this, so only abusers meet the limit.
+        welcome["limits"] = {"messages": self.config.message_rate, "per": self.config.message_period,
+                             "burst": self.config.message_burst, "max_message_bytes": self.config.max_message_bytes}
+        await self.send(welcome)
         for entry in replay:
             await self.send(entry.frame(live=False))
         for partial in self.conversations.watch(session_id, self.send):
             await self.send(partial)
         if resumed:
             await self.conversations.answer_unanswered(session_id)
+
+    async def _within_rate(self, frame):
+        """Refuse a message over the rate with an error frame; close 1008 if the client keeps going."""
+        now = time.monotonic()
+        verdict = self.limiter.check(now)
+        if verdict == OK:
+            return True
+        if verdict == CLOSE:
+            log.warning("rate limit: closing connection after repeated warnings")
+            raise PolicyViolation("message rate limit exceeded")
+        wait = round(self.limiter.retry_after(now), 2)
+        error = protocol.error("rate_limited", f"too many messages; send again in {wait} s", frame["id"])
+        error["retry_after"] = wait
+        await self.send(error)
+        return False
 
     def _inject_ack_fault(self):
         """Test-only faults (``faults`` setting): lose the first acknowledgement after storing."""

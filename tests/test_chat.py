@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from widget.chat import DELIVERED, QUEUED, SENT, Conversation, OutboxFull, Show
+from widget.chat import DELIVERED, QUEUED, SENT, Conversation, OutboxFull, Pacer, Show
 
 
 def new(**options):
@@ -137,3 +137,32 @@ def test_snapshot_round_trip_keeps_session_and_waiting_messages_only():
     shows = other.restore(snapshot)
     assert [type(u) for u in shows] == [Show] and other.session == "s1"
     assert other.restore("garbage") == [] and other.restore({"outbox": [{"id": 5}]}) == []
+
+
+def test_rate_limited_message_waits_again_and_goes_next():
+    """A message the server refused for rate is queued again and sent before later ones."""
+    chat = new()
+    chat.compose("one")
+    chat.compose("two")
+    assert [f["id"] for f in chat.frames_to_send(1)] == ["m1"]
+    assert chat.requeue("m1")[0].message.delivery == QUEUED
+    assert chat.requeue("m1") == []  # not sent: nothing to requeue
+    assert [f["id"] for f in chat.frames_to_send()] == ["m1", "m2"]
+
+
+def test_pacer_keeps_a_flushed_outbox_within_the_server_limit():
+    """After an outage the outbox drains at the server's rate: a burst, then steady, never faster."""
+    pacer = Pacer(messages=20, per=10.0, burst=10)
+    sent_at = []
+    now = 0.0
+    while len(sent_at) < 30:
+        if pacer.take(now):
+            sent_at.append(now)
+        else:
+            now += pacer.wait(now)
+    assert sent_at[:10] == [0.0] * 10
+    for i in range(len(sent_at)):
+        for j in range(i, len(sent_at)):
+            # a token bucket's promise: between two sends, at most burst + rate x elapsed messages
+            assert j - i + 1 <= 10 + 2.0 * (sent_at[j] - sent_at[i]) + 1e-9
+    assert abs(sent_at[-1] - 10.0) < 0.01  # 20 more at 2 per second

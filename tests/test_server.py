@@ -193,3 +193,35 @@ async def test_healthz_reports_an_overloaded_event_loop(app, client):
     assert body["status"] == "warn" and "overloaded" in body["checks"]["eventloop:lag"][0]["output"]
     app.extensions["chat_hub"].loop_lag = 2.0
     assert (await client.get("/healthz")).status_code == 503
+
+
+async def test_message_flood_gets_rate_limited_then_closed_1008(make_app):
+    """Beyond the burst a message gets a rate_limited error with retry_after; persisting closes 1008."""
+    client = make_app(allow_origins=["https://shop.example.com"], message_rate=1, message_period=60,
+                      message_burst=2).test_client()
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        welcome = await join(socket)
+        assert welcome["limits"]["burst"] == 2
+        for n in range(2):
+            await socket.send(json.dumps({"type": "message", "id": f"m{n}", "text": "hi"}))
+            await receive_until(socket, "reply")
+        await socket.send(json.dumps({"type": "message", "id": "m2", "text": "hi"}))
+        error = json.loads(await socket.receive())
+        assert error["code"] == "rate_limited" and error["id"] == "m2" and error["retry_after"] > 0
+        with pytest.raises(WebsocketDisconnectError) as closed:
+            for n in range(3, 10):
+                await socket.send(json.dumps({"type": "message", "id": f"m{n}", "text": "hi"}))
+                while json.loads(await socket.receive())["code"] != "rate_limited":
+                    pass
+    assert closed.value.args[0] == 1008
+
+
+async def test_connections_per_address_are_limited_with_429(make_app):
+    """Past the per-address limit a handshake is refused with 429 before the upgrade."""
+    client = make_app(allow_origins=["https://shop.example.com"], max_connections_per_address=1).test_client()
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket)
+        with pytest.raises(WebsocketResponseError) as refused:
+            async with client.websocket("/ws", headers=ALLOWED) as second:
+                await second.receive()
+        assert refused.value.response.status_code == 429

@@ -85,14 +85,30 @@ class Conversation:
         self._add(message)
         return Show(message, None)
 
-    def frames_to_send(self):
-        """Frames for every queued message, in order; marks them sent."""
+    def frames_to_send(self, limit=None):
+        """Frames for the queued messages (at most ``limit``), in order; marks them sent."""
         frames = []
         for message in self.pending():
+            if limit is not None and len(frames) >= limit:
+                break
             if message.delivery == QUEUED:
                 message.delivery = SENT
                 frames.append({"type": "message", "id": message.id, "text": message.text})
         return frames
+
+    def find(self, message_id):
+        return self._by_id.get(message_id)
+
+    def queued_count(self):
+        return len([m for m in self.pending() if m.delivery == QUEUED])
+
+    def requeue(self, message_id):
+        """The server refused the message for now (rate limit): it waits in the outbox again."""
+        message = self._by_id.get(message_id)
+        if message is None or message.author != "visitor" or message.delivery != SENT:
+            return []
+        message.delivery = QUEUED
+        return [Update(message)]
 
     def connection_lost(self):
         """Sent but unacknowledged messages go back to queued; returns the changed ones."""
@@ -250,3 +266,37 @@ class Conversation:
     def _add(self, message):
         self.messages.append(message)
         self._by_id[message.id] = message
+
+
+class Pacer:
+    """A token bucket matching the server's message limit, so the outbox never trips it.
+
+    After an outage the outbox may hold many messages; sending them all at once would meet the
+    server's rate limit (an error per message, then a 1008 close). ``take`` says whether one may go
+    now, ``wait`` how long until the next may.
+    """
+
+    def __init__(self, messages=20, per=10.0, burst=10):
+        self.configure(messages, per, burst)
+        self._updated = None
+
+    def configure(self, messages, per, burst):
+        self.rate = float(messages) / float(per)
+        self.burst = float(burst)
+        self.tokens = self.burst
+
+    def _refill(self, now):
+        if self._updated is not None and now > self._updated:
+            self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def take(self, now):
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self, now):
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate

@@ -14,7 +14,7 @@ import js
 from pyscript.ffi import create_proxy, to_js
 
 from widget import lifecycle, words
-from widget.chat import Conversation, OutboxFull, Update
+from widget.chat import Conversation, OutboxFull, Pacer, Update
 from widget.diagnostics import Diagnostics, check_settings
 from widget.view import View
 
@@ -50,6 +50,9 @@ class Shell:
         self.diagnostics = Diagnostics(settings.get("version", "?"), RUNTIME, self.url)
         self.opened_at = {}
         self.joined = False  # welcomed on the current socket
+        self.pacer = Pacer()
+        self.flush_timer = None
+        self.flush_proxy = create_proxy(self.flush)
 
     # ---- wiring -------------------------------------------------------------------------------
     def start(self):
@@ -103,15 +106,23 @@ class Shell:
         if self.joined:
             self.flush()
 
-    def flush(self):
-        """Send every queued message (after welcome: the server knows our session)."""
+    def flush(self, *args):
+        """Send queued messages, paced to the server's limit (after welcome: the server knows our session)."""
+        self.flush_timer = None
         socket = self.sockets.get(self.lifecycle.socket_id)
-        if socket is None:
+        if socket is None or not self.joined:
             return
-        waiting = [m for m in self.conversation.pending() if m.delivery == "queued"]
-        for frame in self.conversation.frames_to_send():
-            socket.send(json.dumps(frame))
-        self.view.apply([Update(m) for m in waiting])
+        now = time.time()
+        while self.conversation.queued_count() and self.pacer.take(now):
+            for frame in self.conversation.frames_to_send(1):
+                socket.send(json.dumps(frame))
+                self.view.apply([Update(self.conversation.find(frame["id"]))])
+        if self.conversation.queued_count():
+            self.flush_later(self.pacer.wait(now))
+
+    def flush_later(self, delay):
+        if self.flush_timer is None:
+            self.flush_timer = js.window.setTimeout(self.flush_proxy, int(delay * 1000) + 10)
 
     def lost_connection(self):
         self.joined = False
@@ -178,11 +189,19 @@ class Shell:
         if kind == "welcome":
             if isinstance(frame.get("contact"), dict):
                 self.contact = frame["contact"]
+            limits = frame.get("limits")
+            if isinstance(limits, dict) and all(isinstance(limits.get(k), int) and limits.get(k) > 0
+                                                for k in ("messages", "per", "burst")):
+                self.pacer.configure(limits["messages"], limits["per"], limits["burst"])
             if self.conversation.welcomed(str(frame.get("session")), frame.get("resumed") is True):
                 self.view.show_notice(words.SESSION_EXPIRED)
             self.joined = True
             self.save()
             self.flush()
+        elif kind == "error" and frame.get("code") == "rate_limited":
+            self.view.apply(self.conversation.requeue(str(frame.get("id"))))
+            retry_after = frame.get("retry_after")
+            self.flush_later(retry_after if isinstance(retry_after, (int, float)) and 0 <= retry_after < 600 else 5)
         elif kind == "error":
             self.log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
         else:
