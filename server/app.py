@@ -13,6 +13,7 @@ from .consultants import make_consultant
 from .conversations import Conversations
 from .hub import Hub, watch_loop_lag
 from .origins import OriginPolicy
+from .security import install_security_headers
 from .store import MemoryStore, SqliteStore
 
 
@@ -38,6 +39,7 @@ def create_app(config=None):
     # quart-cors matches regexes with re.match (a prefix), so the patterns from our rules are anchored.
     cors(app, allow_origin=[rule.cors_pattern() for rule in policy.rules],
          allow_methods=["GET"], allow_credentials=False)
+    install_security_headers(app, policy)
 
     @app.before_serving
     async def open_store():

@@ -13,6 +13,7 @@ import uvicorn
 from .assets import missing_runtime_assets
 from .config import LOG_LEVELS, RUNTIMES, Config, ConfigError
 from .doctor import doctor
+from .ws_protocol import ChatWebSocketProtocol
 
 
 @click.group()
@@ -77,7 +78,7 @@ def uvicorn_config(app, config):
     # once a message has passed (../shared/notes/server-capacity.md); protocol pings every 20 s keep
     # proxies from timing out idle sockets and reap dead clients.
     return uvicorn.Config(
-        app, host=config.host, port=config.port, ws="websockets-sansio", ws_per_message_deflate=False,
+        app, host=config.host, port=config.port, ws=ChatWebSocketProtocol, ws_per_message_deflate=False,
         ws_max_size=config.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0,
         lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5,
     )

@@ -6,7 +6,7 @@ setting and the fix.
 """
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .origins import OriginError, OriginRule
 

@@ -39,12 +39,24 @@ class FrameError(ValueError):
         self.frame_id = frame_id
 
 
+def _not_json(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text):
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
 def parse_client_frame(data, max_text_chars):
     """Decode and validate one client frame; return the dict or raise FrameError."""
     if not isinstance(data, str):
         raise FrameError("binary_not_supported", "frames must be JSON text, not binary")
     try:
-        frame = json.loads(data)
+        frame = json.loads(data, parse_constant=_not_json, parse_float=_finite)
+        encode(frame).encode("utf-8")  # a lone surrogate ("\ud800") could be neither stored nor sent back
     except (ValueError, RecursionError):
         raise FrameError("invalid_json", "the frame is not valid JSON") from None
     if not isinstance(frame, dict):
@@ -81,7 +93,7 @@ def parse_client_frame(data, max_text_chars):
 
 
 def encode(frame):
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def welcome(contact, session, resumed, expired, last_seq):

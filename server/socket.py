@@ -61,6 +61,9 @@ async def _serve(hub):
         await websocket.close(protocol.CLOSE_INTERNAL, "fault injected")
     except PolicyViolation as violation:
         await websocket.close(protocol.CLOSE_POLICY, str(violation))
+    except Exception:
+        log.exception("connection failed id=%s", connection_id)
+        await websocket.close(protocol.CLOSE_INTERNAL, "internal error")
     finally:
         connection.leave()
         duration = hub.unregister(connection_id)

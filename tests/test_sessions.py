@@ -3,7 +3,6 @@
 import asyncio
 import json
 
-from quart.testing.connections import WebsocketDisconnectError  # noqa: F401 (documented import path)
 
 from test_server import ALLOWED, join, receive_until
 

@@ -12,6 +12,8 @@
     if (open) { var box = root.querySelector('textarea[name="message"]'); if (box) box.focus(); }
   }
   launcher.addEventListener("click", function () { setOpen(panel.hidden); });
+  // Until Python takes over, Send must not submit the form natively (GET /?message=<the text>).
+  root.querySelector("form[data-chat-form]").addEventListener("submit", function (event) { event.preventDefault(); });
   root.querySelector('[data-action="close"]').addEventListener("click", function () {
     setOpen(false); launcher.focus();
   });
