@@ -32,6 +32,7 @@ class Config:
         "log_level": "info",
         "max_message_bytes": 16 * 1024,
         "max_connections": 10_000,
+        "idle_timeout": 300,            # seconds without any frame from the client: close 1001
         "max_connections_per_address": 20,  # per IPv4 address or IPv6 /64; beyond: 429 before upgrade
         "message_rate": 20,             # visitor messages per message_period seconds, sustained ...
         "message_period": 10,
@@ -66,6 +67,8 @@ class Config:
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
+        # Above a minute: a hidden tab's timers (the widget's pings) may be throttled to once a minute.
+        self.idle_timeout = _int_setting("idle_timeout", values["idle_timeout"], 65, 86400)
         self.max_connections_per_address = _int_setting(
             "max_connections_per_address", values["max_connections_per_address"], 1, 1_000_000)
         self.message_rate = _int_setting("message_rate", values["message_rate"], 1, 100_000)

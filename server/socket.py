@@ -98,7 +98,12 @@ class ChatConnection:
 
     async def run(self):
         while True:
-            data = await self.socket.receive()
+            try:
+                data = await asyncio.wait_for(self.socket.receive(), self.config.idle_timeout)
+            except asyncio.TimeoutError:
+                log.info("closing idle connection after %ss", self.config.idle_timeout)
+                await self.socket.close(protocol.CLOSE_GOING_AWAY, "idle timeout")
+                return
             size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
             if size > self.config.max_message_bytes:
                 await self.socket.close(protocol.CLOSE_TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")

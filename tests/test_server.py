@@ -225,3 +225,13 @@ async def test_connections_per_address_are_limited_with_429(make_app):
             async with client.websocket("/ws", headers=ALLOWED) as second:
                 await second.receive()
         assert refused.value.response.status_code == 429
+
+
+async def test_idle_socket_is_closed_with_1001(make_app):
+    """A client that sends nothing for idle_timeout is closed with 1001 (going away), freeing its slot."""
+    app = make_app(allow_origins=["https://shop.example.com"])
+    app.extensions["chat_config"].idle_timeout = 0.2  # below the setting's floor, for the test's speed
+    async with app.test_client().websocket("/ws", headers=ALLOWED) as socket:
+        with pytest.raises(WebsocketDisconnectError) as closed:
+            await socket.receive()
+    assert closed.value.args[0] == 1001
