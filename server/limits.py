@@ -6,6 +6,8 @@ them with a fake clock. docs/security.md gives the defaults and which of them ar
 
 import ipaddress
 
+from widget.chat import Pacer
+
 # Proposed defaults (docs/security.md).
 MESSAGE_RATE = 20          # visitor messages ...
 MESSAGE_PER = 10.0         # ... per this many seconds, sustained
@@ -35,25 +37,22 @@ class RateLimiter:
         self.per = per
         self.burst = burst
         self.warnings = warnings
-        self.tokens = float(burst)
+        self.bucket = Pacer(rate, per, burst)  # the widget paces its outbox with the same bucket
         self.strikes = 0
-        self._updated = None
 
-    def _refill(self, now):
-        if self._updated is not None and now > self._updated:
-            self.tokens = min(float(self.burst), self.tokens + (now - self._updated) * self.rate / self.per)
-        if self._updated is None or now > self._updated:
-            self._updated = now
-        if self.tokens >= self.burst:
+    @property
+    def tokens(self):
+        return self.bucket.tokens
+
+    def _forgive(self):
+        if self.bucket.full:
             self.strikes = 0
 
     def allow(self, now):
         """Take a token if there is one; True when the frame may pass."""
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        self.bucket.wait(now)  # refills up to now
+        self._forgive()
+        return self.bucket.take(now)
 
     def check(self, now):
         """``"ok"``, ``"warn"`` or ``"close"`` for one frame arriving at ``now``."""
@@ -64,9 +63,7 @@ class RateLimiter:
 
     def retry_after(self, now):
         """Seconds until the next token (0 when one is available): for the error frame."""
-        self._refill(now)
-        missing = 1.0 - self.tokens
-        return 0.0 if missing <= 0 else missing * self.per / self.rate
+        return self.bucket.wait(now)
 
 
 class AddressCounter:

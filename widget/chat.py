@@ -271,6 +271,8 @@ class Conversation:
 class Pacer:
     """A token bucket matching the server's message limit, so the outbox never trips it.
 
+    The server's ``limits.RateLimiter`` is built on this same class: one algorithm on both sides.
+
     After an outage the outbox may hold many messages; sending them all at once would meet the
     server's rate limit (an error per message, then a 1008 close). ``take`` says whether one may go
     now, ``wait`` how long until the next may.
@@ -288,7 +290,12 @@ class Pacer:
     def _refill(self, now):
         if self._updated is not None and now > self._updated:
             self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
+        if self._updated is None or now > self._updated:  # a clock stepping back earns nothing
+            self._updated = now
+
+    @property
+    def full(self):
+        return self.tokens >= self.burst
 
     def take(self, now):
         self._refill(now)
