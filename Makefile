@@ -39,3 +39,27 @@ browser: $(PY_STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules
+
+# ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-compress bench-smoke
+
+bench-connect: setup browser
+	$(BIN)/python bench/connect.py $(BENCH_ARGS)
+
+bench-bytes: setup browser
+	$(BIN)/python bench/bytes.py $(BENCH_ARGS)
+
+bench-reconnect: setup browser
+	$(BIN)/python bench/reconnect.py $(BENCH_ARGS)
+
+bench-capacity: setup
+	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
+
+bench-compress: setup
+	$(BIN)/python scripts/compress-assets
+
+bench-smoke: setup browser
+	$(BIN)/python bench/connect.py --smoke
+	$(BIN)/python bench/bytes.py --smoke
+	$(BIN)/python bench/reconnect.py --smoke
+	$(BIN)/python bench/capacity.py --smoke

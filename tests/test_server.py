@@ -175,7 +175,7 @@ async def test_index_embeds_widget_in_loading_state(client):
     """The demo page carries the widget root in state 'loading' and loads runtimes from this server."""
     html = await (await client.get("/")).get_data(as_text=True)
     assert 'id="chat-widget"' in html and 'data-state="loading"' in html
-    assert '"interpreter": "/vendor/micropython/micropython.mjs"' in html
+    assert '"interpreter": "/vendor/micropython@1.28.0-6/micropython.mjs"' in html  # versioned, immutable
 
 
 @pytest.mark.parametrize("path", ["/vendor/pyscript/../../package.json", "/vendor/pyscript/%2e%2e/%2e%2e/package.json",
