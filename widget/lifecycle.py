@@ -669,15 +669,20 @@ class Lifecycle:
             acts.append(ProbeServer())
         return acts
 
-    def _terminal(self, now, alert, text):
-        """Enter FAILED: no socket, no timers, no attempts until retry_pressed."""
+    def _halt(self, reason):
+        """Close the socket (if any) and cancel every timer: nothing runs until a new attempt."""
         acts = []
         if self.socket_id is not None:
-            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, "failed"))
+            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, reason))
             self.socket_id = None
         acts += self._cancel_all()
         self._opened_at = None
         self.retry_at = None
+        return acts
+
+    def _terminal(self, now, alert, text):
+        """Enter FAILED: no socket, no timers, no attempts until retry_pressed."""
+        acts = self._halt("failed")
         self.state = FAILED
         self.alert = alert
         acts.append(self._render(FAILED))
@@ -685,13 +690,7 @@ class Lifecycle:
         return acts
 
     def _go_offline(self, now):
-        acts = []
-        if self.socket_id is not None:
-            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, "offline"))
-            self.socket_id = None
-        acts += self._cancel_all()
-        self._opened_at = None
-        self.retry_at = None
+        acts = self._halt("offline")
         self.state = OFFLINE
         acts.append(self._render(OFFLINE))
         acts.append(Log("info", "chat: offline; waiting for the network"))

@@ -50,6 +50,7 @@ class Shell:
         self.diagnostics = Diagnostics(settings.get("version", "?"), RUNTIME, self.url)
         self.opened_at = {}
         self.joined = False  # welcomed on the current socket
+        self.last_render = None  # (state, alert) last shown, for the diagnostics record
         self.pacer = Pacer()
         self.flush_timer = None
         self.flush_proxy = create_proxy(self.flush)
@@ -239,7 +240,8 @@ class Shell:
     def render(self, action):
         if action.state != lifecycle.CONNECTED:
             self.lost_connection()
-        if action.state != self.view._state or action.alert != self.view._alert:
+        if (action.state, action.alert) != self.last_render:
+            self.last_render = (action.state, action.alert)
             self.diagnostics.record(time.time(), "state", state=action.state, alert=action.alert)
         self.view.show_state(action.state)
         detail = self.diagnostics.problem if action.alert == "config" else None
