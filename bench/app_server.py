@@ -25,11 +25,10 @@ from server.config import Config  # noqa: E402
 
 
 def make_config(args):
-    settings = {"host": args.host, "port": args.port, "allow_origins": args.allow_origin, "log_level": "warning",
-                "max_connections": 20_000}
-    if "store" in Config.DEFAULTS:
-        settings["store"] = "memory"
-    return Config(**settings)
+    # The environment's CHAT_WIDGET_* settings apply (e.g. CHAT_WIDGET_STORE), as for `chat-widget serve`.
+    return Config.from_environment(host=args.host, port=args.port, allow_origins=args.allow_origin,
+                                   log_level="warning", max_connections=20_000,
+                                   store=None if "CHAT_WIDGET_STORE" in os.environ else "memory")
 
 
 async def run_uvicorn(config, ws):

@@ -1,4 +1,4 @@
-"""The application factory."""
+"""The application factory: ``create_app(config)`` wires one module per concern into a Quart app."""
 
 import asyncio
 import logging
@@ -7,14 +7,13 @@ from pathlib import Path
 from quart import Quart
 from quart_cors import cors
 
-from . import assets, health, socket
-from .config import Config, ConfigError
-from .consultants import make_consultant
-from .conversations import Conversations
-from .hub import Hub, watch_loop_lag
-from .origins import OriginPolicy
+from . import assets, consultants, health
+from .config import Config
+from .conversations import Conversations, MemoryStore, SqliteStore
 from .security import install_security_headers
-from .store import MemoryStore, SqliteStore
+from .transport import socket
+from .transport.hub import Hub, watch_loop_lag
+from .transport.origins import OriginPolicy
 
 
 def create_app(config=None):
@@ -22,17 +21,22 @@ def create_app(config=None):
     config = config or Config()
     app = Quart(__name__)
     policy = OriginPolicy(config.allow_origins, allow_missing=config.allow_missing_origin)
+    store = make_store(config)
+    consultant = consultants.build(config)
     app.extensions["chat_config"] = config
     app.extensions["chat_origins"] = policy
     app.extensions["chat_hub"] = Hub(config.max_connections, config.max_connections_per_address)
-    store = make_store(config)
     app.extensions["chat_store"] = store
-    consultant = build_consultant(config)
     app.extensions["chat_consultant"] = consultant
-    app.extensions["chat_conversations"] = Conversations(store, consultant, reply_delay=config.faults.get("reply_delay", 0))
+    app.extensions["chat_conversations"] = Conversations(store, consultant)
+    app.extensions["chat_connection_class"] = socket.ChatConnection
+    if config.faults:
+        from .testing import faults
+
+        faults.install(app, config.faults)
 
     app.register_blueprint(health.bp)
-    app.register_blueprint(assets.bp)
+    assets.init_app(app, config)
     app.register_blueprint(socket.bp)
     # CORS headers for the allowed origins on HTTP routes. The socket is exempt: it checks Origin
     # itself (exact match, 403 before upgrade) where quart-cors would answer 400 and match by prefix.
@@ -63,17 +67,6 @@ def create_app(config=None):
 
     logging.getLogger("chat_widget").setLevel(config.log_level.upper())
     return app
-
-
-def build_consultant(config):
-    try:
-        return make_consultant(
-            config.consultant, knowledge_path=config.knowledge_path or None, contact=config.contact,
-            openai_base_url=config.openai_base_url or None, openai_model=config.openai_model or None,
-            system_prompt=config.system_prompt or None,
-        )
-    except ValueError as error:
-        raise ConfigError(f"consultant: {error}") from None
 
 
 def make_store(config):

@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 
@@ -11,9 +10,9 @@ import click
 import uvicorn
 
 from .assets import missing_runtime_assets
-from .config import LOG_LEVELS, RUNTIMES, Config, ConfigError
+from .config import SETTINGS, Config, ConfigError
 from .doctor import doctor
-from .ws_protocol import ChatWebSocketProtocol
+from .transport.ws_protocol import ChatWebSocketProtocol
 
 
 @click.group()
@@ -21,42 +20,28 @@ def main():
     """A dependable website chat widget and its server."""
 
 
+def setting_options(command):
+    """One click option per command-line setting of ``config.SETTINGS``; defaults and environment
+    variables are applied by ``Config.from_environment``, so each is written once."""
+    for setting in reversed([s for s in SETTINGS if s.option]):
+        shown = "" if setting.default in ("", ()) else f" [default: {setting.default}]"
+        help_text = f"{setting.help}{shown} (env: {setting.env})"
+        if setting.kind == "flag":
+            option = click.option(setting.option, setting.name, is_flag=True, default=None, help=help_text)
+        elif setting.kind == "multiple":
+            option = click.option(setting.option.rstrip("s"), setting.name, multiple=True, help=help_text)
+        else:
+            option = click.option(setting.option, setting.name, default=None, help=help_text)
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--host", envvar="CHAT_WIDGET_HOST", default="127.0.0.1", show_default=True,
-              help="Interface to listen on.")
-@click.option("--port", envvar="CHAT_WIDGET_PORT", default="8000", show_default=True,
-              help="Port to listen on (0 picks a free one).")
-@click.option("--allow-origin", "allow_origins", envvar="CHAT_WIDGET_ALLOW_ORIGINS", multiple=True,
-              help="A site allowed to use the chat (repeatable; env: space-separated). "
-                   "Default: only this server's own origin.")
-@click.option("--allow-missing-origin", envvar="CHAT_WIDGET_ALLOW_MISSING_ORIGIN", is_flag=True, default=False,
-              help="Accept socket handshakes without an Origin header (non-browser clients).")
-@click.option("--runtime", envvar="CHAT_WIDGET_RUNTIME", default="micropython", show_default=True,
-              help=f"Python runtime for the widget: {' or '.join(RUNTIMES)}.")
-@click.option("--log-level", envvar="CHAT_WIDGET_LOG_LEVEL", default="info", show_default=True,
-              help=f"One of {', '.join(LOG_LEVELS)}.")
-@click.option("--store", envvar="CHAT_WIDGET_STORE", default="var/chat.sqlite3", show_default=True,
-              help="SQLite file for conversations (relative to the project), or 'memory'.")
-@click.option("--retention", envvar="CHAT_WIDGET_RETENTION", default="1800", show_default=True,
-              help="Seconds a quiet conversation is kept and can be resumed.")
-@click.option("--consultant", envvar="CHAT_WIDGET_CONSULTANT", default="knowledge", show_default=True,
-              help="Who answers: knowledge (offline, from --knowledge-path), openai (any OpenAI-compatible API), helpdesk.")
-@click.option("--knowledge-path", envvar="CHAT_WIDGET_KNOWLEDGE_PATH", default="",
-              help="Markdown knowledge file (default: the demo's knowledge.md).")
-@click.option("--openai-base-url", envvar="CHAT_WIDGET_OPENAI_BASE_URL", default="",
-              help="e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1; key from CHAT_WIDGET_OPENAI_API_KEY.")
-@click.option("--openai-model", envvar="CHAT_WIDGET_OPENAI_MODEL", default="", help="Model name for --consultant openai.")
-@click.option("--system-prompt", envvar="CHAT_WIDGET_SYSTEM_PROMPT", default="", help="Overrides the default consultant prompt.")
-@click.option("--socket-url", envvar="CHAT_WIDGET_SOCKET_URL", default="",
-              help="Public ws(s):// URL of the socket, when it is not /ws on the page's host (e.g. behind a proxy).")
-@click.option("--contact-email", envvar="CHAT_WIDGET_CONTACT_EMAIL", default="", help="Shown when chat is unavailable.")
-@click.option("--contact-phone", envvar="CHAT_WIDGET_CONTACT_PHONE", default="", help="Shown when chat is unavailable.")
-@click.option("--contact-url", envvar="CHAT_WIDGET_CONTACT_URL", default="", help="A contact page, shown when chat is unavailable.")
-def serve(**settings):
+@setting_options
+def serve(**given):
     """Serve the demo site, the widget and the chat socket."""
     try:
-        # Fault injection exists for the delivery tests; it is deliberately not a command-line option.
-        config = Config(faults=os.environ.get("CHAT_WIDGET_FAULTS", ""), **settings)
+        config = Config.from_environment(**given)
         missing = missing_runtime_assets(config)
         if missing:
             raise ConfigError(f"runtime {config.runtime}: missing {', '.join(missing)}; install them with `npm ci`"

@@ -1,19 +1,96 @@
 """All server settings in one validated place.
 
-Settings come from command-line options or ``CHAT_WIDGET_*`` environment variables (the CLI maps both
-onto the same names); ``Config`` checks them once and refuses bad values with a message that names the
-setting and the fix.
+``SETTINGS`` is the one table of settings: name, default, the command-line option (if any) and its
+help. Every setting can also be given as the environment variable ``CHAT_WIDGET_<NAME>``;
+``Config.from_environment`` reads them (command-line values win), ``Config(**values)`` checks them
+once and refuses bad values with a message that names the setting and the fix. A ``Config`` is
+never changed after it is made.
 """
 
+import os
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .origins import OriginError, OriginRule
+from protocol import ratelimit
+
+from .transport.origins import OriginError, OriginRule
 
 RUNTIMES = ("micropython", "pyodide")
 CONSULTANTS = ("knowledge", "openai", "helpdesk")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PYTHON_DELIVERIES = ("bundle", "files")
+FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay")
 ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "CHAT_WIDGET_"
+
+
+def _version():
+    try:
+        return metadata.version("chat-widget")
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+VERSION = _version()
+
+
+class Setting:
+    """One setting: its default, and its command-line option (``cli``: None for environment only)."""
+
+    def __init__(self, name, default, help, cli=True, kind="value"):
+        self.name = name
+        self.default = default
+        self.help = help
+        self.kind = kind  # "value", "flag", or "multiple" (repeatable option; space-separated in the environment)
+        self.option = "--" + name.replace("_", "-") if cli else None
+        self.env = ENV_PREFIX + name.upper()
+
+
+SETTINGS = (
+    Setting("host", "127.0.0.1", "Interface to listen on."),
+    Setting("port", 8000, "Port to listen on (0 picks a free one)."),
+    Setting("allow_origins", (), "A site allowed to use the chat (repeatable; environment: space-separated). "
+            "Default: only this server's own origin.", kind="multiple"),
+    Setting("allow_missing_origin", False, "Accept socket handshakes without an Origin header (non-browser clients).",
+            kind="flag"),
+    Setting("runtime", "micropython", f"Python runtime for the widget: {' or '.join(RUNTIMES)}."),
+    Setting("log_level", "info", f"One of {', '.join(LOG_LEVELS)}."),
+    Setting("store", "var/chat.sqlite3", "SQLite file for conversations (relative to the project), or 'memory'."),
+    Setting("retention", 1800, "Seconds a quiet conversation is kept and can be resumed."),
+    Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
+            "openai (any OpenAI-compatible API), helpdesk."),
+    Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md)."),
+    Setting("openai_base_url", "", "e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1; "
+            "key from CHAT_WIDGET_OPENAI_API_KEY."),
+    Setting("openai_model", "", "Model name for --consultant openai."),
+    Setting("system_prompt", "", "Overrides the default consultant prompt."),
+    Setting("socket_url", "", "Public ws(s):// URL of the socket, when it is not /ws on the page's host "
+            "(e.g. behind a proxy)."),
+    Setting("contact_email", "", "Shown when chat is unavailable."),
+    Setting("contact_phone", "", "Shown when chat is unavailable."),
+    Setting("contact_url", "", "A contact page, shown when chat is unavailable."),
+    # Limits (docs/security.md); environment only.
+    Setting("max_message_bytes", 16 * 1024, "Largest frame accepted; larger ones close the socket with 1009.", cli=False),
+    Setting("max_connections", 10_000, "Open sockets per process; beyond, new ones are closed with 1013.", cli=False),
+    # Above a minute: a hidden tab's timers (the widget's pings) may be throttled to once a minute.
+    Setting("idle_timeout", 300, "Seconds without any frame from the client before closing with 1001.", cli=False),
+    Setting("max_connections_per_address", 20, "Open sockets per IPv4 address or IPv6 /64; beyond: HTTP 429.",
+            cli=False),
+    Setting("message_rate", ratelimit.MESSAGES, "Visitor messages per message_period seconds, sustained.", cli=False),
+    Setting("message_period", ratelimit.PER, "Seconds of message_rate.", cli=False),
+    Setting("message_burst", ratelimit.BURST, "Visitor messages accepted at once after a quiet spell.", cli=False),
+    Setting("history_limit", 500, "Entries kept per conversation.", cli=False),
+    # Operations; environment only.
+    Setting("openai_api_key", "", "API key for --consultant openai (or OPENAI_API_KEY); empty for local servers.",
+            cli=False),
+    Setting("asset_cache", "var/compressed", "Folder for the compressed copies of runtime files.", cli=False),
+    Setting("python_delivery", "bundle", "How the widget's Python is sent: one bundle, or files (one request each; "
+            "for comparison).", cli=False),
+    Setting("faults", "", "Fault injection for the tests (server/testing/faults.py); off by default.", cli=False),
+    Setting("root", ROOT, "Where index.html, widget/, protocol/ and node_modules/ live.", cli=False),
+)
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 
 
 class ConfigError(ValueError):
@@ -21,53 +98,22 @@ class ConfigError(ValueError):
 
 
 class Config:
-    """Validated server settings. Unknown keyword arguments are refused."""
-
-    DEFAULTS = {
-        "host": "127.0.0.1",
-        "port": 8000,
-        "allow_origins": (),            # empty: only the server's own origin
-        "allow_missing_origin": False,  # allow handshakes without an Origin header (non-browser clients)
-        "runtime": "micropython",
-        "log_level": "info",
-        "max_message_bytes": 16 * 1024,
-        "max_connections": 10_000,
-        "idle_timeout": 300,            # seconds without any frame from the client: close 1001
-        "max_connections_per_address": 20,  # per IPv4 address or IPv6 /64; beyond: 429 before upgrade
-        "message_rate": 20,             # visitor messages per message_period seconds, sustained ...
-        "message_period": 10,
-        "message_burst": 10,            # ... and at once after a quiet spell
-        "store": "var/chat.sqlite3",    # SQLite file for conversations, or "memory" (lost on restart)
-        "retention": 1800,              # seconds a quiet conversation is kept and can be resumed
-        "history_limit": 500,           # entries kept per conversation
-        "consultant": "knowledge",      # knowledge | openai | helpdesk (server/consultants.py)
-        "knowledge_path": "",           # Markdown knowledge file; default: the demo's knowledge.md
-        "openai_base_url": "",
-        "openai_model": "",
-        "system_prompt": "",
-        "faults": "",                   # fault injection for tests only (see docs/protocol.md); off by default
-        "socket_url": "",               # public ws(s):// URL of /ws when not on the page's own host
-        "contact_email": "",
-        "contact_phone": "",
-        "contact_url": "",
-        "root": ROOT,                   # where index.html, widget/ and node_modules/ live
-    }
+    """Validated server settings. Unknown keyword arguments are refused; None means the default."""
 
     def __init__(self, **settings):
-        unknown = set(settings) - set(self.DEFAULTS)
+        unknown = set(settings) - set(DEFAULTS)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        values = dict(self.DEFAULTS)
+        values = dict(DEFAULTS)
         values.update({key: value for key, value in settings.items() if value is not None})
         self.host = str(values["host"])
         self.port = _int_setting("port", values["port"], 0, 65535)
         self.allow_origins = _origins_setting(values["allow_origins"])
-        self.allow_missing_origin = bool(values["allow_missing_origin"])
+        self.allow_missing_origin = _bool_setting("allow_missing_origin", values["allow_missing_origin"])
         self.runtime = _choice_setting("runtime", values["runtime"], RUNTIMES)
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
-        # Above a minute: a hidden tab's timers (the widget's pings) may be throttled to once a minute.
         self.idle_timeout = _int_setting("idle_timeout", values["idle_timeout"], 65, 86400)
         self.max_connections_per_address = _int_setting(
             "max_connections_per_address", values["max_connections_per_address"], 1, 1_000_000)
@@ -83,6 +129,7 @@ class Config:
         self.knowledge_path = str(values["knowledge_path"] or "")
         self.openai_base_url = str(values["openai_base_url"] or "")
         self.openai_model = str(values["openai_model"] or "")
+        self.openai_api_key = str(values["openai_api_key"] or "")
         self.system_prompt = str(values["system_prompt"] or "")
         self.faults = _faults_setting(values["faults"])
         self.socket_url = _socket_url_setting(values["socket_url"])
@@ -92,6 +139,23 @@ class Config:
         if self.contact_url and not self.contact_url.startswith(("https://", "http://", "/")):
             raise ConfigError("contact_url must be an http(s) URL or a path starting with '/'")
         self.root = Path(values["root"])
+        cache = Path(values["asset_cache"])
+        self.asset_cache = cache if cache.is_absolute() else self.root / cache
+        self.python_delivery = _choice_setting("python_delivery", values["python_delivery"], PYTHON_DELIVERIES)
+        self.version = VERSION
+
+    @classmethod
+    def from_environment(cls, environ=None, **given):
+        """Settings from ``CHAT_WIDGET_*`` variables, overridden by ``given`` values that are not None."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for setting in SETTINGS:
+            if setting.env in environ:
+                values[setting.name] = environ[setting.env]
+        if not values.get("openai_api_key") and environ.get("OPENAI_API_KEY"):
+            values["openai_api_key"] = environ["OPENAI_API_KEY"]
+        values.update({key: value for key, value in given.items() if value is not None and value != ()})
+        return cls(**values)
 
     @property
     def contact(self):
@@ -99,8 +163,19 @@ class Config:
         found = {"email": self.contact_email, "phone": self.contact_phone, "url": self.contact_url}
         return {key: value for key, value in found.items() if value}
 
+    def __setattr__(self, name, value):
+        if "version" in self.__dict__:
+            raise AttributeError(f"Config is read-only after start; cannot set {name}")
+        super().__setattr__(name, value)
+
     def __repr__(self):
         return f"Config(host={self.host!r}, port={self.port}, runtime={self.runtime!r}, origins={self.allow_origins!r})"
+
+
+def setting_hint(name):
+    """How a site owner sets ``name``: its option (if any) and its environment variable."""
+    setting = next(s for s in SETTINGS if s.name == name)
+    return f"{name} ({setting.option} or {setting.env})" if setting.option else f"{name} ({setting.env})"
 
 
 def _int_setting(name, value, low, high):
@@ -113,11 +188,21 @@ def _int_setting(name, value, low, high):
     return number
 
 
-FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay")
+def _bool_setting(name, value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _faults_setting(value):
     """``"drop_ack_once,reply_delay=1.5"`` -> ``{"drop_ack_once": True, "reply_delay": 1.5}``."""
+    if isinstance(value, dict):
+        value = ",".join(name if argument is True else f"{name}={argument}" for name, argument in value.items())
     faults = {}
     for item in str(value or "").replace(" ", "").split(","):
         if not item:

@@ -1,10 +1,10 @@
-"""Unit tests for widget/backoff.py (reconnect delay policy)."""
+"""Unit tests for widget/core/backoff.py (reconnect delay policy)."""
 
 import random as stdlib_random
 
 from hypothesis import given, strategies as st
 
-from widget.backoff import FLOOR, ceiling, next_delay, paced_delay
+from widget.core.backoff import FLOOR, ceiling, next_delay, paced_delay
 
 BASE = 0.75
 CAP = 30.0

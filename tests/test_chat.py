@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from widget.chat import DELIVERED, QUEUED, SENT, Conversation, OutboxFull, Pacer, Show
+from protocol.ratelimit import TokenBucket as Pacer
+from widget.core.chat import DELIVERED, QUEUED, SENT, Conversation, OutboxFull, Show
 
 
 def new(**options):

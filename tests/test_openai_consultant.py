@@ -5,17 +5,19 @@ from pathlib import Path
 
 import pytest
 
+from server.config import CONSULTANTS, Config, ConfigError
 from server.consultants import (
     AuthenticationFailed,
     ConsultantError,
     ConsultantTimeout,
+    KnowledgeBase,
+    OpenAIConsultant,
     RateLimited,
     ReplyCutOff,
     UpstreamError,
-    make_consultant,
+    build,
 )
-from server.knowledge import KnowledgeBase
-from server.openai_consultant import DEFAULT_SYSTEM_PROMPT, OpenAIConsultant
+from server.consultants.openai import DEFAULT_SYSTEM_PROMPT
 
 from openai_stub import OpenAIStub
 
@@ -263,40 +265,58 @@ async def test_unreachable_server_raises_upstream_error():
 # -- registry ------------------------------------------------------------------------------------
 
 
-def test_registry_requires_base_url_and_model():
-    """make_consultant('openai') names the missing setting and how to give it."""
-    with pytest.raises(ValueError, match=r"openai_base_url \(--openai-base-url or CHAT_WIDGET_OPENAI_BASE_URL\)"):
-        make_consultant("openai", openai_model="m")
-    with pytest.raises(ValueError, match=r"openai_model \(--openai-model or CHAT_WIDGET_OPENAI_MODEL\)"):
-        make_consultant("openai", openai_base_url="http://127.0.0.1:11434/v1")
-    with pytest.raises(ValueError, match="http"):
-        make_consultant("openai", openai_base_url="127.0.0.1:11434", openai_model="m")
+def test_build_requires_base_url_and_model():
+    """build() for consultant openai names the missing setting and how to give it."""
+    with pytest.raises(ConfigError, match=r"openai_base_url \(--openai-base-url or CHAT_WIDGET_OPENAI_BASE_URL\)"):
+        build(Config(consultant="openai", openai_model="m"))
+    with pytest.raises(ConfigError, match=r"openai_model \(--openai-model or CHAT_WIDGET_OPENAI_MODEL\)"):
+        build(Config(consultant="openai", openai_base_url="http://127.0.0.1:11434/v1"))
+    with pytest.raises(ConfigError, match="http"):
+        build(Config(consultant="openai", openai_base_url="127.0.0.1:11434", openai_model="m"))
 
 
-def test_registry_rejects_unknown_names():
+def test_unknown_consultant_names_are_refused():
     """An unknown consultant name is refused with the list of valid ones."""
-    with pytest.raises(ValueError, match="knowledge, openai, helpdesk"):
-        make_consultant("oracle")
+    with pytest.raises(ConfigError, match="knowledge, openai, helpdesk"):
+        Config.from_environment(environ={"CHAT_WIDGET_CONSULTANT": "oracle"})
 
 
-async def test_registry_reads_the_api_key_from_the_environment(monkeypatch):
-    """Without an explicit key the registry uses CHAT_WIDGET_OPENAI_API_KEY, then OPENAI_API_KEY, else none."""
-    monkeypatch.delenv("CHAT_WIDGET_OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-openai-env")
+async def test_build_makes_every_consultant_the_settings_offer():
+    """Every name in server.config.CONSULTANTS builds a consultant of that name."""
+    for name in CONSULTANTS:
+        consultant = build(Config(consultant=name, openai_base_url="http://127.0.0.1:9/v1", openai_model="m"))
+        assert consultant.name == name
+        if hasattr(consultant, "aclose"):
+            await consultant.aclose()
+
+
+async def test_build_grounds_openai_in_the_knowledge_path_when_given():
+    """For openai, knowledge_path is optional: without it there is no knowledge base, with it the file is used."""
+    settings = {"consultant": "openai", "openai_base_url": "http://127.0.0.1:9/v1", "openai_model": "m"}
+    async with build(Config(**settings)) as plain:
+        assert plain.knowledge is None
+    async with build(Config(knowledge_path=str(ROOT / "knowledge.md"), **settings)) as grounded:
+        assert grounded.knowledge.path == ROOT / "knowledge.md"
+
+
+async def test_build_takes_the_api_key_from_the_environment():
+    """Config.from_environment reads CHAT_WIDGET_OPENAI_API_KEY, then OPENAI_API_KEY, else no key; build uses it."""
     async with OpenAIStub() as stub:
-        consultant = make_consultant("openai", openai_base_url=stub.base_url, openai_model="m")
-        await collect(consultant)
-        monkeypatch.setenv("CHAT_WIDGET_OPENAI_API_KEY", "sk-from-widget-env")
-        preferred = make_consultant("openai", openai_base_url=stub.base_url, openai_model="m")
-        await collect(preferred)
-        monkeypatch.delenv("CHAT_WIDGET_OPENAI_API_KEY")
-        monkeypatch.delenv("OPENAI_API_KEY")
-        keyless = make_consultant("openai", openai_base_url=stub.base_url, openai_model="m")
-        await collect(keyless)
-        for made in (consultant, preferred, keyless):
-            await made.aclose()
+        base = {"CHAT_WIDGET_CONSULTANT": "openai", "CHAT_WIDGET_OPENAI_BASE_URL": stub.base_url,
+                "CHAT_WIDGET_OPENAI_MODEL": "m"}
+        environs = [
+            {**base, "OPENAI_API_KEY": "sk-from-openai-env"},
+            {**base, "OPENAI_API_KEY": "sk-from-openai-env", "CHAT_WIDGET_OPENAI_API_KEY": "sk-from-widget-env"},
+            {**base, "OPENAI_API_KEY": "sk-from-openai-env", "CHAT_WIDGET_OPENAI_API_KEY": ""},
+            base,
+        ]
+        made = [build(Config.from_environment(environ=environ)) for environ in environs]
+        for consultant in made:
+            await collect(consultant)
+            await consultant.aclose()
     assert stub.requests[0].headers["authorization"] == "Bearer sk-from-openai-env"
     assert stub.requests[1].headers["authorization"] == "Bearer sk-from-widget-env"
-    assert "authorization" not in stub.requests[2].headers
-    assert consultant.name == "openai"
-    assert "sk-from" not in repr(consultant)
+    assert stub.requests[2].headers["authorization"] == "Bearer sk-from-openai-env"
+    assert "authorization" not in stub.requests[3].headers
+    assert made[0].name == "openai"
+    assert all("sk-from" not in repr(consultant) for consultant in made)

@@ -43,7 +43,7 @@ async def test_create_app_installs_security_headers(make_app):
     assert "Content-Security-Policy" in response.headers, "wire install_security_headers into create_app"
 
 
-@pytest.mark.parametrize("path", ["/", "/widget/widget.css", "/widget/main.py", "/vendor/pyscript/core.js", "/healthz"])
+@pytest.mark.parametrize("path", ["/", "/widget/widget.css", "/widget/shell/main.py", "/vendor/pyscript/core.js", "/healthz"])
 async def test_every_answer_has_the_headers(secured, path):
     """The page, the widget's files, the runtime files and the health route all carry the headers."""
     response = await secured(allow_origins=ORIGINS).test_client().get(path)

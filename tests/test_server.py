@@ -6,6 +6,8 @@ import pytest
 from quart.testing import WebsocketResponseError
 from quart.testing.connections import WebsocketDisconnectError
 
+from server.transport.socket import ChatConnection
+
 ALLOWED = {"Origin": "https://shop.example.com"}
 
 
@@ -216,6 +218,17 @@ async def test_message_flood_gets_rate_limited_then_closed_1008(make_app):
     assert closed.value.args[0] == 1008
 
 
+async def test_full_server_says_try_again_later_with_1013(make_app):
+    """At the connection limit a socket is accepted only to be closed with 1013, which a browser can read."""
+    client = make_app(allow_origins=["https://shop.example.com"], max_connections=1).test_client()
+    async with client.websocket("/ws", headers=ALLOWED) as socket:
+        await join(socket)
+        async with client.websocket("/ws", headers=ALLOWED) as second:
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                await second.receive()
+    assert closed.value.args[0] == 1013
+
+
 async def test_connections_per_address_are_limited_with_429(make_app):
     """Past the per-address limit a handshake is refused with 429 before the upgrade."""
     client = make_app(allow_origins=["https://shop.example.com"], max_connections_per_address=1).test_client()
@@ -230,8 +243,24 @@ async def test_connections_per_address_are_limited_with_429(make_app):
 async def test_idle_socket_is_closed_with_1001(make_app):
     """A client that sends nothing for idle_timeout is closed with 1001 (going away), freeing its slot."""
     app = make_app(allow_origins=["https://shop.example.com"])
-    app.extensions["chat_config"].idle_timeout = 0.2  # below the setting's floor, for the test's speed
+
+    class QuickToIdle(ChatConnection):
+        idle_timeout = 0.2  # below the setting's floor, for the test's speed
+
+    app.extensions["chat_connection_class"] = QuickToIdle
     async with app.test_client().websocket("/ws", headers=ALLOWED) as socket:
         with pytest.raises(WebsocketDisconnectError) as closed:
             await socket.receive()
     assert closed.value.args[0] == 1001
+
+
+def test_every_setting_is_documented_in_the_readme():
+    """The README names each setting's environment variable (config.SETTINGS is the one list)."""
+    from pathlib import Path
+
+    from server.config import SETTINGS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    missing = [s.env for s in SETTINGS if s.name != "root" and s.env not in readme and
+               (s.option is None or f"`{s.option}" not in readme)]
+    assert not missing

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.store import MemoryStore, SqliteStore
+from server.conversations.store import MemoryStore, SqliteStore
 
 
 class Clock:

@@ -2,7 +2,8 @@
 
 import json
 
-from widget.diagnostics import Diagnostics, check_settings
+from widget.core.diagnostics import Diagnostics
+from widget.core.settings import check as check_settings
 
 
 def test_settings_problems_name_the_setting():

@@ -17,6 +17,8 @@ import time
 
 import aiosqlite
 
+from protocol import frames
+
 
 class Entry:
     """One numbered conversation entry."""
@@ -33,10 +35,8 @@ class Entry:
     def frame(self, live):
         """The frame that shows this entry to the widget (see docs/protocol.md)."""
         if self.author == "visitor":
-            if live:
-                return {"type": "ack", "id": self.id, "seq": self.seq}
-            return {"type": "message", "id": self.id, "text": self.text, "seq": self.seq}
-        return {"type": "reply", "id": self.id, "in_reply_to": self.in_reply_to, "text": self.text, "seq": self.seq}
+            return frames.ack(self.id, self.seq) if live else frames.visitor_message(self.id, self.text, self.seq)
+        return frames.reply(self.id, self.in_reply_to, self.text, self.seq)
 
     def __eq__(self, other):
         return isinstance(other, Entry) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)

@@ -5,7 +5,7 @@ Works with OpenAI itself and with local servers that speak the same API (Ollama 
 ``{base_url}/chat/completions`` with ``stream: true``, reads the server-sent events (``data: {...}``
 lines ending with ``data: [DONE]``) and yields each ``choices[0].delta.content`` piece as it arrives.
 
-Failures raise :class:`~server.consultants.ConsultantError` subclasses whose messages never contain the
+Failures raise :class:`~server.consultants.base.ConsultantError` subclasses whose messages never contain the
 API key:
 
 * 401/403 → :class:`AuthenticationFailed` "authentication failed (check the API key)";
@@ -30,26 +30,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .consultant import Consultant
-from .consultants import (
+from .base import (
     AuthenticationFailed,
-    ConsultantError,
+    Consultant,
     ConsultantTimeout,
     RateLimited,
     ReplyCutOff,
     UpstreamError,
 )
 
-__all__ = [
-    "DEFAULT_SYSTEM_PROMPT",
-    "OpenAIConsultant",
-    "ConsultantError",
-    "AuthenticationFailed",
-    "RateLimited",
-    "UpstreamError",
-    "ConsultantTimeout",
-    "ReplyCutOff",
-]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIConsultant"]
 
 log = logging.getLogger("chat_widget.openai")
 
@@ -72,9 +62,10 @@ _KNOWLEDGE_INTRO = (
 class OpenAIConsultant(Consultant):
     """Streams replies from ``{base_url}/chat/completions``; one ``httpx.AsyncClient`` per instance.
 
-    ``knowledge``: an optional :class:`server.knowledge.KnowledgeBase`; its (up to) 3 sections that best
-    match the visitor's latest question are added to the system message. ``contact``: optional
-    ``{"email", "phone", "url"}`` the model may suggest. Call :meth:`aclose` when done.
+    ``knowledge``: an optional :class:`~server.consultants.knowledge.KnowledgeBase`; its (up to) 3
+    sections that best match the visitor's latest question are added to the system message.
+    ``contact``: optional ``{"email", "phone", "url"}`` the model may suggest. Call :meth:`aclose`
+    when done.
     """
 
     name = "openai"

@@ -10,6 +10,8 @@ import itertools
 import logging
 import secrets
 
+from protocol import frames
+
 log = logging.getLogger("chat_widget.conversations")
 
 SORRY = "Sorry, I couldn't answer that just now. Please try again in a moment."
@@ -17,9 +19,8 @@ CUT_OFF = "\n\n(The answer was interrupted. Please ask again if you need more.)"
 
 
 class Conversations:
-    def __init__(self, store, consultant, reply_timeout=60.0, reply_delay=0.0):
+    def __init__(self, store, consultant, reply_timeout=60.0):
         self.store = store
-        self.reply_delay = reply_delay  # fault injection: a slow consultant
         self.consultant = consultant
         self.reply_timeout = reply_timeout
         self.watchers = {}    # session id -> set of async send(frame) callables
@@ -87,9 +88,9 @@ class Conversations:
             history.append({"author": entry.author, "text": entry.text})
             if entry.author == "visitor" and entry.id == message_id:
                 break  # the question and what came before it, not later questions
-        partial = {"type": "reply_start", "id": reply_id, "in_reply_to": message_id, "text": ""}
+        partial = frames.reply_start(reply_id, message_id)
         self.streaming.setdefault(session_id, {})[reply_id] = partial
-        await self.publish(session_id, {"type": "reply_start", "id": reply_id, "in_reply_to": message_id})
+        await self.publish(session_id, dict(partial))
         try:
             text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial), self.reply_timeout)
         except asyncio.CancelledError:
@@ -110,15 +111,13 @@ class Conversations:
         await self.publish(session_id, entry.frame(live=True))
 
     async def _stream(self, session_id, reply_id, history, partial):
-        if self.reply_delay:
-            await asyncio.sleep(self.reply_delay)
         chunks = []
         async for chunk in self.consultant.reply(history):
             if not chunk:
                 continue
             chunks.append(chunk)
             partial["text"] += chunk
-            await self.publish(session_id, {"type": "reply_chunk", "id": reply_id, "text": chunk})
+            await self.publish(session_id, frames.reply_chunk(reply_id, chunk))
         return "".join(chunks)
 
     async def drain(self, timeout):

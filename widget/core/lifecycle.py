@@ -43,10 +43,11 @@ Liveness ("is the socket dead?")
     with the defaults (< 15 s required).
 """
 
-try:
-    from .backoff import next_delay, paced_delay
-except ImportError:  # loaded as a top-level module (flat layout in the browser FS)
-    from backoff import next_delay, paced_delay
+from protocol import close, frames
+from protocol.close import FAIL, SLOW
+from widget.core.actions import CancelTimer, CloseSocket, Log, OpenSocket, ProbeServer, Render, Send, StartTimer
+from widget.core.backoff import next_delay, paced_delay
+from widget.core.settings import Settings
 
 
 IDLE = "idle"  # before start() / after stop(); not a rendered state
@@ -63,242 +64,7 @@ HEARTBEAT_TIMER = "heartbeat"
 VERIFY_TIMER = "verify"
 TIMERS = (CONNECT_TIMER, RETRY_TIMER, HEARTBEAT_TIMER, VERIFY_TIMER)
 
-PROBE_RESULTS = ("ok", "unreachable", "origin_rejected", "draining")
-
-# Alert keys carried by Render.alert
-ALERT_UNREACHABLE = "unreachable"
-ALERT_BLOCKED = "blocked"  # the server answers HTTP but sockets fail: a proxy or firewall
-ALERT_ORIGIN = "origin"
-ALERT_TOO_BIG = "too_big"
-ALERT_POLICY = "policy"
-ALERT_PROTOCOL = "protocol"
-ALERT_DRAINING = "draining"
-ALERT_CONFIG = "config"
-
-# Close codes we send (browsers only allow 1000 and 4000-4999 from script).
-CLOSE_NORMAL = 1000
-CLOSE_CONNECT_TIMEOUT = 4100
-CLOSE_HEARTBEAT_TIMEOUT = 4101
-
-
-class Settings:
-    """Tunables, in seconds unless noted.
-
-    connect_timeout  give up on a handshake after this long (close 4100).
-    backoff_base     ceiling of the first retry delay (full jitter below it).
-    backoff_cap      largest ceiling of a normal retry delay; 1013 "try again
-                     later" may wait up to 2 * cap (see widget/backoff.py).
-    stable_after     a connection that stayed up this long resets the attempt
-                     counter when it ends; shorter-lived ones keep counting,
-                     so a server that accepts then drops gets growing delays.
-    ping_interval    heartbeat period while connected (4 s).
-    dead_after       silence (no frame at all) after which the socket is dead
-                     (10 s). Defaults detect a silent dead socket within
-                     ping_interval + dead_after = 14 s (< 15 s required),
-                     while a healthy socket answering pings is never more
-                     than ~ping_interval + RTT silent, well under dead_after.
-    verify_timeout   after the page becomes visible (or a ping is needed to
-                     judge liveness) the server must answer within this.
-    alert_after      after this many consecutive failures (count), Render
-                     carries alert "unreachable"; the widget keeps trying.
-    hidden_delay     retry pacing while the page is hidden: each delay is
-                     max(normal delay, hidden_delay * (0.5 + 0.5 * random)).
-    """
-
-    def __init__(self, connect_timeout=5.0, backoff_base=0.75, backoff_cap=30.0,
-                 stable_after=5.0, ping_interval=4.0, dead_after=10.0,
-                 verify_timeout=3.0, alert_after=3, hidden_delay=30.0):
-        self.connect_timeout = connect_timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.stable_after = stable_after
-        self.ping_interval = ping_interval
-        self.dead_after = dead_after
-        self.verify_timeout = verify_timeout
-        self.alert_after = alert_after
-        self.hidden_delay = hidden_delay
-
-    def problems(self):
-        """List of human-readable problems; empty when the settings are usable."""
-        out = []
-        for name in ("connect_timeout", "backoff_base", "backoff_cap",
-                     "ping_interval", "dead_after", "verify_timeout", "hidden_delay"):
-            v = getattr(self, name)
-            if not _is_number(v) or not v > 0:
-                out.append("%s must be a positive number" % name)
-        if not _is_number(self.stable_after) or self.stable_after < 0:
-            out.append("stable_after must be a number >= 0")
-        if not isinstance(self.alert_after, int) or isinstance(self.alert_after, bool) \
-                or self.alert_after < 1:
-            out.append("alert_after must be an integer >= 1")
-        if not out:
-            if self.backoff_cap < self.backoff_base:
-                out.append("backoff_cap must be >= backoff_base")
-            if self.dead_after < self.ping_interval:
-                out.append("dead_after must be >= ping_interval")
-        return out
-
-    def __repr__(self):
-        return ("Settings(connect_timeout=%r, backoff_base=%r, backoff_cap=%r, "
-                "stable_after=%r, ping_interval=%r, dead_after=%r, verify_timeout=%r, "
-                "alert_after=%r, hidden_delay=%r)" % (
-                    self.connect_timeout, self.backoff_base, self.backoff_cap,
-                    self.stable_after, self.ping_interval, self.dead_after,
-                    self.verify_timeout, self.alert_after, self.hidden_delay))
-
-
-def _is_number(v):
-    return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool)
-
-
-# ---------------------------------------------------------------- actions
-
-class _Action:
-    """Base of the action classes: equality and repr by the listed fields."""
-    _fields = ()
-
-    def __eq__(self, other):
-        if type(self) is not type(other):
-            return False
-        for f in self._fields:
-            if getattr(self, f) != getattr(other, f):
-                return False
-        return True
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        parts = []
-        for f in self._fields:
-            parts.append("%s=%r" % (f, getattr(self, f)))
-        return "%s(%s)" % (type(self).__name__, ", ".join(parts))
-
-
-class OpenSocket(_Action):
-    """Open a new WebSocket; every event about it carries socket_id."""
-    _fields = ("socket_id",)
-
-    def __init__(self, socket_id):
-        self.socket_id = socket_id
-
-
-class CloseSocket(_Action):
-    """Close the socket (code 1000 or 4000-4999). It is no longer current."""
-    _fields = ("socket_id", "code", "reason")
-
-    def __init__(self, socket_id, code, reason):
-        self.socket_id = socket_id
-        self.code = code
-        self.reason = reason
-
-
-class Send(_Action):
-    """Send frame (a dict; the shell JSON-encodes it) on the socket."""
-    _fields = ("socket_id", "frame")
-
-    def __init__(self, socket_id, frame):
-        self.socket_id = socket_id
-        self.frame = frame
-
-
-class StartTimer(_Action):
-    """(Re)start the named one-shot timer; restarting replaces the old one."""
-    _fields = ("name", "delay")
-
-    def __init__(self, name, delay):
-        self.name = name
-        self.delay = delay
-
-
-class CancelTimer(_Action):
-    """Cancel the named timer (a no-op for the shell if it is not running)."""
-    _fields = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-
-class Render(_Action):
-    """Show the connection status.
-
-    state: one of STATES. attempt: consecutive failed attempts so far, which
-    while reconnecting is also the 1-based number of the upcoming / in-flight
-    retry (0 after coming back online). retry_at: absolute time (same clock
-    as now) of the next attempt, for a countdown, or None (nothing scheduled,
-    or an attempt is in flight). alert: None or a message key (ALERT_*).
-    """
-    _fields = ("state", "attempt", "retry_at", "alert")
-
-    def __init__(self, state, attempt=0, retry_at=None, alert=None):
-        self.state = state
-        self.attempt = attempt
-        self.retry_at = retry_at
-        self.alert = alert
-
-
-class ProbeServer(_Action):
-    """Probe the server over HTTP to learn why a handshake failed; answer
-    with Lifecycle.probe_result()."""
-    _fields = ()
-
-    def __init__(self):
-        pass
-
-
-class Log(_Action):
-    """A console line. level: "info" | "debug" | "warn" (debug shown only in
-    debug mode)."""
-    _fields = ("level", "text")
-
-    def __init__(self, level, text):
-        self.level = level
-        self.text = text
-
-
-# ------------------------------------------------------- close-code policy
-
-RETRY = "retry"      # reconnect with normal backoff
-SLOW = "slow"        # reconnect with the longer 1013 delay
-FAIL = "fail"        # terminal
-
-
-def classify_close(code):
-    """Close-code policy for a close of the current socket.
-
-    Returns (kind, alert): kind is RETRY, SLOW or FAIL; alert is the Render
-    alert key to show (for FAIL) or None / ALERT_DRAINING (retry kinds).
-
-    1008 policy violation   -> FAIL "policy"
-    1009 message too big    -> FAIL "too_big"
-    4000-4099 (from server) -> FAIL "protocol" (application says: do not retry)
-    1012 service restart    -> RETRY, alert "draining". With full jitter the
-                               herd spreads; after a stable connection this
-                               is the first-attempt ceiling (<= base).
-    1013 try again later    -> SLOW, alert "draining"
-    anything else (1000 from the server, 1001, 1005, 1006, 1011, 4100+, ...)
-                            -> RETRY
-    """
-    if code == 1008:
-        return FAIL, ALERT_POLICY
-    if code == 1009:
-        return FAIL, ALERT_TOO_BIG
-    if isinstance(code, int) and 4000 <= code <= 4099:
-        return FAIL, ALERT_PROTOCOL
-    if code == 1012:
-        return RETRY, ALERT_DRAINING
-    if code == 1013:
-        return SLOW, ALERT_DRAINING
-    return RETRY, None
-
-
-_FAIL_TEXT = {
-    ALERT_ORIGIN: "this site's origin is not allowed by the chat server",
-    ALERT_POLICY: "the server refused the connection (policy, code 1008)",
-    ALERT_TOO_BIG: "a message was too big for the server (code 1009)",
-    ALERT_PROTOCOL: "the server ended the session",
-    ALERT_CONFIG: "bad widget configuration",
-}
+# Render.alert carries a failure class of protocol/close.py (or None).
 
 
 # ---------------------------------------------------------------- machine
@@ -351,7 +117,7 @@ class Lifecycle:
         if config_error:
             problems = [str(config_error)] + problems
         if problems:
-            return self._terminal(now, ALERT_CONFIG, "; ".join(problems))
+            return self._terminal(now, close.CONFIG, "; ".join(problems))
         if self._offline:
             return self._go_offline(now)
         return self._attempt_now(now)
@@ -393,15 +159,15 @@ class Lifecycle:
         """The current socket's 'close' event (code, reason, wasClean)."""
         if socket_id is None or socket_id != self.socket_id:
             return []
-        kind, alert = classify_close(code)
+        kind, alert = close.classify(code)
         before_open = self._opened_at is None
         self.socket_id = None
         if kind == FAIL:
-            text = _FAIL_TEXT[alert]
+            text = close.FAILURES[alert]
             if reason:
                 text = "%s: %s" % (text, reason)
             return self._terminal(now, alert, "%s (code %s)" % (text, code))
-        if alert == ALERT_DRAINING:
+        if alert == close.DRAINING:
             self._draining = True
         what = "code %s" % (code,)
         if reason:
@@ -481,7 +247,7 @@ class Lifecycle:
         attempt counter is kept, so backoff and the "unreachable" alert stay
         meaningful if the manual attempt fails too."""
         if self.state == FAILED:
-            if self.alert == ALERT_CONFIG:
+            if self.alert == close.CONFIG:
                 return [Log("debug", "chat: retry ignored: configuration problem")]
             if self._offline:
                 return self._go_offline(now)
@@ -496,25 +262,25 @@ class Lifecycle:
     def probe_result(self, now, result):
         """Answer to ProbeServer: "ok" | "unreachable" | "origin_rejected" |
         "draining"."""
-        if result not in PROBE_RESULTS:
+        if result not in close.PROBE_RESULTS:
             raise ValueError("unknown probe result %r" % (result,))
         if self.state not in (CONNECTING, RECONNECTING):
             return [Log("debug", "chat: probe result %r ignored in %s" % (result, self.state))]
-        if result == "origin_rejected":
+        if result == close.PROBE_ORIGIN:
             acts = []
             if self.socket_id is not None:
-                acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, "origin rejected"))
+                acts.append(CloseSocket(self.socket_id, close.NORMAL, "origin rejected"))
                 self.socket_id = None
-            return acts + self._terminal(now, ALERT_ORIGIN, _FAIL_TEXT[ALERT_ORIGIN])
-        if result == "draining":
+            return acts + self._terminal(now, close.ORIGIN, close.FAILURES[close.ORIGIN])
+        if result == close.PROBE_DRAINING:
             if self._draining:
                 return []
             self._draining = True
             return [self._render(self.state)]
         # "ok" / "unreachable": the server no longer says it is draining; "ok" while sockets keep
         # failing means something between the visitor and the server blocks WebSockets.
-        blocked = result == "ok"
-        if result == "unreachable" and self._draining:
+        blocked = result == close.PROBE_OK
+        if result == close.PROBE_UNREACHABLE and self._draining:
             return []  # a restarting server is unreachable for a moment: keep saying "restarting"
         if not self._draining and blocked == self._blocked:
             return []
@@ -526,7 +292,7 @@ class Lifecycle:
         """The widget is being torn down: close with 1000, cancel all timers."""
         acts = []
         if self.socket_id is not None:
-            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, "stop"))
+            acts.append(CloseSocket(self.socket_id, close.NORMAL, "stop"))
             self.socket_id = None
         acts += self._cancel_all()
         if self.state != IDLE:
@@ -557,9 +323,9 @@ class Lifecycle:
     def _render(self, state):
         if state == RECONNECTING:
             if self._draining:
-                alert = ALERT_DRAINING
+                alert = close.DRAINING
             elif self.attempt >= self.settings.alert_after:
-                alert = ALERT_BLOCKED if self._blocked else ALERT_UNREACHABLE
+                alert = close.BLOCKED if self._blocked else close.UNREACHABLE
             else:
                 alert = None
             r = Render(RECONNECTING, self.attempt, self.retry_at, alert)
@@ -573,7 +339,7 @@ class Lifecycle:
     def _ping(self, now):
         if self._ping_at is None:
             self._ping_at = now
-        return Send(self.socket_id, {"type": "ping", "t": now})
+        return Send(self.socket_id, frames.ping(now))
 
     def _silent_too_long(self, now):
         s = self.settings
@@ -590,7 +356,7 @@ class Lifecycle:
         """Open a new socket (none is current here)."""
         acts = self._cancel(RETRY_TIMER)
         if self.socket_id is not None:  # defensive: never two sockets
-            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, "replaced"))
+            acts.append(CloseSocket(self.socket_id, close.NORMAL, "replaced"))
         self._next_id += 1
         self.socket_id = self._next_id
         self._opened_at = None
@@ -613,7 +379,7 @@ class Lifecycle:
     def _connect_timeout(self, now):
         if self.socket_id is None or self._opened_at is not None:
             return []
-        acts = [CloseSocket(self.socket_id, CLOSE_CONNECT_TIMEOUT, "connect timeout")]
+        acts = [CloseSocket(self.socket_id, close.CONNECT_TIMEOUT, "connect timeout")]
         self.socket_id = None
         return acts + self._failure(now, "connect timeout", True, now, False)
 
@@ -628,7 +394,7 @@ class Lifecycle:
 
     def _dead(self, now, why):
         """The connected socket is judged dead: close it, then the abnormal path."""
-        acts = [CloseSocket(self.socket_id, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout")]
+        acts = [CloseSocket(self.socket_id, close.HEARTBEAT_TIMEOUT, "heartbeat timeout")]
         self.socket_id = None
         # It was provably alive only until the last frame.
         return acts + self._failure(now, why, False, self._last_rx, False)
@@ -673,7 +439,7 @@ class Lifecycle:
         """Close the socket (if any) and cancel every timer: nothing runs until a new attempt."""
         acts = []
         if self.socket_id is not None:
-            acts.append(CloseSocket(self.socket_id, CLOSE_NORMAL, reason))
+            acts.append(CloseSocket(self.socket_id, close.NORMAL, reason))
             self.socket_id = None
         acts += self._cancel_all()
         self._opened_at = None

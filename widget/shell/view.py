@@ -3,7 +3,7 @@
 All text goes in through ``textContent``, never as HTML.
 """
 
-from widget import words
+from widget.core import words
 
 
 class View:
@@ -19,10 +19,15 @@ class View:
         self.typing = root.querySelector("[data-typing]")
         self.form = root.querySelector("[data-chat-form]")
         self.input = self.form.querySelector('[name="message"]')
+        self.retry_button = root.querySelector('[data-action="retry"]')
         self.copy_button = self._copy_controls()
         self._state = None
         self._alert = None
         self._items = {}
+
+    def show_status(self, state, alert, contact, detail):
+        self.show_state(state)
+        self.show_alert(alert, contact, detail)
 
     def show_state(self, state):
         if state == self._state:

@@ -1,27 +1,12 @@
-"""The consultant that answers visitors: a small interface and a built-in offline responder.
-
-A consultant turns the conversation so far into a reply, as an async stream of text chunks, so a
-streaming language-model adapter can replace the built-in one without touching the socket code.
-"""
+"""The ``helpdesk`` consultant: fixed answers about the demo shop from keyword rules; needs no files or network."""
 
 import re
 
-
-class Consultant:
-    """Interface: ``reply(history)`` yields the reply's text in chunks.
-
-    ``history`` is a list of ``{"author": "visitor"|"consultant", "text": str}``, oldest first.
-    """
-
-    name = "base"
-
-    async def reply(self, history):
-        raise NotImplementedError
-        yield  # pragma: no cover - makes this an async generator
+from .base import Consultant
 
 
 class HelpDeskConsultant(Consultant):
-    """Answers common questions about the demo shop from keyword rules; needs no network."""
+    """Answers common questions about the demo shop from keyword rules; the first rule that matches wins."""
 
     name = "helpdesk"
 

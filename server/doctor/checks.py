@@ -1,9 +1,4 @@
-"""``chat-widget doctor``: finds out why a site's chat cannot connect, one check at a time.
-
-Browsers report every failed chat socket as close code 1006, whatever the cause; the doctor walks the
-path a visitor's browser takes (URL, DNS, TCP, HTTP, CORS, the Origin policy, the WebSocket upgrade,
-the protocol, idle sockets through proxies) and says which step breaks and how to fix it.
-"""
+"""The doctor's checks: ``Probe`` walks the path a visitor's browser takes, one ``Check`` per step."""
 
 import asyncio
 import json
@@ -13,13 +8,13 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import click
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
-from . import protocol
-from .origins import DEFAULT_PORTS, OriginError, format_origin, parse_origin
+from protocol import close, frames
+
+from ..transport.origins import DEFAULT_PORTS, format_origin, parse_origin
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SLOW_PING_MS = 500
@@ -295,7 +290,7 @@ class Probe:
         try:
             async with asyncio.timeout(self.target.timeout):
                 # A fresh session: the doctor's own conversation, never a visitor's.
-                await self.socket.send(json.dumps({"type": "hello", "last_seq": 0}))
+                await self.socket.send(json.dumps(frames.hello(None, 0)))
                 frame = _json_frame(await self.socket.recv())
         except TimeoutError:
             return Check("welcome", FAIL, f"no welcome within {self.target.timeout:g} s of hello",
@@ -305,10 +300,10 @@ class Probe:
         if frame.get("type") != "welcome":
             return Check("welcome", FAIL, f"first frame is {str(frame.get('type'))[:40]!r}, not a welcome",
                          "this socket URL is not the chat server's /ws endpoint")
-        if frame.get("v") != protocol.VERSION:
-            return Check("welcome", FAIL, f"welcome for protocol v{frame.get('v')}, expected v{protocol.VERSION}",
+        if frame.get("v") != frames.VERSION:
+            return Check("welcome", FAIL, f"welcome for protocol v{frame.get('v')}, expected v{frames.VERSION}",
                          "update the server or this tool so they speak the same protocol version")
-        return Check("welcome", PASS, f"welcome v{protocol.VERSION}")
+        return Check("welcome", PASS, f"welcome v{frames.VERSION}")
 
     async def check_ping(self):
         try:
@@ -345,7 +340,7 @@ class Probe:
         """Send a protocol ping and return the milliseconds until its pong."""
         stamp = round(time.time() * 1000)
         started = time.perf_counter()
-        await self.socket.send(protocol.encode({"type": "ping", "t": stamp}))
+        await self.socket.send(json.dumps(frames.ping(stamp)))
         async with asyncio.timeout(self.target.timeout):
             while True:
                 frame = _json_frame(await self.socket.recv())
@@ -355,7 +350,7 @@ class Probe:
     def _closed(self, name, error):
         code = error.rcvd.code if error.rcvd else 1006
         reason = f" {error.rcvd.reason!r}" if error.rcvd and error.rcvd.reason else ""
-        if code == protocol.CLOSE_UNSUPPORTED_VERSION:
+        if code == close.UNSUPPORTED_VERSION:
             fix = "the server speaks another protocol version: update the server or this tool"
         else:
             fix = "the server or a proxy closed the socket: check the server log"
@@ -413,67 +408,3 @@ def _ms_since(started):
 def check_names(idle):
     """Every check's name in running order; idle only when asked for."""
     return ["url"] + [name for name in DEPENDS_ON if name != "idle" or idle]
-
-
-async def diagnose(url, origin=None, socket_url=None, idle=None, timeout=5.0):
-    """Run every check against ``url``; return the list of ``Check``."""
-    target, url_check = parse_target(url, origin, socket_url, idle, timeout)
-    if target is None:
-        return [url_check] + [Check(name, SKIP, "skipped: url did not pass") for name in check_names(idle)[1:]]
-    async with Probe(target) as probe:
-        return await probe.run([url_check])
-
-
-def render_text(url, checks):
-    width = max(len(check.name) for check in checks)
-    lines = [f"chat-widget doctor: {url}"]
-    for check in checks:
-        lines.append(f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}")
-        if check.fix and check.status != PASS:
-            lines.append(f"{'':<{6 + width}}  fix: {check.fix}")
-    counts = {status: sum(check.status == status for check in checks) for status in (FAIL, WARN, PASS, SKIP)}
-    verdict = "FAILED" if counts[FAIL] else "ok"
-    lines.append(f"{verdict}: " + ", ".join(f"{count} {status}" for status, count in counts.items() if count))
-    return "\n".join(lines)
-
-
-def render_json(url, checks):
-    return json.dumps({"url": url, "ok": not any(check.status == FAIL for check in checks),
-                       "checks": [check.as_dict() for check in checks]})
-
-
-def _validate_origin(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return format_origin(*parse_origin(value))
-    except OriginError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-@click.command()
-@click.argument("url")
-@click.option("--origin", callback=_validate_origin,
-              help="Origin of the page the widget runs on (default: the URL's own origin).")
-@click.option("--socket-url", help="The chat socket's URL (default: ws(s)://HOST:PORT/ws?v=1 from URL).")
-@click.option("--idle", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Also keep the socket silent this long, then ping: finds proxies that cut idle sockets.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              metavar="SECONDS", help="Longest wait for each network step.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
-def doctor(url, origin, socket_url, idle, timeout, as_json):
-    """Check that the chat at URL (the server's base URL) works from a visitor's browser.
-
-    Checks: url, scheme, dns, tcp, health, cors, origin, handshake, welcome, ping and, with --idle,
-    idle. Each passes, warns, fails or is skipped (when a check it depends on did not pass); every
-    warning and failure comes with a fix.
-
-    Exit status: 0 when no check failed (warnings allowed), 1 when any check failed, 2 for bad usage.
-    """
-    checks = asyncio.run(diagnose(url, origin, socket_url, idle, timeout))
-    click.echo(render_json(url, checks) if as_json else render_text(url, checks))
-    raise SystemExit(1 if any(check.status == FAIL for check in checks) else 0)
-
-
-if __name__ == "__main__":
-    doctor()

@@ -6,14 +6,9 @@ them with a fake clock. docs/security.md gives the defaults and which of them ar
 
 import ipaddress
 
-from widget.chat import Pacer
+from protocol import ratelimit
 
-# Proposed defaults (docs/security.md).
-MESSAGE_RATE = 20          # visitor messages ...
-MESSAGE_PER = 10.0         # ... per this many seconds, sustained
-MESSAGE_BURST = 10         # messages accepted at once after a quiet spell
 WARNINGS = 3               # rate_limited error frames before the socket is closed with 1008
-CONNECTIONS_PER_ADDRESS = 20
 
 OK = "ok"
 WARN = "warn"
@@ -30,14 +25,14 @@ class RateLimiter:
     after the client stayed within the rate long enough to earn a whole burst back.
     """
 
-    def __init__(self, rate=MESSAGE_RATE, per=MESSAGE_PER, burst=MESSAGE_BURST, warnings=WARNINGS):
+    def __init__(self, rate=ratelimit.MESSAGES, per=ratelimit.PER, burst=ratelimit.BURST, warnings=WARNINGS):
         if rate <= 0 or per <= 0 or burst < 1 or warnings < 0:
             raise ValueError("rate and per must be positive, burst at least 1, warnings not negative")
         self.rate = rate
         self.per = per
         self.burst = burst
         self.warnings = warnings
-        self.bucket = Pacer(rate, per, burst)  # the widget paces its outbox with the same bucket
+        self.bucket = ratelimit.TokenBucket(rate, per, burst)  # the widget paces its outbox with the same bucket
         self.strikes = 0
 
     @property
@@ -74,7 +69,7 @@ class AddressCounter:
     set to the proxy so the client's address is used, or this limit counts the proxy.
     """
 
-    def __init__(self, max_per_address=CONNECTIONS_PER_ADDRESS):
+    def __init__(self, max_per_address):
         if max_per_address < 1:
             raise ValueError("max_per_address must be at least 1")
         self.max_per_address = max_per_address

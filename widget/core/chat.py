@@ -11,6 +11,8 @@ number it has, so after a reconnect the server replays only what was missed.
 Display order: stored entries by ``seq``, then the messages still waiting, in the order typed.
 """
 
+from protocol import frames
+
 QUEUED = "queued"
 SENT = "sent"
 DELIVERED = "delivered"
@@ -87,14 +89,14 @@ class Conversation:
 
     def frames_to_send(self, limit=None):
         """Frames for the queued messages (at most ``limit``), in order; marks them sent."""
-        frames = []
+        out = []
         for message in self.pending():
-            if limit is not None and len(frames) >= limit:
+            if limit is not None and len(out) >= limit:
                 break
             if message.delivery == QUEUED:
                 message.delivery = SENT
-                frames.append({"type": "message", "id": message.id, "text": message.text})
-        return frames
+                out.append(frames.visitor_message(message.id, message.text))
+        return out
 
     def find(self, message_id):
         return self._by_id.get(message_id)
@@ -121,10 +123,7 @@ class Conversation:
 
     # ---- session --------------------------------------------------------------------------------
     def hello_frame(self):
-        frame = {"type": "hello", "last_seq": self.last_seq}
-        if self.session:
-            frame["session"] = self.session
-        return frame
+        return frames.hello(self.session, self.last_seq)
 
     def welcomed(self, session, resumed):
         """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""
@@ -266,44 +265,3 @@ class Conversation:
     def _add(self, message):
         self.messages.append(message)
         self._by_id[message.id] = message
-
-
-class Pacer:
-    """A token bucket matching the server's message limit, so the outbox never trips it.
-
-    The server's ``limits.RateLimiter`` is built on this same class: one algorithm on both sides.
-
-    After an outage the outbox may hold many messages; sending them all at once would meet the
-    server's rate limit (an error per message, then a 1008 close). ``take`` says whether one may go
-    now, ``wait`` how long until the next may.
-    """
-
-    def __init__(self, messages=20, per=10.0, burst=10):
-        self.configure(messages, per, burst)
-        self._updated = None
-
-    def configure(self, messages, per, burst):
-        self.rate = float(messages) / float(per)
-        self.burst = float(burst)
-        self.tokens = self.burst
-
-    def _refill(self, now):
-        if self._updated is not None and now > self._updated:
-            self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
-        if self._updated is None or now > self._updated:  # a clock stepping back earns nothing
-            self._updated = now
-
-    @property
-    def full(self):
-        return self.tokens >= self.burst
-
-    def take(self, now):
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def wait(self, now):
-        self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate

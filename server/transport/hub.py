@@ -10,7 +10,7 @@ from .limits import AddressCounter
 class Hub:
     """The set of open chat connections of one server process."""
 
-    def __init__(self, max_connections, max_per_address=20):
+    def __init__(self, max_connections, max_per_address):
         self.max_connections = max_connections
         self.addresses = AddressCounter(max_per_address)
         self.open = {}  # connection id -> start time

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from rank_bm25 import BM25Okapi
 
-from .consultant import Consultant
+from .base import Consultant
 
 log = logging.getLogger("chat_widget.knowledge")
 

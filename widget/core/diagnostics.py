@@ -7,36 +7,11 @@ are never recorded.
 
 import json
 
+from protocol import close
+
 LIMIT = 50
 
-# What each alert means, for the report (the visitor-facing words are in words.py).
-CLASSES = {
-    None: "no problem detected",
-    "offline": "the browser is offline",
-    "unreachable": "the chat server is unreachable over HTTP and WebSocket (down, DNS, firewall)",
-    "blocked": "the server answers HTTP but WebSocket connections fail (proxy or firewall blocking the upgrade)",
-    "origin": "the server refused this page's origin (not in its allowed origins)",
-    "draining": "the server is restarting or unavailable",
-    "policy": "the server closed the connection for a policy violation (1008)",
-    "too_big": "a message was larger than the server accepts (1009)",
-    "protocol": "the widget and server disagree on the protocol (reload needed)",
-    "config": "the widget's configuration is invalid",
-}
-
-
-def check_settings(settings, page_protocol):
-    """Return a problem naming the setting, or None. ``settings`` is the widget's settings dict."""
-    url = settings.get("socket_url")
-    if not isinstance(url, str) or not url:
-        return "socket_url is missing"
-    if url.startswith("/"):
-        return None
-    scheme = url.split(":", 1)[0]
-    if scheme not in ("ws", "wss") or "//" not in url or len(url.split("//", 1)[1]) == 0:
-        return "socket_url %r is not a ws:// or wss:// URL" % url[:80]
-    if page_protocol == "https:" and scheme == "ws":
-        return "socket_url uses ws:// on an https page; browsers block this mixed content: use wss://"
-    return None
+NO_PROBLEM = "no problem detected"
 
 
 class Diagnostics:
@@ -58,7 +33,7 @@ class Diagnostics:
     def report(self, now, state, alert, conditions):
         return {
             "widget": self.version, "runtime": self.runtime, "url": self.url, "generated": round(now, 3),
-            "state": state, "classification": alert, "explanation": CLASSES.get(alert, alert),
+            "state": state, "classification": alert, "explanation": NO_PROBLEM if alert is None else close.FAILURES.get(alert, alert),
             "problem": self.problem, "conditions": conditions, "events": list(self.events),
         }
 

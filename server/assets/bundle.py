@@ -1,0 +1,166 @@
+"""The widget's Python as the browser gets it: which modules, stripped of comments, in one bundle.
+
+The browser runs ``widget/shell/main.py`` (``ENTRY``), which imports the ``widget`` package and the
+shared ``protocol`` package. Their modules are found by globbing the package folders (every folder
+below ``widget/`` and ``protocol/`` that has an ``__init__.py``), never listed, so a new module ships
+without touching this file.
+
+Two deliveries (``Config.python_delivery``):
+
+- ``bundle`` (default): one generated file, ``/widget/main.bundle.py``. A few lines write every module
+  where PyScript's ``files`` config would put them (``./widget/core/lifecycle.py``, ...), then
+  main.py runs. One request instead of one per module.
+- ``files``: main.py is the script's src and PyScript's ``files`` config fetches each module from
+  its versioned URL (for comparison).
+
+Either way comments and docstrings are removed with every line kept in place (``strip_python``), so
+tracebacks keep their line numbers.
+"""
+
+import ast
+import io
+import tokenize
+
+from .fileinfo import content_version
+
+PACKAGES = ("widget", "protocol")  # the browser's top-level packages, folders below the project root
+ENTRY = "widget/shell/main.py"      # what PyScript runs; not a module of the file system
+BUNDLE_NAME = "main.bundle.py"      # served at /widget/main.bundle.py
+
+
+def python_modules(root):
+    """Relative paths ("widget/core/lifecycle.py") of every module of the browser's packages but ``ENTRY``."""
+    found = []
+    for package in PACKAGES:
+        folder = root / package
+        for path in folder.rglob("*.py"):
+            relative = path.relative_to(root)
+            if relative.as_posix() != ENTRY and _in_packages(root, relative):
+                found.append(relative.as_posix())
+    return sorted(found)
+
+
+def _in_packages(root, relative):
+    """True when every folder from the top-level package down to the file has an ``__init__.py``."""
+    folder = root
+    for part in relative.parts[:-1]:
+        folder = folder / part
+        if not (folder / "__init__.py").is_file():
+            return False
+    return True
+
+
+def _without_bare_strings(tree):
+    """The AST dump with every statement that is only a string (docstrings) emptied."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            node.value.value = ""
+    return ast.dump(tree)
+
+
+def strip_python(source):
+    """The source without comments and docstrings, every line kept in place (so tracebacks keep their
+    line numbers): about a third fewer bytes for the widget. Returns the source unchanged if it cannot
+    prove (by comparing syntax trees) that nothing else changed."""
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.NL]
+    except (tokenize.TokenError, SyntaxError):
+        return source
+    cuts, previous = [], tokenize.NEWLINE
+    for index, token in enumerate(tokens):
+        if token.type == tokenize.COMMENT:
+            cuts.append((token.start, token.end, ""))
+            continue
+        following = tokens[index + 1].type if index + 1 < len(tokens) else tokenize.ENDMARKER
+        if (token.type == tokenize.STRING and previous in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+                and following in (tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER)):
+            cuts.append((token.start, token.end, '""'))  # a statement of its own: keeps a body non-empty
+        previous = token.type
+    lines = source.splitlines(keepends=True)
+    for (start_row, start_col), (end_row, end_col), replacement in reversed(cuts):
+        merged = (lines[start_row - 1][:start_col] + replacement).rstrip() + lines[end_row - 1][end_col:]
+        if not merged.strip():
+            merged = "\n"
+        lines[start_row - 1:end_row] = [merged] + ["\n"] * (end_row - start_row)
+    result = "".join(lines)
+    try:
+        if _without_bare_strings(ast.parse(source)) != _without_bare_strings(ast.parse(result)):
+            return source
+    except SyntaxError:
+        return source
+    return result
+
+
+# Runs in MicroPython too: os.mkdir but no os.makedirs, and no importlib.
+_INSTALL = """\
+def _chat_widget_install(sources):
+    import os
+    for name, text in sources:
+        folder = ''
+        for part in name.split('/')[:-1]:
+            folder = folder + '/' + part if folder else part
+            try:
+                os.mkdir(folder)
+            except OSError:
+                pass
+        with open(name, 'w') as out:
+            out.write(text)
+    try:
+        import importlib
+        importlib.invalidate_caches()
+    except (ImportError, AttributeError):
+        pass
+"""
+
+
+def make_bundle(modules, main):
+    """The bundle's text: a prelude that writes ``modules`` ([(relative path, source)]), then ``main``.
+
+    The modules land where the ``files`` config would put them, so imports and tracebacks inside them
+    are unchanged; main.py's line n is the bundle's line n + the prelude's length (its last line says so).
+    """
+    lines = [f"# The chat widget's Python in one request, generated by server/assets/bundle.py from {ENTRY} "
+             f"and the {' and '.join(PACKAGES)} packages."]
+    lines += _INSTALL.splitlines()
+    lines.append("_chat_widget_install((")
+    lines += [f"    ({name!r}, {text!r})," for name, text in modules]  # repr: one line per module
+    lines += ["))", "del _chat_widget_install"]
+    lines.append(f"# {ENTRY} follows: its line 1 is line {len(lines) + 2} of this file.")
+    return "\n".join(lines) + "\n" + main
+
+
+class WidgetPython:
+    """The configured delivery of the widget's Python: stripped sources, the bundle, their URLs."""
+
+    def __init__(self, config, files):
+        self.config = config
+        self.files = files  # FileMemo: each source is stripped again only when it changes
+
+    def modules(self):
+        return python_modules(self.config.root)
+
+    def stripped(self, relative):
+        """``strip_python`` of the file at this path relative to the project root."""
+        return self.files.get("stripped", self.config.root / relative,
+                              lambda path: strip_python(path.read_text(encoding="utf-8")))
+
+    def bundle(self):
+        """The bundle's bytes (``make_bundle`` of the stripped sources)."""
+        modules = [(name, self.stripped(name)) for name in self.modules()]
+        return make_bundle(modules, self.stripped(ENTRY)).encode("utf-8")
+
+    def urls(self):
+        """What PyScript fetches for the widget's Python, the main script first: the bundle, or main.py
+        and each module."""
+        if self.config.python_delivery == "bundle":
+            return [f"/widget/{BUNDLE_NAME}?v={content_version(self.bundle())}"]
+        return [self._url(ENTRY)] + [self._url(name) for name in self.modules()]
+
+    def pyscript_files(self):
+        """PyScript's ``files`` config, {versioned URL: "./<relative path>"}; empty for the bundle."""
+        if self.config.python_delivery == "bundle":
+            return {}
+        return {self._url(name): f"./{name}" for name in self.modules()}
+
+    def _url(self, relative):
+        return self.files.versioned_url(self.config.root, relative)

@@ -1,0 +1,124 @@
+"""The asset routes: the page, the widget's files, the shared protocol package, the runtimes.
+
+Every route finds its app's state in ``current_app.extensions["chat_assets"]`` (an ``Assets``).
+Versioned URLs (``?v=<content hash>``, ``/vendor/<package>@<version>/``) are immutable; the same
+files at unversioned URLs revalidate. A path that leaves its folder is a 404.
+"""
+
+import logging
+import threading
+from pathlib import Path
+
+from quart import Blueprint, abort, current_app, request
+from werkzeug.security import safe_join
+
+from .bundle import BUNDLE_NAME
+from .fileinfo import content_version
+from .http import IMMUTABLE, REVALIDATE, content_type
+from .page import render_page
+from .runtime import VENDOR
+
+log = logging.getLogger("chat_widget.assets")
+bp = Blueprint("assets", __name__)
+
+WIDGET_SUFFIXES = (".py", ".css", ".js")
+PROTOCOL_SUFFIXES = (".py",)
+
+
+def _assets():
+    return current_app.extensions["chat_assets"]
+
+
+def _inside(folder, filename):
+    """The file below ``folder`` named by a URL path, or None for traversal attempts and non-files."""
+    joined = safe_join(str(folder), filename)
+    if joined is None:
+        return None
+    path = Path(joined)
+    try:
+        if not path.resolve().is_relative_to(Path(folder).resolve()) or not path.is_file():
+            return None
+    except OSError:
+        return None
+    return path
+
+
+async def _serve_versioned(assets, folder, name, suffixes):
+    """A file below the project's ``folder``: immutable when ``?v=`` is its content hash, else revalidated."""
+    if not name.endswith(suffixes):
+        abort(404)
+    path = _inside(assets.config.root / folder, name)
+    if path is None:
+        abort(404)
+    info = assets.files.info(path)
+    immutable = info is not None and request.args.get("v") == info.version
+    return await assets.http.serve_file(path, IMMUTABLE if immutable else REVALIDATE)
+
+
+@bp.route("/")
+async def index():
+    assets = _assets()
+    html = await render_page(assets)
+    return await assets.http.serve_generated(html.encode("utf-8"), "text/html; charset=utf-8", REVALIDATE)
+
+
+@bp.route("/widget/<path:name>")
+async def widget_file(name):
+    """The widget's static files and Python (``/widget/core/lifecycle.py``), and the generated bundle."""
+    assets = _assets()
+    if name == BUNDLE_NAME:
+        data = assets.python.bundle()
+        immutable = request.args.get("v") == content_version(data)
+        return await assets.http.serve_generated(data, content_type(name), IMMUTABLE if immutable else REVALIDATE)
+    return await _serve_versioned(assets, "widget", name, WIDGET_SUFFIXES)
+
+
+@bp.route("/protocol/<path:name>")
+async def protocol_file(name):
+    """The shared protocol package, imported by the widget (``files`` delivery fetches it from here)."""
+    return await _serve_versioned(_assets(), "protocol", name, PROTOCOL_SUFFIXES)
+
+
+@bp.route("/vendor/<package>/<path:filename>")
+async def vendor_file(package, filename):
+    """/vendor/<package>@<version>/<file> (immutable) or /vendor/<package>/<file> (revalidated)."""
+    name, at, version = package.partition("@")
+    folder = VENDOR.get(name)
+    if folder is None:
+        abort(404)
+    assets = _assets()
+    if at and version != assets.runtime.package_version(name):
+        abort(404)  # another release's file: never cache this one under that URL
+    path = _inside(assets.config.root / folder, filename)
+    if path is None:
+        abort(404)
+    return await assets.http.serve_file(path, IMMUTABLE if at else REVALIDATE)
+
+
+@bp.route("/favicon.ico")
+async def favicon():
+    return "", 204
+
+
+@bp.before_app_serving
+async def warm_compressed_copies():
+    """At start, without waiting: compressed copies of the runtime's files and of the page and bundle."""
+    assets = _assets()
+    assets.store.warm([assets.files.info(path) for path in assets.runtime_files()])
+    try:
+        page = (await render_page(assets)).encode("utf-8")
+    except Exception:  # noqa: BLE001 - the first request will report it
+        log.exception("rendering the page at start failed")
+        page = None
+    threading.Thread(target=_warm_generated, args=(assets, page), name="chat-widget-warm", daemon=True).start()
+
+
+def _warm_generated(assets, page):
+    """Compress the page and the Python bundle once, before the first visitor asks."""
+    try:
+        if page is not None:
+            assets.http.generated.get(page)
+        if assets.config.python_delivery == "bundle":
+            assets.http.generated.get(assets.python.bundle())
+    except Exception:  # noqa: BLE001 - the first request will report it
+        log.exception("preparing the page or the widget's Python bundle failed")

@@ -1,0 +1,390 @@
+"""Unit tests for widget/core/client.py: the widget's decisions, with a fake clock and no browser.
+
+``Browser`` below carries out the client's actions the way widget/shell/main.py does (sockets,
+named timers, storage, the view's state), so each test reads as a visitor's story.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from protocol import close
+from widget.core import actions as A
+from widget.core import words
+from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, PROBE_TIMER, Client, Page
+
+LIMITS = {"messages": 20, "per": 10, "burst": 10, "max_message_bytes": 16384}
+
+
+class Browser:
+    """Applies actions: open sockets, sent frames, running timers, what the view shows."""
+
+    def __init__(self, settings=None, page=None, saved=None, online=True):
+        ids = iter("m%d" % n for n in range(1, 1000))
+        self.client = Client(settings or {"socket_url": "/ws", "contact": {"email": "help@example.com"}},
+                             page or Page("http:", "shop.test", "http://shop.test"), lambda: next(ids),
+                             conditions=lambda: {"online": True}, random=lambda: 0.5)
+        self.now = 0.0
+        self.sockets = {}       # id -> url
+        self.sent = []          # (socket id, frame)
+        self.timers = {}        # name -> due time
+        self.status = None
+        self.reconnect = None
+        self.notices = []
+        self.logs = []
+        self.saved = None
+        self.probes = []
+        self.cleared = 0
+        self.actions = []
+        self.do(self.client.start(self.now, online, saved))
+
+    def do(self, actions):
+        handlers = {
+            A.OpenSocket: lambda a: self.sockets.__setitem__(a.socket_id, a.url),
+            A.CloseSocket: lambda a: self.sockets.pop(a.socket_id),
+            A.Send: lambda a: self.sent.append((a.socket_id, a.frame)),
+            A.StartTimer: lambda a: self.timers.__setitem__(a.name, self.now + a.delay),
+            A.CancelTimer: lambda a: self.timers.pop(a.name),
+            A.ShowStatus: lambda a: setattr(self, "status", a),
+            A.ShowReconnect: lambda a: setattr(self, "reconnect", a),
+            A.HideReconnect: lambda a: setattr(self, "reconnect", None),
+            A.ShowNotice: lambda a: self.notices.append(a.text),
+            A.Log: lambda a: self.logs.append((a.level, a.text)),
+            A.SaveSession: lambda a: setattr(self, "saved", json.dumps(a.snapshot)),
+            A.ProbeServer: lambda a: self.probes.append(a.url),
+            A.ClearInput: lambda a: setattr(self, "cleared", self.cleared + 1),
+            A.ShowMessages: lambda a: None, A.RemoveMessages: lambda a: None, A.ShowTyping: lambda a: None,
+        }
+        for action in actions:
+            self.actions.append(action)
+            handlers[type(action)](action)
+        return actions
+
+    # ---- events ---------------------------------------------------------------------------------
+    def at(self, now):
+        self.now = now
+        return self
+
+    def advance(self, seconds):
+        """Let time pass, firing due timers in order."""
+        end = self.now + seconds
+        while True:
+            due = sorted((when, name) for name, when in self.timers.items() if when <= end)
+            if not due:
+                break
+            when, name = due[0]
+            self.now = max(self.now, when)
+            del self.timers[name]
+            self.do(self.client.timer_fired(self.now, name))
+        self.now = end
+
+    @property
+    def socket(self):
+        return self.client.lifecycle.socket_id
+
+    def open(self):
+        return self.do(self.client.socket_opened(self.now, self.socket))
+
+    def receive(self, frame):
+        return self.do(self.client.socket_received(self.now, self.socket, json.dumps(frame)))
+
+    def welcome(self, session="s1", resumed=False, limits=LIMITS, **extra):
+        return self.receive({"type": "welcome", "v": 1, "session": session, "resumed": resumed,
+                             "expired": False, "last_seq": 0, "contact": {}, "limits": limits, **extra})
+
+    def close(self, code=1006, reason="", clean=False):
+        socket = self.socket
+        self.sockets.pop(socket, None)
+        return self.do(self.client.socket_closed(self.now, socket, code, reason, clean))
+
+    def type(self, text):
+        return self.do(self.client.submitted(self.now, text))
+
+    def messages_sent(self):
+        return [frame for _, frame in self.sent if frame["type"] == "message"]
+
+    def delivery(self, message_id):
+        return self.client.conversation.find(message_id).delivery
+
+
+def joined():
+    browser = Browser()
+    browser.open()
+    browser.welcome()
+    return browser
+
+
+def test_opens_the_socket_with_the_protocol_version_and_says_hello_on_open():
+    """The first attempt goes to ws://<page host>/ws?v=1; hello (with the session) is the first frame."""
+    browser = Browser()
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"}
+    assert browser.status.state == "connecting"
+    browser.open()
+    assert browser.sent == [(1, {"type": "hello", "last_seq": 0})]
+    assert browser.status.state == "connected"
+
+
+def test_https_page_uses_wss_and_an_absolute_socket_url_is_kept():
+    browser = Browser(page=Page("https:", "shop.test", "https://shop.test"))
+    assert browser.sockets[1] == "wss://shop.test/ws?v=1"
+    browser = Browser({"socket_url": "wss://chat.example.com/ws"}, Page("https:", "shop.test", "https://shop.test"))
+    assert browser.sockets[1] == "wss://chat.example.com/ws?v=1"
+
+
+def test_typed_messages_wait_until_welcome_then_go_in_order():
+    """Before welcome nothing is sent (the server does not know the session yet); after it, all, in order."""
+    browser = Browser()
+    browser.type("first")
+    browser.open()
+    browser.type("second")
+    assert browser.messages_sent() == []
+    assert browser.delivery("m1") == browser.delivery("m2") == "queued"
+    browser.welcome()
+    assert [f["text"] for f in browser.messages_sent()] == ["first", "second"]
+    assert browser.delivery("m2") == "sent"
+
+
+def test_blank_text_is_ignored_and_the_box_is_cleared_only_when_taken():
+    browser = joined()
+    assert browser.type("   \n ") == []
+    browser.type(" hi ")
+    assert browser.cleared == 1 and browser.messages_sent()[-1]["text"] == "hi"
+
+
+def test_outbox_is_paced_to_the_limits_announced_in_welcome():
+    """A long outbox goes out at the server's announced rate, never tripping its limit."""
+    browser = Browser()
+    for n in range(8):
+        browser.type("message %d" % n)
+    browser.open()
+    browser.welcome(limits={"messages": 1, "per": 1, "burst": 3, "max_message_bytes": 16384})
+    assert len(browser.messages_sent()) == 3
+    assert FLUSH_TIMER in browser.timers
+    browser.advance(2.05)
+    assert len(browser.messages_sent()) == 5
+    browser.advance(10)
+    assert len(browser.messages_sent()) == 8 and FLUSH_TIMER not in browser.timers
+
+
+def test_rate_limited_message_is_requeued_and_resent_after_retry_after():
+    browser = joined()
+    browser.type("hello")
+    browser.receive({"type": "error", "code": "rate_limited", "message": "slow down", "id": "m1", "retry_after": 2})
+    assert browser.delivery("m1") == "queued"
+    assert browser.timers[FLUSH_TIMER] == pytest.approx(2.01)
+    browser.advance(2.1)
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m1"]
+
+
+@pytest.mark.parametrize("retry_after", [-1, 9999, "soon", True, None])
+def test_a_nonsense_retry_after_waits_five_seconds(retry_after):
+    browser = joined()
+    browser.type("hello")
+    browser.receive({"type": "error", "code": "rate_limited", "message": "x", "id": "m1", "retry_after": retry_after})
+    assert browser.timers[FLUSH_TIMER] == pytest.approx(5.01)
+
+
+def test_connection_lost_requeues_sent_messages_and_drops_partial_replies():
+    """Sent but unacknowledged goes back to queued; a reply cut off mid-stream is removed."""
+    browser = joined()
+    browser.type("question")
+    browser.receive({"type": "reply_start", "id": "r1", "in_reply_to": "m1", "text": ""})
+    browser.receive({"type": "reply_chunk", "id": "r1", "text": "Half an ans"})
+    browser.close(1006)
+    assert browser.delivery("m1") == "queued"
+    removed = [a for a in browser.actions if isinstance(a, A.RemoveMessages)][-1]
+    assert [m.id for m in removed.messages] == ["r1"]
+    assert A.ShowTyping(False) in browser.actions
+    browser.advance(browser.timers["retry"] - browser.now)
+    browser.open()
+    assert len(browser.messages_sent()) == 1  # not before welcome
+    browser.welcome(resumed=True)
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m1"]
+
+
+def test_ack_delivers_and_saves_the_outbox_for_a_reload():
+    browser = joined()
+    browser.type("hello")
+    assert json.loads(browser.saved)["outbox"] == [{"id": "m1", "text": "hello"}]
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    assert browser.delivery("m1") == "delivered"
+    assert json.loads(browser.saved) == {"session": "s1", "outbox": []}
+
+
+def test_a_reload_restores_the_session_and_resends_the_outbox():
+    saved = json.dumps({"session": "s9", "outbox": [{"id": "old1", "text": "typed before reload"}]})
+    browser = Browser(saved=saved)
+    browser.open()
+    assert browser.sent[0] == (1, {"type": "hello", "last_seq": 0, "session": "s9"})
+    browser.welcome(session="s9", resumed=True)
+    assert browser.messages_sent() == [{"type": "message", "id": "old1", "text": "typed before reload"}]
+
+
+@pytest.mark.parametrize("saved", ["not json", "[1, 2]", '{"session": 5, "outbox": "x"}'])
+def test_unreadable_saved_state_starts_fresh(saved):
+    browser = Browser(saved=saved)
+    browser.open()
+    assert browser.sent == [(1, {"type": "hello", "last_seq": 0})]
+
+
+def test_expired_session_is_told_to_the_visitor():
+    browser = Browser(saved=json.dumps({"session": "gone", "outbox": []}))
+    browser.client.conversation.last_seq = 4
+    browser.open()
+    browser.welcome(session="new", resumed=False)
+    assert browser.notices == [words.SESSION_EXPIRED]
+
+
+def test_full_outbox_tells_the_visitor_to_wait_and_keeps_the_text():
+    browser = Browser()
+    browser.client.conversation.max_pending = 1
+    browser.type("one")
+    assert browser.type("two") == [A.ShowNotice(words.OUTBOX_FULL)]
+    assert browser.cleared == 1
+
+
+def test_welcome_contacts_replace_the_page_settings_ones_in_the_alert():
+    """The server's contacts (from welcome) are the ones offered when chat later fails."""
+    browser = Browser()
+    browser.open()
+    browser.welcome(contact={"url": "https://help.test"})
+    for _ in range(3):
+        browser.close(1006)
+        browser.advance(browser.timers["retry"] - browser.now)
+    assert browser.status.alert == close.UNREACHABLE
+    assert browser.status.contact == {"url": "https://help.test"}
+
+
+def test_countdown_ticks_down_while_reconnecting_and_stops_when_connected():
+    browser = joined()
+    browser.at(100.0).close(1006)
+    first = browser.reconnect
+    assert first.attempt == 1 and first.seconds_left >= 1 and first.fraction == 0.0
+    browser.advance(0.25)
+    assert browser.reconnect.fraction > 0.0 and COUNTDOWN_TIMER in browser.timers
+    browser.advance(2)  # the retry fires: attempting now
+    assert browser.reconnect.seconds_left is None
+    browser.open()
+    assert browser.reconnect is None and COUNTDOWN_TIMER not in browser.timers
+
+
+def test_handshake_failure_probes_ws_check_with_the_page_origin_and_explains_origin_refusal():
+    browser = Browser(page=Page("https:", "shop.test:8443", "https://shop.test:8443"))
+    browser.close(1006)
+    assert browser.probes == ["/ws-check?origin=https%3A%2F%2Fshop.test%3A8443"]
+    assert PROBE_TIMER in browser.timers
+    browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": false, "reason": "not listed"}'))
+    assert browser.status.state == "failed" and browser.status.alert == close.ORIGIN
+    assert browser.status.contact == {"email": "help@example.com"}
+    assert PROBE_TIMER not in browser.timers
+
+
+def test_a_probe_that_never_answers_counts_as_unreachable_and_a_late_answer_is_ignored():
+    browser = Browser()
+    browser.close(1006)
+    assert PROBE_TIMER in browser.timers
+    browser.advance(4.0)
+    events = json.loads(browser.client.diagnostics_json(browser.now))["events"]
+    assert [event["result"] for event in events if event["event"] == "probe"] == ["unreachable"]
+    assert browser.client.probe_answered(browser.now, True, '{"allowed": false}') == []
+    assert browser.status.state != "failed"
+
+
+def test_probe_that_finds_http_working_says_the_network_blocks_live_chat():
+    browser = Browser()
+    for _ in range(3):
+        browser.close(1006)
+        if browser.probes and PROBE_TIMER in browser.timers:
+            browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "accepting": true}'))
+        browser.advance(browser.timers["retry"] - browser.now)
+    assert browser.status.alert == close.BLOCKED
+
+
+@pytest.mark.parametrize("ok,text,result", [(False, "", "unreachable"), (True, "garbage", "ok"),
+                                            (True, '{"draining": true}', "draining"),
+                                            (True, '{"accepting": false}', "draining")])
+def test_probe_answers_are_read_as_documented(ok, text, result):
+    browser = Browser()
+    browser.close(1006)
+    browser.do(browser.client.probe_answered(browser.now, ok, text))
+    events = json.loads(browser.client.diagnostics_json(browser.now))["events"]
+    assert [event["result"] for event in events if event["event"] == "probe"] == [result]
+
+
+def test_bad_settings_fail_at_once_naming_the_setting():
+    browser = Browser({"socket_url": "http://chat.test/ws"})
+    assert browser.status.state == "failed" and browser.status.alert == close.CONFIG
+    assert "socket_url" in browser.status.detail
+    assert browser.sockets == {}
+
+
+def test_starting_offline_waits_for_the_network():
+    browser = Browser(online=False)
+    assert browser.status.state == "offline" and browser.sockets == {}
+    browser.do(browser.client.went_online(1.0))
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"}
+
+
+def test_retry_button_reconnects_at_once():
+    browser = joined()
+    browser.close(1006)
+    assert browser.sockets == {}
+    browser.do(browser.client.retry_pressed(browser.now))
+    assert list(browser.sockets) == [2]
+
+
+def test_console_repeats_are_collapsed_and_debug_lines_need_debug_mode():
+    browser = joined()
+    for _ in range(3):
+        browser.do(browser.client.socket_received(browser.now, browser.socket, "not json"))
+    browser.close(1006)
+    assert browser.logs.count(("warn", "chat: ignored a frame that is not JSON")) == 1
+    assert ("info", "chat: ignored a frame that is not JSON (repeated 3 times)") in browser.logs
+    assert not [line for line in browser.logs if line[0] == "debug"]
+    debug = Browser(page=Page("http:", "shop.test", "http://shop.test", debug=True))
+    debug.close(1006)
+    debug.advance(5)
+    assert [line for line in debug.logs if line[0] == "debug"]
+
+
+def test_server_error_frames_are_logged_and_frames_for_old_sockets_ignored():
+    browser = joined()
+    browser.receive({"type": "error", "code": "unknown_field", "message": "bad"})
+    assert ("warn", "chat: server reported unknown_field: bad") in browser.logs
+    assert browser.client.socket_received(browser.now, 99, '{"type": "ack"}') == []
+
+
+def test_unknown_timer_is_an_error():
+    with pytest.raises(ValueError):
+        Browser().client.timer_fired(0, "bogus")
+
+
+def test_diagnostics_record_attempts_and_closes_without_message_texts():
+    browser = joined()
+    browser.type("my secret question")
+    browser.at(3.0).close(1011, "internal error", True)
+    report = json.loads(browser.client.diagnostics_json(browser.now))
+    assert report["url"] == "ws://shop.test/ws?v=1"
+    kinds = [event["event"] for event in report["events"]]
+    assert kinds[:2] == ["attempt", "state"] and "close" in kinds
+    closed = [event for event in report["events"] if event["event"] == "close"][0]
+    assert (closed["code"], closed["reason"], closed["decision"]) == (1011, "internal error", "reconnecting")
+    assert report["conditions"]["socket_protocol"] == "ws:" and report["conditions"]["online"] is True
+    assert "secret" not in browser.client.diagnostics_json(browser.now)
+    assert "secret" not in browser.client.diagnostics_text(browser.now)
+
+
+def test_the_shell_has_a_handler_for_every_action():
+    """widget/shell/main.py maps each action class to a handler; a missing one would raise in the browser."""
+    shell = (Path(__file__).resolve().parent.parent / "widget" / "shell" / "main.py").read_text()
+    handled = set(re.findall(r"\bA\.(\w+):", shell))
+    every = {name for name, value in vars(A).items() if isinstance(value, type) and issubclass(value, A.Action)
+             and value is not A.Action}
+    assert handled == every - {"Render"}  # Render is the lifecycle's; the client turns it into ShowStatus
+
+
+def test_every_failure_class_has_words_for_the_visitor():
+    """One classification: protocol/close.py's classes are exactly the alerts words.py can show (offline is a state)."""
+    assert set(words.ALERTS) == set(close.FAILURES) - {close.OFFLINE}

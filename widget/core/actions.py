@@ -1,0 +1,86 @@
+"""What the widget's core asks the browser shell to do: small action objects, compared by value.
+
+The core (``lifecycle``, ``client``) never touches the browser; it returns lists of these, and the
+shell (``widget/shell/main.py``) carries each out with one handler per class. A class the shell has
+no handler for is an error there, not a silent no-op. Plain classes (no dataclasses: MicroPython).
+"""
+
+
+class Action:
+    """Base: equality and repr by the listed fields."""
+    _fields = ()
+
+    def __eq__(self, other):
+        if type(self) is not type(other):
+            return False
+        for name in self._fields:
+            if getattr(self, name) != getattr(other, name):
+                return False
+        return True
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __repr__(self):
+        parts = ["%s=%r" % (name, getattr(self, name)) for name in self._fields]
+        return "%s(%s)" % (type(self).__name__, ", ".join(parts))
+
+
+def _action(name, fields, doc, defaults=None):
+    """Make an action class with these fields (positional, in order; ``defaults`` for the last ones)."""
+    defaults = defaults or {}
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(fields):
+            raise TypeError("%s takes %d arguments" % (name, len(fields)))
+        for index in range(len(fields)):
+            field = fields[index]
+            if index < len(args):
+                value = args[index]
+            elif field in kwargs:
+                value = kwargs.pop(field)
+            elif field in defaults:
+                value = defaults[field]
+            else:
+                raise TypeError("%s needs %s" % (name, field))
+            setattr(self, field, value)
+        if kwargs:
+            raise TypeError("%s got unknown %s" % (name, ", ".join(kwargs)))
+
+    return type(name, (Action,), {"_fields": fields, "__init__": __init__, "__doc__": doc})
+
+
+# ---- connection (from the lifecycle) ----------------------------------------------------------------
+OpenSocket = _action("OpenSocket", ("socket_id", "url"),
+                     "Open a new WebSocket to url; every event about it carries socket_id.", {"url": None})
+CloseSocket = _action("CloseSocket", ("socket_id", "code", "reason"),
+                      "Close the socket (code 1000 or 4000-4999). It is no longer current.")
+Send = _action("Send", ("socket_id", "frame"), "Send frame (a dict; the shell JSON-encodes it) on the socket.")
+StartTimer = _action("StartTimer", ("name", "delay"),
+                     "(Re)start the named one-shot timer (seconds); restarting replaces the old one.")
+CancelTimer = _action("CancelTimer", ("name",), "Cancel the named timer (a no-op if it is not running).")
+Render = _action("Render", ("state", "attempt", "retry_at", "alert"),
+                 """The connection status, from the lifecycle (the client turns it into ShowStatus).
+
+state: one of lifecycle.STATES. attempt: consecutive failed attempts so far, which while
+reconnecting is also the 1-based number of the upcoming or in-flight retry (0 after coming back
+online). retry_at: absolute time of the next attempt, for a countdown, or None. alert: None or a
+failure class of protocol/close.py.""", {"attempt": 0, "retry_at": None, "alert": None})
+ProbeServer = _action("ProbeServer", ("url",),
+                      "GET url (/ws-check) to learn why a handshake failed; answer with Client.probe_answered.",
+                      {"url": None})
+Log = _action("Log", ("level", "text"), 'A console line. level: "info" | "debug" | "warn".')
+
+# ---- what the visitor sees (from the client) ---------------------------------------------------------
+ShowStatus = _action("ShowStatus", ("state", "alert", "contact", "detail"),
+                     "Show the state in words, and the alert for a failure class (None hides it) with contacts.")
+ShowReconnect = _action("ShowReconnect", ("attempt", "seconds_left", "fraction"),
+                        "The countdown to the next attempt (seconds_left None: attempting now).")
+HideReconnect = _action("HideReconnect", (), "No attempt is scheduled: hide the countdown.")
+ShowMessages = _action("ShowMessages", ("updates",), "Render conversation updates (chat.Show / chat.Update).")
+RemoveMessages = _action("RemoveMessages", ("messages",), "Remove these messages (replies cut off mid-stream).")
+ShowTyping = _action("ShowTyping", ("typing",), "Show or hide \"the consultant is typing\".")
+ShowNotice = _action("ShowNotice", ("text",), "A line from the widget itself in the message list.")
+ClearInput = _action("ClearInput", (), "The typed text was taken: empty the message box.")
+SaveSession = _action("SaveSession", ("snapshot",),
+                      "Keep this (session id and outbox) in the tab's storage, to survive a reload.")

@@ -1,0 +1,346 @@
+"""The chat client: every decision of the widget, as a pure object (events in, actions out).
+
+The browser shell calls one method per browser event (socket opened, frame received, timer fired,
+form submitted, ...) with ``now`` (wall-clock seconds), and carries out the returned actions
+(``widget/core/actions.py``). The client owns the ``Lifecycle`` (the connection state machine), the
+``Conversation`` (messages and the outbox) and the ``Diagnostics`` record, and joins them:
+
+- the connection is *joined* once the server's ``welcome`` arrived on the current socket; only
+  then does the outbox flush, paced by the token bucket to the limits the ``welcome`` announced;
+- when the joined connection is lost, sent-but-unacknowledged messages go back to ``queued`` and
+  replies cut off mid-stream are removed (the replay brings them whole);
+- a failed handshake is explained by probing ``/ws-check`` (bounded by the ``probe`` timer);
+- the lifecycle's ``Render`` becomes what the visitor sees, including a countdown that ticks;
+- console lines: debug ones only in debug mode, and a repeated line is written once with a count.
+
+All timers, the lifecycle's and the client's own (``flush``, ``countdown``, ``probe``), go through
+``StartTimer``/``CancelTimer``: the shell keeps one map of named timers.
+"""
+
+import json
+
+from protocol import close, frames
+from protocol.ratelimit import TokenBucket
+from widget.core import lifecycle, settings as page_settings, words
+from widget.core.actions import (
+    CancelTimer, ClearInput, CloseSocket, HideReconnect, Log, OpenSocket, ProbeServer, Render, RemoveMessages,
+    SaveSession, Send, ShowMessages, ShowNotice, ShowReconnect, ShowStatus, ShowTyping, StartTimer,
+)
+from widget.core.chat import Conversation, OutboxFull, Update
+from widget.core.diagnostics import Diagnostics
+
+FLUSH_TIMER = "flush"
+COUNTDOWN_TIMER = "countdown"
+PROBE_TIMER = "probe"
+TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER)
+
+COUNTDOWN_TICK = 0.25   # seconds between countdown updates
+PROBE_TIMEOUT = 4.0     # a /ws-check that has not answered by then counts as unreachable
+FLUSH_SLACK = 0.01      # wake just after the token is due, not just before
+
+
+class Page:
+    """What the client needs to know about the page it runs in (read once by the shell)."""
+
+    def __init__(self, protocol="http:", host="localhost", origin="http://localhost", debug=False,
+                 runtime="micropython"):
+        self.protocol = protocol
+        self.host = host
+        self.origin = origin
+        self.debug = debug
+        self.runtime = runtime
+
+
+class Client:
+    def __init__(self, settings, page, new_id, conditions=None, random=None, timing=None):
+        """``settings``: the page's settings dict; ``page``: a ``Page``; ``new_id()``: a fresh message id;
+        ``conditions()``: the browser's network conditions, for the diagnostics record."""
+        self.settings = settings
+        self.page = page
+        self.contact = settings.get("contact") or {}
+        self.url = page_settings.socket_url(settings, page.protocol, page.host)
+        self.lifecycle = lifecycle.Lifecycle(timing, random=random)
+        self.conversation = Conversation(new_id)
+        self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
+        self.pacer = TokenBucket()
+        self._conditions = conditions or (lambda: {})
+        self._joined = None          # the socket whose welcome arrived
+        self._timers = {}            # the client's own running timers
+        self._attempt_started = {}   # socket id -> when it was opened
+        self._shown = None           # (state, alert) last shown, for the diagnostics record
+        self._countdown = None       # (attempt, retry_at, since) while reconnecting
+        self._probing = False
+        self._last_log = None
+        self._repeats = 0
+
+    # ---- start -----------------------------------------------------------------------------------
+    def start(self, now, online=True, saved=None):
+        """Begin: restore what a reload kept (``saved``: the stored text, or None), then connect."""
+        acts = [ShowMessages(self.conversation.restore(_parse(saved)))]
+        problem = page_settings.check(self.settings, self.page.protocol)
+        self.diagnostics.problem = problem
+        if not online:
+            acts += self._run(self.lifecycle.went_offline(now))  # remembered: start waits for the network
+        return acts + self._run(self.lifecycle.start(now, problem), now)
+
+    # ---- the socket ------------------------------------------------------------------------------
+    def socket_opened(self, now, socket_id):
+        acts = self._run(self.lifecycle.opened(now, socket_id), now)
+        if socket_id == self.lifecycle.socket_id:
+            acts.append(Send(socket_id, self.conversation.hello_frame()))
+        return acts
+
+    def socket_errored(self, now, socket_id):
+        return self._run(self.lifecycle.errored(now, socket_id), now)
+
+    def socket_closed(self, now, socket_id, code, reason, clean):
+        started = self._attempt_started.pop(socket_id, now)
+        acts = self._run(self.lifecycle.closed(now, socket_id, code, reason, clean), now)
+        self.diagnostics.record(now, "close", socket=socket_id, code=code, reason=reason[:120], clean=clean,
+                                duration=round(now - started, 3), decision=self.lifecycle.state)
+        return acts
+
+    def socket_received(self, now, socket_id, data):
+        """A text frame arrived on ``socket_id``."""
+        if socket_id != self.lifecycle.socket_id:
+            return []
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            return self._log("warn", "chat: ignored a frame that is not JSON")
+        if not isinstance(frame, dict):
+            return []
+        acts = self._run(self.lifecycle.received(now, socket_id, frame), now)
+        kind = frame.get("type")
+        if kind == "welcome":
+            return acts + self._welcomed(now, socket_id, frame)
+        if kind == "error" and frame.get("code") == "rate_limited":
+            acts.append(ShowMessages(self.conversation.requeue(str(frame.get("id")))))
+            return acts + self._flush_later(frames.read_retry_after(frame))
+        if kind == "error":
+            return acts + self._log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
+        acts.append(ShowMessages(self.conversation.received(frame)))
+        acts.append(ShowTyping(self.conversation.typing))
+        if kind == "ack" or kind == "message":
+            acts.append(self._save())
+        return acts
+
+    def _welcomed(self, now, socket_id, frame):
+        if isinstance(frame.get("contact"), dict):
+            self.contact = frame["contact"]
+        limits = frames.read_limits(frame)
+        if limits is not None:
+            self.pacer.configure(limits[0], limits[1], limits[2])
+        acts = []
+        if self.conversation.welcomed(str(frame.get("session")), frame.get("resumed") is True):
+            acts.append(ShowNotice(words.SESSION_EXPIRED))
+        self._joined = socket_id
+        acts.append(self._save())
+        return acts + self._flush(now)
+
+    # ---- the visitor -----------------------------------------------------------------------------
+    def submitted(self, now, text):
+        """The visitor sent what they typed (Send button or Enter)."""
+        text = text.strip()
+        if not text:
+            return []
+        try:
+            update = self.conversation.compose(text)
+        except OutboxFull:
+            return [ShowNotice(words.OUTBOX_FULL)]
+        acts = [ClearInput(), ShowMessages([update]), self._save()]
+        if self._is_joined():
+            acts += self._flush(now)
+        return acts
+
+    def retry_pressed(self, now):
+        return self._run(self.lifecycle.retry_pressed(now), now)
+
+    # ---- the browser -----------------------------------------------------------------------------
+    def went_online(self, now):
+        return self._run(self.lifecycle.went_online(now), now)
+
+    def went_offline(self, now):
+        return self._run(self.lifecycle.went_offline(now), now)
+
+    def page_hidden(self, now):
+        return self._run(self.lifecycle.page_hidden(now), now)
+
+    def page_visible(self, now):
+        return self._run(self.lifecycle.page_visible(now), now)
+
+    def timer_fired(self, now, name):
+        if name in lifecycle.TIMERS:
+            return self._run(self.lifecycle.timer_fired(now, name), now)
+        if name not in TIMERS:
+            raise ValueError("unknown timer %r" % (name,))
+        if self._timers.pop(name, None) is None:
+            return []
+        if name == FLUSH_TIMER:
+            return self._flush(now)
+        if name == COUNTDOWN_TIMER:
+            return self._tick(now)
+        return self._probed(now, None)
+
+    # ---- /ws-check -------------------------------------------------------------------------------
+    def probe_answered(self, now, ok, text):
+        """The /ws-check request finished: ``ok`` is the HTTP status being 2xx, ``text`` the body."""
+        if not ok:
+            return self._probed(now, None)
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = {}
+        return self._probed(now, answer)
+
+    def probe_failed(self, now):
+        return self._probed(now, None)
+
+    def _probed(self, now, answer):
+        if not self._probing:
+            return []  # answered after its timer gave up on it
+        self._probing = False
+        acts = self._cancel(PROBE_TIMER)
+        result = close.probe_result(answer)
+        self.diagnostics.record(now, "probe", result=result)
+        return acts + self._run(self.lifecycle.probe_result(now, result), now)
+
+    # ---- diagnostics -----------------------------------------------------------------------------
+    def diagnostics_json(self, now):
+        return self.diagnostics.report_json(now, self.lifecycle.state, self.lifecycle.alert, self.conditions())
+
+    def diagnostics_text(self, now):
+        return self.diagnostics.report_text(now, self.lifecycle.state, self.lifecycle.alert, self.conditions())
+
+    def conditions(self):
+        """The browser's conditions (from the shell) and the page's and socket's schemes."""
+        found = dict(self._conditions())
+        found["page_protocol"] = self.page.protocol
+        found["socket_protocol"] = self.url.split(":", 1)[0] + ":"
+        return found
+
+    # ---- internals -------------------------------------------------------------------------------
+    def _run(self, actions, now=None):
+        """The lifecycle's actions, completed with what only the client knows."""
+        out = []
+        for action in actions:
+            kind = type(action)
+            if kind is OpenSocket:
+                self._attempt_started[action.socket_id] = now
+                self.diagnostics.record(now, "attempt", socket=action.socket_id, attempt=self.lifecycle.attempt + 1,
+                                        **self.conditions())
+                out.append(OpenSocket(action.socket_id, self.url))
+            elif kind is CloseSocket:
+                out.append(action)
+                out += self._lost()
+            elif kind is Render:
+                out += self._show(now, action)
+            elif kind is ProbeServer:
+                out += self._probe()
+            elif kind is Log:
+                out += self._log(action.level, action.text)
+            else:
+                out.append(action)
+        return out
+
+    def _is_joined(self):
+        return self._joined is not None and self._joined == self.lifecycle.socket_id \
+            and self.lifecycle.state == lifecycle.CONNECTED
+
+    def _lost(self):
+        """The joined connection is gone: what was in flight waits again, partial replies go."""
+        if self._joined is None:
+            return []
+        self._joined = None
+        return [ShowMessages(self.conversation.connection_lost()),
+                RemoveMessages(self.conversation.abandon_streams()),
+                ShowTyping(False)] + self._cancel(FLUSH_TIMER)
+
+    def _show(self, now, render):
+        acts = [] if render.state == lifecycle.CONNECTED else self._lost()
+        if (render.state, render.alert) != self._shown:
+            self._shown = (render.state, render.alert)
+            self.diagnostics.record(now, "state", state=render.state, alert=render.alert)
+        detail = self.diagnostics.problem if render.alert == close.CONFIG else None
+        acts.append(ShowStatus(render.state, render.alert, self.contact, detail))
+        if render.state == lifecycle.RECONNECTING:
+            self._countdown = (render.attempt, render.retry_at, now)
+            return acts + self._tick(now)
+        self._countdown = None
+        return acts + [HideReconnect()] + self._cancel(COUNTDOWN_TIMER)
+
+    def _tick(self, now):
+        if self._countdown is None:
+            return []
+        attempt, retry_at, since = self._countdown
+        if retry_at is None:
+            return [ShowReconnect(attempt, None, 1.0)]
+        left = retry_at - now
+        if left < 0:
+            left = 0.0
+        span = retry_at - since
+        if span < 0.001:
+            span = 0.001
+        fraction = 1.0 - left / span
+        if fraction > 1.0:
+            fraction = 1.0
+        return [ShowReconnect(attempt, int(left + 0.999), fraction)] + self._start(COUNTDOWN_TIMER, COUNTDOWN_TICK)
+
+    def _probe(self):
+        self._probing = True
+        url = page_settings.check_url(self.settings, self.page.origin)
+        return [ProbeServer(url)] + self._start(PROBE_TIMER, PROBE_TIMEOUT)
+
+    def _flush(self, now):
+        """Send queued messages, paced to the server's limit (after welcome: the server knows our session)."""
+        acts = self._cancel(FLUSH_TIMER)
+        if not self._is_joined():
+            return acts
+        socket_id = self.lifecycle.socket_id
+        while self.conversation.queued_count() and self.pacer.take(now):
+            for frame in self.conversation.frames_to_send(1):
+                acts.append(Send(socket_id, frame))
+                acts.append(ShowMessages([Update(self.conversation.find(frame["id"]))]))
+        if self.conversation.queued_count():
+            acts += self._flush_later(self.pacer.wait(now))
+        return acts
+
+    def _flush_later(self, delay):
+        if FLUSH_TIMER in self._timers:
+            return []
+        return self._start(FLUSH_TIMER, delay + FLUSH_SLACK)
+
+    def _start(self, name, delay):
+        self._timers[name] = True
+        return [StartTimer(name, delay)]
+
+    def _cancel(self, name):
+        if self._timers.pop(name, None) is None:
+            return []
+        return [CancelTimer(name)]
+
+    def _save(self):
+        return SaveSession(self.conversation.snapshot())
+
+    def _log(self, level, text):
+        if level == "debug" and not self.page.debug:
+            return []
+        if text == self._last_log:
+            self._repeats += 1
+            return []
+        acts = []
+        if self._repeats:
+            acts.append(Log("info", "%s (repeated %d times)" % (self._last_log, self._repeats + 1)))
+        self._last_log = text
+        self._repeats = 0
+        acts.append(Log(level, text))
+        return acts
+
+
+def _parse(saved):
+    if saved is None:
+        return None
+    try:
+        return json.loads(saved)
+    except ValueError:
+        return None

@@ -1,0 +1,203 @@
+"""The browser shell of the chat widget (PyScript, MicroPython or Pyodide).
+
+It holds no decisions: each browser event becomes one call on the pure ``Client``
+(``widget/core/client.py``, tested under CPython), and each action the client returns becomes a
+browser call, through one handler per action class (an action without a handler is an error).
+Timers are one map of named ``setTimeout`` handles.
+
+Asyncio is not used here: MicroPython's asyncio calls ``js.setTimeout`` detached from ``window``,
+which fails once this shell has used ``js.window.setTimeout`` (docs/platform-notes.md). Browser
+APIs are called through ``js.window`` for the same reason.
+"""
+
+import json
+import random
+import sys
+import time
+
+import js
+from pyscript.ffi import create_proxy, to_js
+
+from widget.core import actions as A
+from widget.core.client import Client, Page
+from widget.shell.view import View
+
+STORAGE_KEY = "chat-widget:v1"
+
+
+def is_missing(value):
+    # JS null is None in MicroPython but a falsy jsnull in Pyodide; undefined is the reverse.
+    return value is None or str(value) in ("undefined", "null", "None")
+
+
+def text_of(value):
+    return "" if is_missing(value) else str(value)
+
+
+class Shell:
+    def __init__(self, client, view):
+        self.client = client
+        self.view = view
+        self.sockets = {}
+        self.timers = {}
+        self.timer_callbacks = {}  # one proxy per timer name, not one per setTimeout (Pyodide would leak them)
+        self.handlers = {
+            A.OpenSocket: self.open_socket, A.CloseSocket: self.close_socket, A.Send: self.send,
+            A.StartTimer: self.start_timer, A.CancelTimer: self.cancel_timer, A.ProbeServer: self.probe,
+            A.Log: self.log, A.ShowStatus: lambda action: view.show_status(action.state, action.alert, action.contact,
+                                                                           action.detail),
+            A.ShowReconnect: lambda action: view.show_reconnect(action.attempt, action.seconds_left, action.fraction),
+            A.HideReconnect: lambda action: view.hide_reconnect(),
+            A.ShowMessages: lambda action: view.apply(action.updates),
+            A.RemoveMessages: lambda action: view.remove(action.messages),
+            A.ShowTyping: lambda action: view.show_typing(action.typing),
+            A.ShowNotice: lambda action: view.show_notice(action.text),
+            A.ClearInput: lambda action: view.take_input(), A.SaveSession: self.save,
+        }
+
+    def run(self, actions):
+        for action in actions:
+            self.handlers[type(action)](action)  # KeyError: an action this shell cannot carry out
+
+    def on(self, target, event, call):
+        """Route a browser event to ``call(now, event)`` on the client and run what it returns."""
+        target.addEventListener(event, create_proxy(lambda e: self.run(call(time.time(), e))))
+
+    # ---- wiring --------------------------------------------------------------------------------
+    def start(self):
+        window, document, client, view = js.window, js.document, self.client, self.view
+        self.on(window, "online", lambda now, e: client.went_online(now))
+        self.on(window, "offline", lambda now, e: client.went_offline(now))
+        self.on(window, "pageshow", lambda now, e: client.page_visible(now))
+        self.on(document, "visibilitychange", lambda now, e: client.page_hidden(now)
+                if document.visibilityState == "hidden" else client.page_visible(now))
+        self.on(view.form, "submit", self.submit)
+        self.on(view.input, "keydown", self.keydown)
+        self.on(view.retry_button, "click", lambda now, e: client.retry_pressed(now))
+        view.copy_button.addEventListener("click", create_proxy(self.copy_diagnostics))
+        window.chatWidgetDiagnostics = create_proxy(lambda *a: client.diagnostics_json(time.time()))
+        self.run(client.start(time.time(), bool(js.navigator.onLine), self.load()))
+
+    def submit(self, now, event):
+        event.preventDefault()
+        return self.client.submitted(now, str(self.view.input.value))
+
+    def keydown(self, now, event):
+        if event.key != "Enter" or event.shiftKey:
+            return []  # Shift+Enter: a new line
+        event.preventDefault()
+        return self.client.submitted(now, str(self.view.input.value))
+
+    # ---- sockets -------------------------------------------------------------------------------
+    def open_socket(self, action):
+        socket_id, client = action.socket_id, self.client
+        socket = js.WebSocket.new(action.url)
+        self.sockets[socket_id] = socket
+        socket.onopen = create_proxy(lambda e: self.run(client.socket_opened(time.time(), socket_id)))
+        socket.onmessage = create_proxy(
+            lambda e: self.run(client.socket_received(time.time(), socket_id, str(e.data))))
+        socket.onerror = create_proxy(lambda e: self.run(client.socket_errored(time.time(), socket_id)))
+        socket.onclose = create_proxy(lambda e: self.closed(socket_id, e))
+
+    def closed(self, socket_id, event):
+        self.sockets.pop(socket_id, None)
+        self.run(self.client.socket_closed(time.time(), socket_id, int(event.code), text_of(event.reason),
+                                           bool(event.wasClean)))
+
+    def close_socket(self, action):
+        socket = self.sockets.pop(action.socket_id, None)
+        if socket is not None:
+            socket.close(action.code, action.reason)
+
+    def send(self, action):
+        socket = self.sockets.get(action.socket_id)
+        if socket is not None:
+            socket.send(json.dumps(action.frame))
+
+    # ---- timers --------------------------------------------------------------------------------
+    def start_timer(self, action):
+        name = action.name
+        self.cancel_timer(action)
+        if name not in self.timer_callbacks:
+            self.timer_callbacks[name] = create_proxy(lambda *a: self.fire(name))
+        self.timers[name] = js.window.setTimeout(self.timer_callbacks[name], int(action.delay * 1000))
+
+    def cancel_timer(self, action):
+        handle = self.timers.pop(action.name, None)
+        if handle is not None:
+            js.window.clearTimeout(handle)
+
+    def fire(self, name):
+        self.timers.pop(name, None)
+        self.run(self.client.timer_fired(time.time(), name))
+
+    # ---- /ws-check -----------------------------------------------------------------------------
+    def probe(self, action):
+        client = self.client
+        answered = lambda response: response.text().then(  # noqa: E731
+            create_proxy(lambda text: self.run(client.probe_answered(time.time(), bool(response.ok), str(text)))),
+            create_proxy(lambda error: self.run(client.probe_failed(time.time()))))
+        js.window.fetch(action.url, to_js({"cache": "no-store"})).then(
+            create_proxy(answered), create_proxy(lambda error: self.run(client.probe_failed(time.time()))))
+
+    # ---- the view, storage, console ------------------------------------------------------------
+    def save(self, action):
+        try:
+            js.window.sessionStorage.setItem(STORAGE_KEY, json.dumps(action.snapshot))
+        except Exception:
+            pass  # storage disabled or full: the conversation still works, it just won't survive a reload
+
+    def load(self):
+        try:
+            saved = js.window.sessionStorage.getItem(STORAGE_KEY)
+        except Exception:
+            return None
+        return None if is_missing(saved) else str(saved)
+
+    def log(self, action):
+        (js.console.warn if action.level == "warn" else js.console.info)(action.text)
+
+    def copy_diagnostics(self, event):
+        text = self.client.diagnostics_text(time.time())
+        shown = lambda copied: create_proxy(lambda *a: self.view.show_copy_result(copied, text))  # noqa: E731
+        try:
+            js.navigator.clipboard.writeText(text).then(shown(True), shown(False))
+        except Exception:  # no clipboard (insecure context, old browser)
+            self.view.show_copy_result(False, text)
+
+
+def conditions():
+    """The browser's network conditions now, for the diagnostics record."""
+    navigator = js.navigator
+    found = {"online": bool(navigator.onLine), "visibility": str(js.document.visibilityState)}
+    connection = navigator.connection
+    if not is_missing(connection):
+        for key in ("effectiveType", "rtt", "downlink"):
+            value = getattr(connection, key, None)
+            if not is_missing(value):
+                found[key] = str(value)
+    return found
+
+
+def debug_enabled():
+    if "chat-debug" in str(js.window.location.search):
+        return True
+    try:
+        return str(js.window.localStorage.getItem("chat-widget-debug")) == "1"
+    except Exception:
+        return False
+
+
+def main():
+    element = js.document.getElementById("chat-widget-settings")
+    settings = json.loads(str(element.textContent)) if not is_missing(element) else {}
+    location = js.window.location
+    page = Page(str(location.protocol), str(location.host), str(location.origin), debug_enabled(),
+                "micropython" if sys.implementation.name == "micropython" else "pyodide")
+    new_id = lambda: "m%x%06x" % (int(time.time() * 1000), random.getrandbits(24))  # noqa: E731
+    view = View(js.document, js.document.getElementById("chat-widget"))
+    Shell(Client(settings, page, new_id, conditions), view).start()
+
+
+if __name__ == "__main__":
+    main()
