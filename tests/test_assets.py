@@ -33,11 +33,14 @@ MICROPYTHON_MJS = ROOT / VENDOR["micropython"] / "micropython.mjs"
 CORE_CHUNK = re.search(r'from\s*"\./([\w.\-]+\.js)"', (DIST / "core.js").read_text()).group(1)
 
 
+SERVER_ONLY = {"protocol/checks.py"}  # the server's validation of widget frames: never imported by the widget
+
+
 def browser_modules():
     """Every file the browser's Python imports, found here independently of the server: relative paths."""
     folders = ("widget", "widget/core", "widget/shell", "protocol")
     found = {path.relative_to(ROOT).as_posix() for folder in folders for path in (ROOT / folder).glob("*.py")}
-    return found - {ENTRY}
+    return found - {ENTRY} - SERVER_ONLY
 
 
 def digest_version(path):
@@ -260,6 +263,7 @@ async def test_bundle_is_one_request_that_installs_every_module(client, tmp_path
     assert source.splitlines()[stated - 1:] == strip_python((ROOT / ENTRY).read_text()).splitlines()
     expected = browser_modules()
     assert {"widget/__init__.py", "widget/core/__init__.py", "protocol/__init__.py", "protocol/frames.py"} <= expected
+    assert "checks.py" not in prelude  # what only the server needs is not shipped
     workdir = tmp_path / "browser"
     workdir.mkdir()
     monkeypatch.chdir(workdir)

@@ -5,8 +5,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import frames as protocol
-from protocol.frames import FrameError
+from protocol import checks as protocol
+from protocol.checks import FrameError
 from server.transport.wire import decode_client_frame as parse_client_frame
 
 LIMIT = 16384

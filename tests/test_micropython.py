@@ -36,11 +36,10 @@ SCRIPT = r"""
 import sys
 sys.path.insert(0, '/')
 import random
-import protocol.close, protocol.frames, protocol.ratelimit
 MODULES = %(modules)r
 for name in MODULES:
     __import__(name)
-from protocol import close, frames
+from protocol import checks, close, frames
 from protocol.ratelimit import TokenBucket
 from widget.core import lifecycle as L
 from widget.core.actions import *
@@ -48,11 +47,11 @@ from widget.core.client import Client, Page
 from widget.core.settings import Settings
 
 # protocol
-assert frames.check_client_frame({"type": "message", "id": "m1", "text": "hi"}, 100)["id"] == "m1"
+assert checks.check_client_frame({"type": "message", "id": "m1", "text": "hi"}, 100)["id"] == "m1"
 try:
-    frames.check_client_frame({"type": "message", "id": "m1"}, 100)
+    checks.check_client_frame({"type": "message", "id": "m1"}, 100)
     raise SystemExit("no FrameError")
-except frames.FrameError as error:
+except checks.FrameError as error:
     assert error.code == "missing_field"
 assert close.classify(1013) == (close.SLOW, close.DRAINING)
 assert close.probe_result({"allowed": False}) == close.PROBE_ORIGIN

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from protocol import close, frames
+from protocol import checks, close, frames
 from server.config import FAULTS
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -36,16 +36,16 @@ def test_title_names_the_protocol_version():
 def test_server_frames_are_documented_with_their_fields():
     documented = table("Server → widget")
     documented.pop("type")
-    assert set(documented) == set(frames.SERVER_FRAMES)
-    for frame_type, names in frames.SERVER_FRAMES.items():
+    assert set(documented) == set(checks.SERVER_FRAMES)
+    for frame_type, names in checks.SERVER_FRAMES.items():
         assert {name.strip("[]") for name in names} <= fields(documented[frame_type]), frame_type
 
 
 def test_widget_frames_are_documented_with_their_fields():
     documented = table("Widget → server")
     documented.pop("type")
-    assert set(documented) == set(frames.CLIENT_FRAMES)
-    for frame_type, names in frames.CLIENT_FRAMES.items():
+    assert set(documented) == set(checks.CLIENT_FRAMES)
+    for frame_type, names in checks.CLIENT_FRAMES.items():
         assert set(names) <= fields(documented[frame_type]), frame_type
 
 
@@ -59,13 +59,13 @@ def test_builders_make_the_documented_frames():
     }
     for frame_type, frame in built.items():
         assert frame["type"] == frame_type
-        assert set(frame) - {"type"} == {name.strip("[]") for name in frames.SERVER_FRAMES[frame_type]}
+        assert set(frame) - {"type"} == {name.strip("[]") for name in checks.SERVER_FRAMES[frame_type]}
 
 
 def test_error_codes_are_the_documented_ones():
     codes = section("Error codes").split("\n", 1)[1]
     documented = set(re.findall(r"(?:^|, )`(\w+)`", codes, re.M))
-    assert documented == set(frames.ERROR_CODES)
+    assert documented == set(checks.ERROR_CODES)
 
 
 def test_close_codes_are_the_documented_ones():

@@ -1,9 +1,9 @@
 """The widget's Python as the browser gets it: which modules, stripped of comments, in one bundle.
 
 The browser runs ``widget/shell/main.py`` (``ENTRY``), which imports the ``widget`` package and the
-shared ``protocol`` package. Their modules are found by globbing the package folders (every folder
-below ``widget/`` and ``protocol/`` that has an ``__init__.py``), never listed, so a new module ships
-without touching this file.
+shared ``protocol`` package. The modules shipped are the ones it imports, directly or not (read from
+the sources' import statements), never listed, so a new module ships without touching this file and a
+server-only module of ``protocol`` does not ship at all.
 
 Two deliveries (``Config.python_delivery``):
 
@@ -29,25 +29,56 @@ BUNDLE_NAME = "main.bundle.py"      # served at /widget/main.bundle.py
 
 
 def python_modules(root):
-    """Relative paths ("widget/core/lifecycle.py") of every module of the browser's packages but ``ENTRY``."""
-    found = []
-    for package in PACKAGES:
-        folder = root / package
-        for path in folder.rglob("*.py"):
-            relative = path.relative_to(root)
-            if relative.as_posix() != ENTRY and _in_packages(root, relative):
-                found.append(relative.as_posix())
+    """Relative paths ("widget/core/lifecycle.py") of the modules ``ENTRY`` imports, directly or not,
+    with the ``__init__.py`` of each package on the way: what the browser needs and nothing else (the
+    server-only ``protocol/checks.py`` stays on the server)."""
+    found, pending = set(), [ENTRY]
+    while pending:
+        relative = pending.pop()
+        for name in _imported_names(root, relative):
+            for path in _module_paths(root, name):
+                if path not in found and path != ENTRY:
+                    found.add(path)
+                    pending.append(path)
     return sorted(found)
 
 
-def _in_packages(root, relative):
-    """True when every folder from the top-level package down to the file has an ``__init__.py``."""
-    folder = root
-    for part in relative.parts[:-1]:
-        folder = folder / part
-        if not (folder / "__init__.py").is_file():
-            return False
-    return True
+def _imported_names(root, relative):
+    """Dotted names a module imports, including ``package.name`` for ``from package import name``."""
+    tree = ast.parse((root / relative).read_text(encoding="utf-8"))
+    package = relative[:-3].replace("/", ".").rsplit(".", 1)[0]
+    if relative.endswith("__init__.py"):
+        package = relative[:-12].replace("/", ".")
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _module_paths(root, dotted):
+    """The files of a dotted name inside PACKAGES: each package's ``__init__.py`` and the module."""
+    parts = dotted.split(".")
+    if parts[0] not in PACKAGES:
+        return []
+    paths = []
+    for depth in range(1, len(parts) + 1):
+        folder = "/".join(parts[:depth])
+        if (root / folder / "__init__.py").is_file():
+            paths.append(folder + "/__init__.py")
+        elif (root / (folder + ".py")).is_file():
+            paths.append(folder + ".py")
+            break
+        else:
+            break
+    return paths
 
 
 def _without_bare_strings(tree):

@@ -12,6 +12,7 @@ from quart import Blueprint, Response, current_app, websocket
 from quart_cors import cors_exempt
 
 from protocol import close, frames
+from protocol.checks import FrameError
 
 from . import wire
 from .limits import CLOSE, OK, RateLimiter, address_key
@@ -134,7 +135,7 @@ class ChatConnection:
         try:
             frame = wire.decode_client_frame(data, self.config.max_message_bytes)
             await self.handle(frame)
-        except frames.FrameError as error:
+        except FrameError as error:
             await self.send(frames.error(error.code, str(error), error.frame_id))
         return True
 
@@ -145,7 +146,7 @@ class ChatConnection:
         elif kind == "hello":
             await self.hello(frame)
         elif self.session_id is None:
-            raise frames.FrameError("hello_required", "send a hello frame first", frame.get("id"))
+            raise FrameError("hello_required", "send a hello frame first", frame.get("id"))
         elif kind == "message":
             if not await self._within_rate(frame):
                 return
@@ -158,7 +159,7 @@ class ChatConnection:
 
     async def hello(self, frame):
         if self.session_id is not None:
-            raise frames.FrameError("already_joined", "hello was already sent on this connection")
+            raise FrameError("already_joined", "hello was already sent on this connection")
         session_id, resumed, expired, replay = await self.conversations.open_session(
             frame.get("session"), frame.get("last_seq", 0), self.origin)
         self.session_id = session_id

@@ -7,7 +7,7 @@ encoded back (a lone surrogate could be neither stored nor sent back).
 
 import json
 
-from protocol.frames import FrameError, check_client_frame
+from protocol.checks import FrameError, check_client_frame
 
 
 def _not_json(name):
