@@ -41,7 +41,8 @@ def test_messages_typed_while_server_down_are_delivered_once_in_order(sqlite_ser
         send(page, question)
     expect(page.locator(f'{VISITOR}[data-delivery="queued"]')).to_have_count(3)
     server.start()
-    # The widget may already have reconnected by itself (then the button is hidden): press it from script.
+    # A shortcut past a pending backoff wait, not a test of the button (the widget may already have
+    # reconnected by itself, and then the button is hidden). e2e/test_controls.py presses "Retry now".
     page.evaluate("document.querySelector('[data-action=retry]').click()")
     state_is(page, "connected", timeout=5000)
     expect_conversation(page, QUESTIONS)
@@ -67,7 +68,8 @@ def test_crash_with_unacknowledged_message_loses_nothing(sqlite_server, open_cha
     server.kill()
     server.env = {}
     server.start()
-    # The widget may already have reconnected by itself (then the button is hidden): press it from script.
+    # A shortcut past a pending backoff wait, not a test of the button (the widget may already have
+    # reconnected by itself, and then the button is hidden). e2e/test_controls.py presses "Retry now".
     page.evaluate("document.querySelector('[data-action=retry]').click()")
     state_is(page, "connected", timeout=5000)
     expect_conversation(page, QUESTIONS[:1])

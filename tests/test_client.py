@@ -50,6 +50,7 @@ class Browser:
             A.ShowStatus: lambda a: setattr(self, "status", a),
             A.ShowReconnect: lambda a: setattr(self, "reconnect", a),
             A.HideReconnect: lambda a: setattr(self, "reconnect", None),
+            A.OfferRetry: lambda a: setattr(self, "reconnect", "retry"),
             A.ShowNotice: lambda a: self.notices.append(a.text),
             A.Log: lambda a: self.logs.append((a.level, a.text)),
             A.SaveSession: lambda a: setattr(self, "saved", json.dumps(a.snapshot)),
@@ -261,11 +262,11 @@ def test_countdown_ticks_down_while_reconnecting_and_stops_when_connected():
     browser = joined()
     browser.at(100.0).close(1006)
     first = browser.reconnect
-    assert first.attempt == 1 and first.seconds_left >= 1 and first.fraction == 0.0
+    assert first.attempt == 1 and first.seconds_left >= 1 and first.fraction == 0.0 and first.can_retry
     browser.advance(0.25)
     assert browser.reconnect.fraction > 0.0 and COUNTDOWN_TIMER in browser.timers
     browser.advance(2)  # the retry fires: attempting now
-    assert browser.reconnect.seconds_left is None
+    assert browser.reconnect.seconds_left is None and not browser.reconnect.can_retry
     browser.open()
     assert browser.reconnect is None and COUNTDOWN_TIMER not in browser.timers
 
@@ -278,6 +279,7 @@ def test_handshake_failure_probes_ws_check_with_the_page_origin_and_explains_ori
     browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": false, "reason": "not listed"}'))
     assert browser.status.state == "failed" and browser.status.alert == close.ORIGIN
     assert browser.status.contact == {"email": "help@example.com"}
+    assert browser.reconnect == "retry"  # stopped, but the visitor may try again
     assert PROBE_TIMER not in browser.timers
 
 
@@ -318,6 +320,7 @@ def test_bad_settings_fail_at_once_naming_the_setting():
     assert browser.status.state == "failed" and browser.status.alert == close.CONFIG
     assert "socket_url" in browser.status.detail
     assert browser.sockets == {}
+    assert browser.reconnect is None  # retrying cannot fix a configuration error: no Retry offered
 
 
 def test_starting_offline_waits_for_the_network():

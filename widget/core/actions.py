@@ -26,7 +26,7 @@ class Action:
         return "%s(%s)" % (type(self).__name__, ", ".join(parts))
 
 
-def _action(name, fields, doc, defaults=None):
+def _action(name, fields, defaults=None):
     """Make an action class with these fields (positional, in order; ``defaults`` for the last ones)."""
     defaults = defaults or {}
 
@@ -47,40 +47,48 @@ def _action(name, fields, doc, defaults=None):
         if kwargs:
             raise TypeError("%s got unknown %s" % (name, ", ".join(kwargs)))
 
-    return type(name, (Action,), {"_fields": fields, "__init__": __init__, "__doc__": doc})
+    return type(name, (Action,), {"_fields": fields, "__init__": __init__})
 
 
 # ---- connection (from the lifecycle) ----------------------------------------------------------------
-OpenSocket = _action("OpenSocket", ("socket_id", "url"),
-                     "Open a new WebSocket to url; every event about it carries socket_id.", {"url": None})
-CloseSocket = _action("CloseSocket", ("socket_id", "code", "reason"),
-                      "Close the socket (code 1000 or 4000-4999). It is no longer current.")
-Send = _action("Send", ("socket_id", "frame"), "Send frame (a dict; the shell JSON-encodes it) on the socket.")
-StartTimer = _action("StartTimer", ("name", "delay"),
-                     "(Re)start the named one-shot timer (seconds); restarting replaces the old one.")
-CancelTimer = _action("CancelTimer", ("name",), "Cancel the named timer (a no-op if it is not running).")
-Render = _action("Render", ("state", "attempt", "retry_at", "alert"),
-                 """The connection status, from the lifecycle (the client turns it into ShowStatus).
-
-state: one of lifecycle.STATES. attempt: consecutive failed attempts so far, which while
-reconnecting is also the 1-based number of the upcoming or in-flight retry (0 after coming back
-online). retry_at: absolute time of the next attempt, for a countdown, or None. alert: None or a
-failure class of protocol/close.py.""", {"attempt": 0, "retry_at": None, "alert": None})
-ProbeServer = _action("ProbeServer", ("url",),
-                      "GET url (/ws-check) to learn why a handshake failed; answer with Client.probe_answered.",
-                      {"url": None})
-Log = _action("Log", ("level", "text"), 'A console line. level: "info" | "debug" | "warn".')
+# Open a new WebSocket to url; every event about it carries socket_id.
+OpenSocket = _action("OpenSocket", ("socket_id", "url"), {"url": None})
+# Close the socket (code 1000 or 4000-4999). It is no longer current.
+CloseSocket = _action("CloseSocket", ("socket_id", "code", "reason"))
+# Send frame (a dict; the shell JSON-encodes it) on the socket.
+Send = _action("Send", ("socket_id", "frame"))
+# (Re)start the named one-shot timer (delay in seconds); restarting replaces the old one.
+StartTimer = _action("StartTimer", ("name", "delay"))
+# Cancel the named timer (a no-op if it is not running).
+CancelTimer = _action("CancelTimer", ("name",))
+# The connection status, from the lifecycle (the client turns it into ShowStatus). state: one of
+# lifecycle.STATES. attempt: consecutive failed attempts so far, which while reconnecting is also the
+# 1-based number of the upcoming or in-flight retry (0 after coming back online). retry_at: absolute
+# time of the next attempt, for a countdown, or None. alert: None or a failure class of protocol/close.py.
+Render = _action("Render", ("state", "attempt", "retry_at", "alert"), {"attempt": 0, "retry_at": None, "alert": None})
+# GET url (/ws-check) to learn why a handshake failed; the answer goes to Client.probe_answered.
+ProbeServer = _action("ProbeServer", ("url",), {"url": None})
+# A console line. level: "info" | "debug" | "warn".
+Log = _action("Log", ("level", "text"))
 
 # ---- what the visitor sees (from the client) ---------------------------------------------------------
-ShowStatus = _action("ShowStatus", ("state", "alert", "contact", "detail"),
-                     "Show the state in words, and the alert for a failure class (None hides it) with contacts.")
-ShowReconnect = _action("ShowReconnect", ("attempt", "seconds_left", "fraction"),
-                        "The countdown to the next attempt (seconds_left None: attempting now).")
-HideReconnect = _action("HideReconnect", (), "No attempt is scheduled: hide the countdown.")
-ShowMessages = _action("ShowMessages", ("updates",), "Render conversation updates (chat.Show / chat.Update).")
-RemoveMessages = _action("RemoveMessages", ("messages",), "Remove these messages (replies cut off mid-stream).")
-ShowTyping = _action("ShowTyping", ("typing",), "Show or hide \"the consultant is typing\".")
-ShowNotice = _action("ShowNotice", ("text",), "A line from the widget itself in the message list.")
-ClearInput = _action("ClearInput", (), "The typed text was taken: empty the message box.")
-SaveSession = _action("SaveSession", ("snapshot",),
-                      "Keep this (session id and outbox) in the tab's storage, to survive a reload.")
+# The state in words, and the alert for a failure class (None hides it) with the contacts.
+ShowStatus = _action("ShowStatus", ("state", "alert", "contact", "detail"))
+# The countdown to the next attempt (seconds_left None: attempting now), and whether Retry can help.
+ShowReconnect = _action("ShowReconnect", ("attempt", "seconds_left", "fraction", "can_retry"))
+# No attempt is scheduled: hide the countdown.
+HideReconnect = _action("HideReconnect", ())
+# Chat has stopped (state failed) but trying again may help: offer the Retry button.
+OfferRetry = _action("OfferRetry", ())
+# Render conversation updates (chat.Show / chat.Update).
+ShowMessages = _action("ShowMessages", ("updates",))
+# Remove these messages (replies cut off mid-stream).
+RemoveMessages = _action("RemoveMessages", ("messages",))
+# Show or hide "the consultant is typing".
+ShowTyping = _action("ShowTyping", ("typing",))
+# A line from the widget itself in the message list.
+ShowNotice = _action("ShowNotice", ("text",))
+# The typed text was taken: empty the message box.
+ClearInput = _action("ClearInput", ())
+# Keep this (session id and outbox) in the tab's storage, to survive a reload.
+SaveSession = _action("SaveSession", ("snapshot",))

@@ -23,7 +23,7 @@ from protocol import close, frames
 from protocol.ratelimit import TokenBucket
 from widget.core import lifecycle, settings as page_settings, words
 from widget.core.actions import (
-    CancelTimer, ClearInput, CloseSocket, HideReconnect, Log, OpenSocket, ProbeServer, Render, RemoveMessages,
+    CancelTimer, ClearInput, CloseSocket, HideReconnect, Log, OfferRetry, OpenSocket, ProbeServer, Render, RemoveMessages,
     SaveSession, Send, ShowMessages, ShowNotice, ShowReconnect, ShowStatus, ShowTyping, StartTimer,
 )
 from widget.core.chat import Conversation, OutboxFull, Update
@@ -267,14 +267,16 @@ class Client:
             self._countdown = (render.attempt, render.retry_at, now)
             return acts + self._tick(now)
         self._countdown = None
-        return acts + [HideReconnect()] + self._cancel(COUNTDOWN_TIMER)
+        # Stopped for a reason retrying may cure (not a configuration error): the visitor can try again.
+        retry = render.state == lifecycle.FAILED and render.alert != close.CONFIG
+        return acts + [OfferRetry() if retry else HideReconnect()] + self._cancel(COUNTDOWN_TIMER)
 
     def _tick(self, now):
         if self._countdown is None:
             return []
         attempt, retry_at, since = self._countdown
-        if retry_at is None:
-            return [ShowReconnect(attempt, None, 1.0)]
+        if retry_at is None:  # an attempt is under way: Retry would do nothing
+            return [ShowReconnect(attempt, None, 1.0, False)]
         left = retry_at - now
         if left < 0:
             left = 0.0
@@ -284,7 +286,7 @@ class Client:
         fraction = 1.0 - left / span
         if fraction > 1.0:
             fraction = 1.0
-        return [ShowReconnect(attempt, int(left + 0.999), fraction)] + self._start(COUNTDOWN_TIMER, COUNTDOWN_TICK)
+        return [ShowReconnect(attempt, int(left + 0.999), fraction, True)] + self._start(COUNTDOWN_TIMER, COUNTDOWN_TICK)
 
     def _probe(self):
         self._probing = True

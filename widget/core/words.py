@@ -37,6 +37,8 @@ COPY_DIAGNOSTICS = "Copy diagnostics"
 COPIED = "Copied. Paste it into your message to our support."
 COPY_FAILED = "Select the text below and copy it."
 
+STOPPED = "Chat has stopped."
+
 SESSION_EXPIRED = "Your earlier conversation has expired, so this is a new one."
 
 OUTBOX_FULL = "Too many messages are waiting to be sent. Please wait until chat reconnects."

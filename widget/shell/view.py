@@ -36,10 +36,18 @@ class View:
         self.root.setAttribute("data-state", state)
         self.status.textContent = words.STATUS[state]
 
-    def show_reconnect(self, attempt, seconds_left, fraction_waited):
+    def show_reconnect(self, attempt, seconds_left, fraction_waited, can_retry):
         self.reconnect.hidden = False
         self.reconnect_text.textContent = words.reconnect_text(attempt, seconds_left)
+        self.reconnect_progress.hidden = False
         self.reconnect_progress.value = fraction_waited
+        self.retry_button.hidden = not can_retry
+
+    def offer_retry(self):
+        self.reconnect.hidden = False
+        self.reconnect_text.textContent = words.STOPPED
+        self.reconnect_progress.hidden = True
+        self.retry_button.hidden = False
 
     def hide_reconnect(self):
         self.reconnect.hidden = True
