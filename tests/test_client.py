@@ -343,6 +343,7 @@ def test_console_repeats_are_collapsed_and_debug_lines_need_debug_mode():
     for _ in range(3):
         browser.do(browser.client.socket_received(browser.now, browser.socket, "not json"))
     browser.close(1006)
+    browser.advance(browser.timers["retry"] - browser.now)  # the retry logs a debug line
     assert browser.logs.count(("warn", "chat: ignored a frame that is not JSON")) == 1
     assert ("info", "chat: ignored a frame that is not JSON (repeated 3 times)") in browser.logs
     assert not [line for line in browser.logs if line[0] == "debug"]

@@ -148,10 +148,7 @@ class Client:
             update = self.conversation.compose(text)
         except OutboxFull:
             return [ShowNotice(words.OUTBOX_FULL)]
-        acts = [ClearInput(), ShowMessages([update]), self._save()]
-        if self._is_joined():
-            acts += self._flush(now)
-        return acts
+        return [ClearInput(), ShowMessages([update]), self._save()] + self._flush(now)
 
     def retry_pressed(self, now):
         return self._run(self.lifecycle.retry_pressed(now), now)
