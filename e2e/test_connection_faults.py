@@ -99,7 +99,9 @@ def test_disallowed_origin_fails_with_friendly_alert_not_a_retry_loop(start_serv
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("not allowed to use this chat server")
     expect(alert).to_contain_text("help@shop.example.com")
-    expect(page.locator("[data-reconnect]")).to_be_hidden()
+    # No countdown: nothing is retried by itself; the visitor is offered Retry (e2e/test_controls.py).
+    expect(page.locator("[data-reconnect]")).to_have_text(re.compile(r"^\s*Chat has stopped\.\s*Retry now\s*$"))
+    expect(page.locator("[data-reconnect-progress]")).to_be_hidden()
     assert len(sockets) == 1
     assert "403" not in alert.inner_text() and "1006" not in alert.inner_text()
 
