@@ -1,0 +1,185 @@
+"""Wiring that no other browser test noticed when it was removed (found by breaking each one on purpose).
+
+Each test here fails when the named wiring of widget/shell/main.py, widget/shell/view.py or
+widget/boot.js is removed, and passes on the real code. Waits are on conditions, never fixed sleeps.
+"""
+
+import json
+import re
+import time
+
+from playwright.sync_api import expect
+
+from blackhole import BlackHole
+
+WIDGET = "#chat-widget"
+CONSULTANT = '[data-author="consultant"]'
+COUNTDOWN = re.compile(r"Reconnecting in (\d+) s")
+
+# Headless Chromium keeps every page visible (Playwright has no API to hide one: microsoft/playwright
+# issues 2286 and 3570; bring_to_front and minimising the window change nothing), so switching tabs is
+# played by the page itself: what document.visibilityState says, and the event the browser sends.
+HIDE_TAB = """() => {
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW_TAB = """() => {
+  delete document.visibilityState;
+  delete document.hidden;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def launcher(page):
+    return page.get_by_role("button", name="Chat with us")
+
+
+def message_box(page):
+    return page.get_by_role("textbox", name="Your message")
+
+
+def load(page, url, state="connected"):
+    page.goto(url)
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", state, timeout=10000)
+
+
+def rewrite_page(page, url, change):
+    """Serve the page at ``url`` changed by ``change(text) -> text``."""
+    def fulfill(route):
+        response = route.fetch()
+        route.fulfill(response=response, body=change(response.text()))
+
+    page.route(url, fulfill)
+
+
+# ---- visibilitychange (main.py) -----------------------------------------------------------------
+
+def test_hidden_tab_retries_slowly_and_coming_back_reconnects_at_once(server, page):
+    """Hidden: an outage waits 15-30 s between attempts. Visible again: the widget tries at once."""
+    load(page, server.url + "/")
+    launcher(page).click()
+    page.evaluate(HIDE_TAB)
+    server.kill()
+    # A visible tab would retry within 0.75 s; a hidden one is paced to 15-30 s.
+    page.wait_for_function(
+        """() => {
+             const found = /Reconnecting in (\\d+) s/.exec(document.querySelector("[data-reconnect-text]").textContent);
+             return found !== null && Number(found[1]) >= 14;
+           }""", timeout=5000)
+    server.start()
+    seconds = COUNTDOWN.search(page.locator("[data-reconnect-text]").text_content()).group(1)
+    assert int(seconds) >= 10, f"the hidden wait is nearly over ({seconds} s left)"
+    page.evaluate(SHOW_TAB)
+    # Only the return to the tab can connect this soon: the retry timer is still 10 s or more away.
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "connected", timeout=3000)
+
+
+# ---- cancel_timer (main.py) ---------------------------------------------------------------------
+
+def test_a_quick_reconnect_leaves_one_heartbeat(server, page, context):
+    """Offline and back within a second: the new socket is pinged every 4 s, not also by the old heartbeat."""
+    load(page, server.url + "/")
+    context.set_offline(True)
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "offline", timeout=2000)
+    with page.expect_websocket() as opened:
+        context.set_offline(False)
+    socket = opened.value
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "connected", timeout=3000)
+
+    def is_ping(payload):
+        try:
+            return json.loads(payload).get("type") == "ping"
+        except (TypeError, ValueError, AttributeError):
+            return False
+
+    times = []
+    for _ in range(2):
+        socket.wait_for_event("framesent", predicate=is_ping, timeout=6000)
+        times.append(time.monotonic())
+    # ping_interval is 4 s: a heartbeat of the closed socket left running pings in between.
+    assert times[1] - times[0] >= 3.0, f"two pings {times[1] - times[0]:.2f} s apart"
+
+
+# ---- ShowNotice (main.py) -----------------------------------------------------------------------
+
+def test_a_conversation_the_server_lost_is_told_to_the_visitor(start_server, page):
+    """The server restarts without its memory: the widget says the earlier conversation has expired."""
+    server = start_server("--store", "memory")
+    load(page, server.url + "/")
+    launcher(page).click()
+    message_box(page).press_sequentially("When are you open?")
+    page.keyboard.press("Enter")
+    expect(page.locator(CONSULTANT)).to_have_count(1, timeout=10000)
+    server.kill()
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "reconnecting", timeout=2000)
+    server.start()
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "connected", timeout=15000)
+    expect(page.locator('[data-author="system"]')).to_have_text(
+        ["Your earlier conversation has expired, so this is a new one."])
+
+
+# ---- view.offer_retry / view.show_reconnect ------------------------------------------------------
+
+def test_a_terminal_failure_says_chat_has_stopped_and_offers_retry(start_server, page):
+    """Origin refused -> 'failed': no countdown left over from the first attempt, just 'stopped' and Retry."""
+    server = start_server("--allow-origin", "https://shop.example.com")
+    load(page, server.url + "/", state="failed")
+    launcher(page).click()
+    expect(page.locator("[data-reconnect-text]")).to_have_text("Chat has stopped.")
+    expect(page.locator("[data-reconnect-progress]")).to_be_hidden()
+    expect(page.get_by_role("button", name="Retry now")).to_be_visible()
+
+
+def test_retry_is_hidden_while_an_attempt_is_under_way(start_server, page):
+    """A handshake that hangs: while the attempt runs there is nothing to retry, so no Retry button."""
+    hole = BlackHole()
+    try:
+        server = start_server("--socket-url", f"ws://127.0.0.1:{hole.port}/ws")
+        page.goto(server.url + "/")
+        launcher(page).click()
+        # The first attempt times out after 5 s; the next starts within 0.75 s and hangs as well.
+        expect(page.locator("[data-reconnect-text]")).to_have_text(
+            re.compile(r"^Reconnecting now… \(attempt \d+\)$"), timeout=10000)
+        expect(page.get_by_role("button", name="Retry now")).to_be_hidden(timeout=1000)
+    finally:
+        hole.close()
+
+
+# ---- boot.js: the native-submit guard, the loading timeout ---------------------------------------
+
+def test_send_before_python_runs_is_cancelled_even_without_our_csp(server, page):
+    """On a site embedding the widget, whose CSP need not say form-action 'none', boot.js alone keeps
+    the text out of the URL until Python takes over."""
+    def without_csp(route):
+        response = route.fetch()
+        headers = {name: value for name, value in response.headers.items()
+                   if name.lower() != "content-security-policy"}
+        route.fulfill(response=response, headers=headers)
+
+    page.route(server.url + "/", without_csp)
+    page.route("**/core*.js", lambda route: route.abort())  # Python never starts
+    page.add_init_script("""window.addEventListener("submit",
+      (event) => console.log(event.defaultPrevented ? "submit: cancelled" : "submit: native"));""")
+    response = page.goto(server.url + "/")
+    assert "content-security-policy" not in response.headers
+    launcher(page).click()
+    message_box(page).press_sequentially("my order number is 12345")
+    with page.expect_console_message(lambda message: message.text.startswith("submit: ")) as submitted:
+        page.get_by_role("button", name="Send").click(no_wait_after=True)
+    assert submitted.value.text == "submit: cancelled", "Send submitted the form natively (GET /?message=...)"
+    assert page.url == server.url + "/"
+
+
+def test_a_runtime_that_never_starts_is_reported(server, page):
+    """The Python runtime does not load: after the loading timeout boot.js says so, instead of 'Loading chat…'."""
+    rewrite_page(page, server.url + "/",
+                 lambda html: re.sub(r'data-loading-timeout="\d+"', 'data-loading-timeout="1"', html))
+    page.route("**/core*.js", lambda route: route.abort())
+    page.goto(server.url + "/")
+    launcher(page).click()
+    expect(page.locator(WIDGET)).to_have_attribute("data-state", "failed", timeout=5000)
+    expect(page.get_by_role("status")).to_have_text("Chat could not start")
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("The chat could not load in your browser.")
