@@ -11,7 +11,8 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-WIDGET = "#chat-widget"
+from widget_page import WIDGET, launcher, load, message_box
+
 VISITOR = '[data-author="visitor"]'
 CONSULTANT = '[data-author="consultant"]'
 COUNTDOWN = re.compile(r"Reconnecting in (\d+) s")
@@ -20,18 +21,7 @@ COUNTDOWN = re.compile(r"Reconnecting in (\d+) s")
 LONG_WAIT = 6
 
 
-def launcher(page):
-    return page.get_by_role("button", name="Chat with us")
 
-
-def message_box(page):
-    return page.get_by_role("textbox", name="Your message")
-
-
-def load(page, url, state="connected"):
-    """Load the page and wait (panel still closed) until the widget is in ``state``."""
-    page.goto(url)
-    expect(page.locator(WIDGET)).to_have_attribute("data-state", state, timeout=10000)
 
 
 def expect_open(page):

@@ -11,8 +11,8 @@ import time
 from playwright.sync_api import expect
 
 from blackhole import BlackHole
+from widget_page import WIDGET, launcher, load, message_box
 
-WIDGET = "#chat-widget"
 CONSULTANT = '[data-author="consultant"]'
 COUNTDOWN = re.compile(r"Reconnecting in (\d+) s")
 
@@ -31,17 +31,7 @@ SHOW_TAB = """() => {
 }"""
 
 
-def launcher(page):
-    return page.get_by_role("button", name="Chat with us")
 
-
-def message_box(page):
-    return page.get_by_role("textbox", name="Your message")
-
-
-def load(page, url, state="connected"):
-    page.goto(url)
-    expect(page.locator(WIDGET)).to_have_attribute("data-state", state, timeout=10000)
 
 
 def rewrite_page(page, url, change):

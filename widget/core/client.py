@@ -80,7 +80,7 @@ class Client:
         problem = page_settings.check(self.settings, self.page.protocol)
         self.diagnostics.problem = problem
         if not online:
-            acts += self._run(self.lifecycle.went_offline(now))  # remembered: start waits for the network
+            acts += self._run(self.lifecycle.went_offline(now), now)  # remembered: start waits for the network
         return acts + self._run(self.lifecycle.start(now, problem), now)
 
     # ---- the socket ------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ class Client:
         return found
 
     # ---- internals -------------------------------------------------------------------------------
-    def _run(self, actions, now=None):
+    def _run(self, actions, now):
         """The lifecycle's actions, completed with what only the client knows."""
         out = []
         for action in actions:
