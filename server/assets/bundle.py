@@ -28,14 +28,16 @@ ENTRY = "widget/shell/main.py"      # what PyScript runs; not a module of the fi
 BUNDLE_NAME = "main.bundle.py"      # served at /widget/main.bundle.py
 
 
-def python_modules(root):
+def python_modules(root, imported_names=None):
     """Relative paths ("widget/core/lifecycle.py") of the modules ``ENTRY`` imports, directly or not,
     with the ``__init__.py`` of each package on the way: what the browser needs and nothing else (the
-    server-only ``protocol/checks.py`` stays on the server)."""
+    server-only ``protocol/checks.py`` stays on the server). ``imported_names(root, relative)`` may be
+    given to remember each file's imports (parsing them all takes about 15 ms)."""
+    imported_names = imported_names or _imported_names
     found, pending = set(), [ENTRY]
     while pending:
         relative = pending.pop()
-        for name in _imported_names(root, relative):
+        for name in imported_names(root, relative):
             for path in _module_paths(root, name):
                 if path not in found and path != ENTRY:
                     found.add(path)
@@ -168,7 +170,10 @@ class WidgetPython:
         self.files = files  # FileMemo: each source is stripped again only when it changes
 
     def modules(self):
-        return python_modules(self.config.root)
+        return python_modules(self.config.root, self._imported_names)
+
+    def _imported_names(self, root, relative):
+        return self.files.get("imports", root / relative, lambda path: _imported_names(root, relative)) or []
 
     def stripped(self, relative):
         """``strip_python`` of the file at this path relative to the project root."""

@@ -21,9 +21,13 @@ log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
 
 
-def _refuse(status, reason, why):
+def _rejected(status, why):
     log.warning("handshake rejected status=%s origin=%r reason=%s", status, websocket.headers.get("Origin"), why)
     current_app.extensions["chat_hub"].rejected_total += 1
+
+
+def _refuse(status, reason, why):
+    _rejected(status, why)
     return Response(reason, status=status, content_type="text/plain")
 
 
@@ -41,8 +45,7 @@ async def chat_socket():
     if hub.full:
         # Accepted only to say "try again later" (1013) in a way a browser can read: a refused
         # handshake reaches script as 1006, indistinguishable from a dead server.
-        log.warning("handshake rejected status=1013 reason=connection limit %d reached", hub.max_connections)
-        hub.rejected_total += 1
+        _rejected(close.TRY_LATER, f"connection limit {hub.max_connections} reached")
         await websocket.accept()
         await websocket.close(close.TRY_LATER, "server is full; try again later")
         return None
