@@ -6,9 +6,23 @@ gets a specific, stable error code (``ERROR_CODES``); decoding the JSON is the s
 this module, so it is not shipped to the browser.
 """
 
+import json
+
+from .frames import MAX_REPORT_BYTES, MAX_REPORT_FAILURES
+
 MAX_ID_LENGTH = 64
 MAX_SESSION_LENGTH = 64
 MAX_SEQ = 2 ** 53
+
+# A ``report`` (frames.report): what failed before a connection got through, for the server's log.
+MAX_REPORT_ATTEMPTS = 10_000
+MAX_CLASS_LENGTH = 32       # a failure class (close.FAILURES) or the reason for falling back to HTTP
+MAX_CLOSE_CODE = 4999
+TRANSPORTS = ("websocket", "poll")
+MAX_CONDITIONS = 10
+MAX_CONDITION_KEY = 32
+MAX_CONDITION_TEXT = 64
+_FAILURE_FIELDS = {"class", "code", "after"}
 
 _STR = (str,)
 _NUMBER = (int, float)
@@ -18,6 +32,8 @@ CLIENT_FRAMES = {
     "hello": {"session": ((str, type(None)), False), "last_seq": ((int,), False)},
     "ping": {"t": (_NUMBER, False)},
     "message": {"id": (_STR, True), "text": (_STR, True)},
+    "report": {"attempts": ((int,), True), "failures": ((list,), True), "transport": (_STR, True),
+               "reason": ((str, type(None)), True), "conditions": ((dict,), True)},
 }
 
 # Server -> widget: type -> fields, for the documentation check (optional fields in brackets).
@@ -36,7 +52,8 @@ SERVER_FRAMES = {
 ERROR_CODES = (
     "binary_not_supported", "invalid_json", "invalid_frame", "unknown_type", "unknown_field",
     "missing_field", "wrong_type", "invalid_id", "empty_text", "text_too_long", "invalid_session",
-    "invalid_seq", "hello_required", "already_joined", "rate_limited",
+    "invalid_seq", "hello_required", "already_joined", "rate_limited", "invalid_report", "report_too_large",
+    "report_limit",
 )
 
 
@@ -85,4 +102,51 @@ def check_client_frame(frame, max_text_chars):
         if len(frame["text"]) > max_text_chars:
             raise FrameError("text_too_long", "message text is longer than %d characters" % max_text_chars,
                              frame_id)
+    elif frame_type == "report":
+        _check_report(frame)
     return frame
+
+
+def _check_report(frame):
+    """The nested fields of a ``report`` (its top-level types are checked by the table)."""
+    size = len(json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_REPORT_BYTES:
+        raise FrameError("report_too_large", "a report is at most %d bytes as compact JSON" % MAX_REPORT_BYTES)
+    if not 1 <= frame["attempts"] <= MAX_REPORT_ATTEMPTS:
+        _invalid_report("attempts must be 1 to %d" % MAX_REPORT_ATTEMPTS)
+    if len(frame["failures"]) > MAX_REPORT_FAILURES:
+        _invalid_report("failures lists at most %d attempts" % MAX_REPORT_FAILURES)
+    for failure in frame["failures"]:
+        if not isinstance(failure, dict) or set(failure) != _FAILURE_FIELDS:
+            _invalid_report("each failure is an object with exactly class, code and after")
+        if not _short_text(failure["class"], MAX_CLASS_LENGTH, none=True):
+            _invalid_report("failure class must be null or a string of at most %d characters" % MAX_CLASS_LENGTH)
+        if not _number(failure["code"], whole=True) or not 0 <= failure["code"] <= MAX_CLOSE_CODE:
+            _invalid_report("failure code must be an integer from 0 to %d" % MAX_CLOSE_CODE)
+        if not _number(failure["after"]) or failure["after"] < 0:
+            _invalid_report("failure after must be a number of seconds, at least 0")
+    if frame["transport"] not in TRANSPORTS:
+        _invalid_report("transport must be one of %s" % ", ".join(TRANSPORTS))
+    if not _short_text(frame["reason"], MAX_CLASS_LENGTH, none=True):
+        _invalid_report("reason must be null or a string of at most %d characters" % MAX_CLASS_LENGTH)
+    conditions = frame["conditions"]
+    if len(conditions) > MAX_CONDITIONS:
+        _invalid_report("conditions has at most %d entries" % MAX_CONDITIONS)
+    for key, value in conditions.items():
+        if not _short_text(key, MAX_CONDITION_KEY):
+            _invalid_report("a condition's name is at most %d characters" % MAX_CONDITION_KEY)
+        if not (isinstance(value, bool) or _number(value) or _short_text(value, MAX_CONDITION_TEXT)):
+            _invalid_report("condition %r must be a boolean, a number or a string of at most %d characters"
+                            % (key[:MAX_CONDITION_KEY], MAX_CONDITION_TEXT))
+
+
+def _invalid_report(why):
+    raise FrameError("invalid_report", why)
+
+
+def _short_text(value, longest, none=False):
+    return (none and value is None) or (isinstance(value, str) and len(value) <= longest)
+
+
+def _number(value, whole=False):
+    return isinstance(value, (int,) if whole else _NUMBER) and not isinstance(value, bool)

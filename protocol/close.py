@@ -28,7 +28,8 @@ FAIL = "fail"     # stop (state failed) until the visitor presses Retry
 # Failure classes: key -> what it means, for logs and diagnostics (not for visitors).
 OFFLINE = "offline"
 UNREACHABLE = "unreachable"
-BLOCKED = "blocked"
+INTERFERENCE = "interference"
+HEADERS_TOO_LARGE = "headers"
 ORIGIN = "origin"
 DRAINING = "draining"
 POLICY_BROKEN = "policy"
@@ -39,7 +40,9 @@ CONFIG = "config"
 FAILURES = {
     OFFLINE: "the browser is offline",
     UNREACHABLE: "the chat server is unreachable over HTTP and WebSocket (down, DNS, firewall)",
-    BLOCKED: "the server answers HTTP but WebSocket connections fail (proxy or firewall blocking the upgrade)",
+    INTERFERENCE: "the server answers HTTP but live connections fail on the way: the upgrade is refused, or a proxy "
+                  "withholds the server's frames or cuts the connection soon after it opens",
+    HEADERS_TOO_LARGE: "the browser sends request headers (mostly cookies) larger than the chat server accepts",
     ORIGIN: "the server refused this page's origin (not in its allowed origins)",
     DRAINING: "the server is restarting or unavailable",
     POLICY_BROKEN: "the server closed the connection for a policy violation (1008)",
@@ -52,8 +55,9 @@ FAILURES = {
 PROBE_OK = "ok"                      # the server answers and would accept this origin
 PROBE_UNREACHABLE = "unreachable"    # no answer over HTTP either
 PROBE_ORIGIN = "origin_rejected"     # this page's origin is not allowed
-PROBE_DRAINING = "draining"          # restarting, or at its connection limit
-PROBE_RESULTS = (PROBE_OK, PROBE_UNREACHABLE, PROBE_ORIGIN, PROBE_DRAINING)
+PROBE_DRAINING = "draining"          # restarting, or at its connection limit (or this address's)
+PROBE_HEADERS = "headers_too_large"  # this request's headers are larger than the socket accepts
+PROBE_RESULTS = (PROBE_OK, PROBE_UNREACHABLE, PROBE_ORIGIN, PROBE_DRAINING, PROBE_HEADERS)
 
 
 def classify(code):
@@ -82,6 +86,8 @@ def probe_result(answer):
         return PROBE_UNREACHABLE
     if answer.get("allowed", True) is False:
         return PROBE_ORIGIN
-    if answer.get("draining") or answer.get("accepting", True) is False:
+    if answer.get("headers_too_large") is True:
+        return PROBE_HEADERS
+    if answer.get("draining") or answer.get("accepting", True) is False or answer.get("address_full") is True:
         return PROBE_DRAINING
     return PROBE_OK

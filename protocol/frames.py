@@ -29,6 +29,22 @@ def visitor_message(message_id, text, seq=None):
     return frame
 
 
+MAX_REPORT_FAILURES = 8   # a report lists at most the last 8 failed attempts
+MAX_REPORT_BYTES = 2048   # and is at most this long, encoded
+
+
+def report(attempts, failures, transport, reason, conditions):
+    """What failed before this connection got through, for the server's log (never message texts).
+
+    ``attempts``: failed attempts before this one; ``failures``: the last ones as dicts
+    ``{"class": failure class or None, "code": close code, "after": seconds the attempt lasted}``;
+    ``transport``: "websocket" or "poll"; ``reason``: why the widget fell back to HTTP (a failure
+    class) or None; ``conditions``: the browser's network conditions (short strings and numbers).
+    """
+    return {"type": "report", "attempts": attempts, "failures": failures[-MAX_REPORT_FAILURES:],
+            "transport": transport, "reason": reason, "conditions": conditions}
+
+
 # ---- server -> widget ------------------------------------------------------------------------------
 
 def welcome(session, resumed, expired, last_seq, contact, limits):

@@ -8,6 +8,8 @@ from quart import Blueprint, Response, current_app, request
 from quart_cors import cors_exempt
 
 from .assets import missing_runtime_assets
+from .transport import headers
+from .transport.limits import address_key
 
 bp = Blueprint("health", __name__)
 HEALTH_JSON = "application/health+json"
@@ -67,8 +69,17 @@ async def _health_checks():
         "store:sessions": [await _store_check(now)],
         "consultant:configured": [_check("pass", now, componentType="component",
                                          consultant=current_app.extensions["chat_consultant"].name)],
+        "clients:failure-reports": [_reports_check(hub.failure_reports, now)],
     }
     return checks
+
+
+def _reports_check(reports, now):
+    """Information, never a warning: visitors that got through only after failed attempts, since start
+    (``interference`` counts those behind something that breaks WebSockets)."""
+    return _check("pass", now, componentType="component", observedValue=reports.total, observedUnit="reports",
+                  byClass=dict(sorted(reports.by_class.items())),
+                  byTransport=dict(sorted(reports.by_transport.items())))
 
 
 def _check(status, now, output=None, **fields):
@@ -113,19 +124,39 @@ async def readyz():
 
 @bp.route("/ws-check")
 @cors_exempt
+@headers.reports_instead
 async def ws_check():
-    """Tells any page whether its origin may open the chat socket, and whether the server accepts.
+    """Tells any page what the socket would decide for its handshake: origin, capacity, header size.
 
     Browsers report a refused handshake as close code 1006, the same as a dead server; the widget asks
-    here to tell the two apart. Public on purpose (``Access-Control-Allow-Origin: *``, no credentials):
-    it reveals only what a handshake attempt from a non-browser client would.
+    here, with credentials (so the same cookies come along), to tell the causes apart. Public on
+    purpose: it reveals only what a handshake attempt would. This request's headers stand in for the
+    handshake's (theirs differ by a few hundred bytes: Sec-WebSocket-* against Sec-Fetch-*); a page
+    whose Origin header names a refused origin is told only that, since its handshake would get no
+    further.
     """
     hub = current_app.extensions["chat_hub"]
+    policy = current_app.extensions["chat_origins"]
     # Browsers omit Origin on same-origin GETs, so the widget names its page's origin in the query.
     # Trusting it is harmless: this route only reports, the handshake enforces.
     origin = request.args.get("origin") or request.headers.get("Origin")
-    allowed, reason = current_app.extensions["chat_origins"].check(origin, request.headers.get("Host"), request.scheme)
+    allowed, reason = policy.check(origin, request.headers.get("Host"), request.scheme)
     body = {"origin": origin, "allowed": allowed, "reason": reason, "accepting": hub.accepting,
             "draining": hub.draining}
+    caller = request.headers.get("Origin")
+    if caller is None or policy.check(caller, request.headers.get("Host"), request.scheme)[0]:
+        sent = request.scope["headers"]
+        body.update(headers_too_large=headers.too_large(sent), header_bytes=headers.header_bytes(sent),
+                    header_limit=headers.MAX_HEADER_BYTES, header_count=len(sent),
+                    header_count_limit=headers.MAX_HEADERS,
+                    address_full=hub.addresses.full(address_key(request.remote_addr)))
     return Response(json.dumps(body), content_type="application/json",
-                    headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
+                    headers={"Cache-Control": "no-store", **_public_cors(caller)})
+
+
+def _public_cors(caller):
+    """CORS for a public route the widget fetches with credentials: the caller's origin with
+    credentials (a browser refuses ``*`` with them), or ``*`` when no Origin was sent."""
+    if caller is None:
+        return {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": caller, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}

@@ -164,10 +164,10 @@ async def test_cors_headers_only_for_allowed_origins(client):
 
 
 async def test_ws_check_tells_any_page_whether_its_origin_is_allowed(client):
-    """/ws-check answers every origin (ACAO *) whether it may open the socket."""
+    """/ws-check answers every origin (its own, with credentials) whether it may open the socket."""
     response = await client.get("/ws-check", headers={"Origin": "https://evil.example.net"})
     body = await response.get_json()
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.headers["Access-Control-Allow-Origin"] == "https://evil.example.net"
     assert body["allowed"] is False and body["accepting"] is True
     same_origin = await (await client.get("/ws-check?origin=https://shop.example.com")).get_json()
     assert same_origin["allowed"] is True  # browsers send no Origin on same-origin GETs: the widget names it

@@ -1,10 +1,11 @@
-"""Bookkeeping of open sockets: counts for health, and the draining flag for shutdown."""
+"""Bookkeeping of open sockets: counts for health (widgets' failure reports too), and the draining flag."""
 
 import asyncio
 import itertools
 import time
 
 from .limits import AddressCounter
+from .reports import FailureReports
 
 
 class Hub:
@@ -18,6 +19,7 @@ class Hub:
         self.rejected_total = 0
         self.draining = False
         self.loop_lag = 0.0  # seconds, measured by watch_loop_lag
+        self.failure_reports = FailureReports()  # what widgets reported about failed attempts
         self._ids = itertools.count(1)
 
     @property

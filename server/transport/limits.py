@@ -75,11 +75,14 @@ class AddressCounter:
         self.max_per_address = max_per_address
         self.counts = {}
 
+    def full(self, address):
+        """True when ``acquire`` would refuse this address now (nothing is taken)."""
+        return self.counts.get(address, 0) >= self.max_per_address
+
     def acquire(self, address):
-        count = self.counts.get(address, 0)
-        if count >= self.max_per_address:
+        if self.full(address):
             return False
-        self.counts[address] = count + 1
+        self.counts[address] = self.counts.get(address, 0) + 1
         return True
 
     def release(self, address):

@@ -14,8 +14,9 @@ from quart_cors import cors_exempt
 from protocol import close, frames
 from protocol.checks import FrameError
 
-from . import wire
+from . import headers, wire
 from .limits import CLOSE, OK, RateLimiter, address_key
+from .reports import FailureReports
 
 log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
@@ -35,6 +36,10 @@ def _refuse(status, reason, why):
 @cors_exempt
 async def chat_socket():
     hub = current_app.extensions["chat_hub"]
+    sent = websocket.scope["headers"]
+    if headers.too_large(sent):
+        return _refuse(431, headers.refusal_text(sent),
+                       f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers")
     allowed, why = current_app.extensions["chat_origins"].check(
         websocket.headers.get("Origin"), websocket.headers.get("Host"), websocket.scheme
     )
@@ -72,7 +77,7 @@ async def _serve(hub):
     log.info("connection opened id=%s origin=%s open=%d", connection_id, origin, len(hub.open))
     make_connection = current_app.extensions["chat_connection_class"]
     connection = make_connection(websocket._get_current_object(), current_app.extensions["chat_config"],
-                                 current_app.extensions["chat_conversations"], origin)
+                                 current_app.extensions["chat_conversations"], origin, reports=hub.failure_reports)
     try:
         await connection.run()
     except PolicyViolation as violation:
@@ -95,7 +100,7 @@ class ChatConnection:
 
     idle_timeout = None  # seconds without a frame before closing with 1001; None: the setting
 
-    def __init__(self, socket, config, conversations, origin):
+    def __init__(self, socket, config, conversations, origin, reports=None):
         # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
         # session's tasks, whose context is that of whichever connection started them.
         self.socket = socket
@@ -103,6 +108,9 @@ class ChatConnection:
         self.conversations = conversations
         self.origin = origin
         self.session_id = None
+        # The hub's counts (a private one when not given: the report is still logged).
+        self.reports = reports if reports is not None else FailureReports()
+        self.reported = False
         self._send_lock = asyncio.Lock()
         self.limiter = RateLimiter(config.message_rate, config.message_period, config.message_burst)
         if self.idle_timeout is None:
@@ -155,6 +163,15 @@ class ChatConnection:
                 return
             entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"])
             await self.acknowledge(entry)
+        elif kind == "report":
+            self.report(frame)
+
+    def report(self, frame):
+        """What failed before this connection got through: logged and counted, once per connection."""
+        if self.reported:
+            raise FrameError("report_limit", "a report was already received on this connection")
+        self.reported = True
+        self.reports.record(frame, self.origin, self.session_id)
 
     async def acknowledge(self, entry):
         """The message is stored: tell the widget (its outbox lets go of it)."""

@@ -1,14 +1,37 @@
-"""Uvicorn's websockets-sansio protocol, fixed so a handshake that websockets rejects is answered and closed.
+"""Uvicorn's protocols, fixed: refused handshakes and oversized requests are answered and closed, under
+the header limits of ``headers.py``.
 
-websockets' sans-I/O parser refuses a handshake with a header line over 8192 bytes or more than 128
-headers by queueing a 431 response (or, for an unparsable request, an end of stream) without emitting
-an event. Uvicorn 0.54's ``WebSocketsSansIOProtocol.data_received`` only writes output while handling
-events, so that answer is never sent and the TCP connection stays open, unanswered, until the client
-gives up: a cheap way to hold server sockets. This subclass writes the queued answer and closes.
-Measured in tests/test_bad_input.py (origin of 8 KiB, 129 headers).
+- **websockets' parser** refuses a handshake with a header line over ``MAX_LINE_LENGTH`` bytes or more
+  than ``MAX_NUM_HEADERS`` headers (module globals it reads at parse time; 8192 and 128 by default) by
+  queueing a 431 response, or, for an unparsable request, an end of stream, without emitting an event.
+  Uvicorn 0.54's ``WebSocketsSansIOProtocol.data_received`` only writes output while handling events,
+  so that answer was never sent and the TCP connection stayed open, unanswered, until the client gave
+  up: a cheap way to hold server sockets. ``ChatWebSocketProtocol`` writes the queued answer and closes.
+  The globals are set here to the header limit itself, so the parser refuses only what the app refuses
+  anyway (a 12 KB cookie line used to get 431 here while HTTP routes accepted it).
+- **h11** (``ChatH11Protocol``; it parses every request first, the handshake included) refuses a head
+  still incomplete beyond ``h11_max_incomplete_event_size``, which is no limit on complete heads: one
+  that arrives in a single read passes at any size. So the limit is the app's (``headers.install``,
+  ``chat_socket``), and h11's buffer is only a ceiling above it: the header budget plus as much again
+  for the request line. Uvicorn answers h11's refusal with 400 whatever h11 suggests; this answers
+  h11's suggestion (431 for a head too long).
+
+Measured in tests/test_bad_input.py and tests/test_large_headers.py.
 """
 
+import http
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import http11
+
+from .headers import MAX_HEADER_BYTES, MAX_HEADERS
+
+HEAD_BUFFER_BYTES = 2 * MAX_HEADER_BYTES  # uvicorn's h11_max_incomplete_event_size (cli.uvicorn_config)
+
+http11.MAX_LINE_LENGTH = MAX_HEADER_BYTES  # one line (the request line too) can take the whole budget
+http11.MAX_NUM_HEADERS = MAX_HEADERS
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -20,3 +43,37 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.close()
+
+
+class _Connection(h11.Connection):
+    """h11's connection, remembering the status h11 suggests for the client's last error (431: too long)."""
+
+    refusal = 400
+
+    def next_event(self):
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as error:
+            self.refusal = error.error_status_hint
+            raise
+
+
+class ChatH11Protocol(H11Protocol):
+    """``http=ChatH11Protocol`` in ``uvicorn.Config``: h11 (never httptools, whose limits differ), with
+    ``h11_max_incomplete_event_size`` as the ceiling, and 431 when h11 refuses a head for its size."""
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.conn = _Connection(h11.SERVER, config.h11_max_incomplete_event_size or HEAD_BUFFER_BYTES)
+
+    def send_400_response(self, msg):
+        if self.conn.refusal != http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+            return super().send_400_response(msg)
+        status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+        body = f"{status.phrase}: this server accepts {MAX_HEADER_BYTES} bytes of headers\n".encode("ascii")
+        response = h11.Response(status_code=status.value, reason=status.phrase,
+                                headers=[(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")])
+        for event in (response, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+        return None
