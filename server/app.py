@@ -7,11 +7,14 @@ from pathlib import Path
 from quart import Quart
 from quart_cors import cors
 
+from protocol import close
+
 from . import assets, consultants, health
 from .config import Config
 from .conversations import Conversations, MemoryStore, SqliteStore
 from .security import install_security_headers
-from .transport import socket
+from .transport import headers, polling, socket
+from .transport.channels import Channels
 from .transport.hub import Hub, watch_loop_lag
 from .transport.origins import OriginPolicy
 
@@ -26,6 +29,7 @@ def create_app(config=None):
     app.extensions["chat_config"] = config
     app.extensions["chat_origins"] = policy
     app.extensions["chat_hub"] = Hub(config.max_connections, config.max_connections_per_address)
+    app.extensions["chat_channels"] = Channels()  # the HTTP fallback's open channels
     app.extensions["chat_store"] = store
     app.extensions["chat_consultant"] = consultant
     app.extensions["chat_conversations"] = Conversations(store, consultant)
@@ -38,12 +42,14 @@ def create_app(config=None):
     app.register_blueprint(health.bp)
     assets.init_app(app, config)
     app.register_blueprint(socket.bp)
+    app.register_blueprint(polling.bp)  # exempt from quart-cors: its CORS is per channel
     # CORS headers for the allowed origins on HTTP routes. The socket is exempt: it checks Origin
     # itself (exact match, 403 before upgrade) where quart-cors would answer 400 and match by prefix.
     # quart-cors matches regexes with re.match (a prefix), so the patterns from our rules are anchored.
     cors(app, allow_origin=[rule.cors_pattern() for rule in policy.rules],
          allow_methods=["GET"], allow_credentials=False)
     install_security_headers(app, policy)
+    headers.install(app)  # HTTP routes refuse oversized headers as the socket does (431)
 
     @app.before_serving
     async def open_store():
@@ -59,7 +65,7 @@ def create_app(config=None):
 
     @app.after_serving
     async def shut_down():
-        app.extensions["chat_hub"].draining = True
+        await start_draining(app)
         await app.extensions["chat_conversations"].drain(timeout=5.0)
         await store.close()
         if hasattr(consultant, "aclose"):
@@ -67,6 +73,16 @@ def create_app(config=None):
 
     logging.getLogger("chat_widget").setLevel(config.log_level.upper())
     return app
+
+
+async def start_draining(app):
+    """Refuse new connections and close every HTTP channel with 1012 (idempotent).
+
+    Uvicorn closes the sockets with 1012 itself, but lets HTTP requests run to their end: the server
+    calls this first (cli.ChatServer.shutdown), so a held long poll answers with the close at once.
+    """
+    app.extensions["chat_hub"].draining = True
+    await app.extensions["chat_channels"].close_all(close.RESTART, "server restarting")
 
 
 def make_store(config):

@@ -12,7 +12,7 @@ import uvicorn
 from .assets import missing_runtime_assets
 from .config import SETTINGS, Config, ConfigError
 from .doctor import doctor
-from .transport.ws_protocol import ChatWebSocketProtocol
+from .transport.ws_protocol import HEAD_BUFFER_BYTES, ChatH11Protocol, ChatWebSocketProtocol
 
 
 @click.group()
@@ -61,9 +61,11 @@ def serve(**given):
 def uvicorn_config(app, config):
     # websockets-sansio without permessage-deflate: about 34 KiB per socket against Hypercorn's 138 KiB
     # once a message has passed (../shared/notes/server-capacity.md); protocol pings every 20 s keep
-    # proxies from timing out idle sockets and reap dead clients.
+    # proxies from timing out idle sockets and reap dead clients. Request headers: one limit for the
+    # socket and HTTP routes (transport/headers.py); h11's buffer is only the ceiling above it.
     return uvicorn.Config(
         app, host=config.host, port=config.port, ws=ChatWebSocketProtocol, ws_per_message_deflate=False,
+        http=ChatH11Protocol, h11_max_incomplete_event_size=HEAD_BUFFER_BYTES,
         ws_max_size=config.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0,
         lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5,
     )
@@ -86,6 +88,14 @@ class ChatServer(uvicorn.Server):
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+
+    async def shutdown(self, sockets=None):
+        # Uvicorn closes sockets with 1012 but lets HTTP requests run to their end: drain the app first,
+        # so a long poll held open answers with 1012 at once instead of after the graceful timeout.
+        from .app import start_draining
+
+        await start_draining(self.config.app)
+        await super().shutdown(sockets)
 
 
 async def run_server(config):

@@ -20,7 +20,8 @@ RUNTIMES = ("micropython", "pyodide")
 CONSULTANTS = ("knowledge", "openai", "helpdesk")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PYTHON_DELIVERIES = ("bundle", "files")
-FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay")
+FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay", "poll_timeout")
+HTTP_FALLBACKS = ("auto", "off", "always")
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "CHAT_WIDGET_"
 
@@ -67,6 +68,10 @@ SETTINGS = (
     Setting("system_prompt", "", "Overrides the default consultant prompt."),
     Setting("socket_url", "", "Public ws(s):// URL of the socket, when it is not /ws on the page's host "
             "(e.g. behind a proxy)."),
+    Setting("http_fallback", "auto", "HTTP long-polling when WebSockets fail: auto (fall back when they fail), "
+            "off (never), always (use HTTP from the start, for sites behind proxies that break WebSockets)."),
+    Setting("http_upgrade_interval", 120, "Seconds between the widget's tries to move from the HTTP fallback "
+            "back to WebSocket (and when the browser comes back online).", cli=False),
     Setting("contact_email", "", "Shown when chat is unavailable."),
     Setting("contact_phone", "", "Shown when chat is unavailable."),
     Setting("contact_url", "", "A contact page, shown when chat is unavailable."),
@@ -133,6 +138,8 @@ class Config:
         self.system_prompt = str(values["system_prompt"] or "")
         self.faults = _faults_setting(values["faults"])
         self.socket_url = _socket_url_setting(values["socket_url"])
+        self.http_fallback = _choice_setting("http_fallback", values["http_fallback"], HTTP_FALLBACKS)
+        self.http_upgrade_interval = _int_setting("http_upgrade_interval", values["http_upgrade_interval"], 1, 86400)
         self.contact_email = str(values["contact_email"])
         self.contact_phone = str(values["contact_phone"])
         self.contact_url = str(values["contact_url"])

@@ -2,8 +2,10 @@
 
 One server (``chat-widget serve --allow-origin https://shop.example.com``) for the whole module. Each
 case opens its own connection. Handshake cases expect an HTTP status (or what happens after the
-upgrade); frame cases expect an ``error`` frame with a code, a close code, or the normal answer. After
-all of them the server must still be healthy and a normal visitor must still get a reply.
+upgrade); frame cases expect an ``error`` frame with a code, a close code, or the normal answer. The
+same handshake and frame cases then go through the HTTP fallback (``/poll``), followed by its own
+malformed requests. After all of them the server must still be healthy and a normal visitor must
+still get a reply.
 
 Known server bugs are marked ``xfail(strict=True)`` while they are open (docs/security.md, "Known
 issues"); none is open now.
@@ -12,48 +14,22 @@ issues"); none is open now.
 import asyncio
 import contextlib
 import json
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from server_process import ServerProcess  # noqa: E402
+import poll_client
+from live import ALLOWED, TIMEOUT, join, opened, receive, start
 
-ALLOWED = "https://shop.example.com"
 MAX = 16 * 1024  # the default max_message_bytes
-TIMEOUT = 5.0
 
 
 @pytest.fixture(scope="module")
 def server():
-    process = ServerProcess("--allow-origin", ALLOWED, env={"CHAT_WIDGET_STORE": "memory"}).start()
+    process = start()
     yield process
     process.stop()
-
-
-def ws_url(server, path="/ws?v=1"):
-    return server.url.replace("http://", "ws://", 1) + path
-
-
-def opened(server, path="/ws?v=1", origin=ALLOWED, headers=None):
-    return connect(ws_url(server, path), origin=origin, additional_headers=headers, open_timeout=2,
-                   compression=None, max_size=None, ping_interval=None)
-
-
-async def receive(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-
-
-async def join(ws):
-    """hello -> welcome: the start of every conversation."""
-    await ws.send(json.dumps({"type": "hello"}))
-    welcome = await receive(ws)
-    assert welcome["type"] == "welcome", welcome
-    return welcome
 
 
 def strict_json(text):
@@ -125,7 +101,9 @@ HANDSHAKES = [
     pytest.param("/ws?v=1", "https://[::1]:8443", None, Status(403), id="ipv6-literal-port"),
     pytest.param("/ws?v=1", "file://", None, Status(403), id="file-scheme"),
     pytest.param("/ws?v=1", "https://" + "a" * 7990, None, Status(403), id="origin-8000-chars"),
-    pytest.param("/ws?v=1", "https://" + "a" * 8184, None, Status(431), id="origin-8KiB"),
+    # Header lines up to 32 KiB in all are what every route accepts (docs/security.md, "Limits").
+    pytest.param("/ws?v=1", "https://" + "a" * 8184, None, Status(403), id="origin-8KiB"),
+    pytest.param("/ws?v=1", "https://" + "a" * 32760, None, Status(431), id="origin-32KiB"),
     pytest.param("/ws?v=1", ALLOWED, MANY_HEADERS, Status(431), id="130-headers"),
     pytest.param("/wss?v=1", ALLOWED, None, Status(404), id="bad-path"),
     pytest.param("/ws/?v=1", ALLOWED, None, Status(404), id="path-trailing-slash"),
@@ -300,6 +278,106 @@ async def test_connections_per_address_are_limited(server):
         assert refused.value.response.status_code == 429
     async with opened(server) as ws:  # once they are closed, the address may connect again
         await join(ws)
+
+
+# ---- the HTTP fallback ---------------------------------------------------------------------------
+# A channel is opened by the socket's rules and carries the socket's frames, so the handshake and
+# frame cases above apply as they are: a refused handshake is a refused POST /poll, a close after the
+# upgrade is a close in the poll answer, and a frame too large is a 413 before the close 1009.
+POLL_OPENS = [pytest.param(case.values[0].replace("/ws", "", 1), case.values[1], case.values[3], id=case.id)
+              for case in HANDSHAKES if case.values[0].startswith("/ws?") or case.values[0] == "/ws"
+              if case.values[2] is None and getattr(case.values[3], "code", 403) in (403, 4001)]
+
+
+@pytest.mark.parametrize("query, origin, expected", POLL_OPENS)
+async def test_poll_open(server, query, origin, expected):
+    """Each handshake case opens a channel, or not, as it opens a socket."""
+    async with poll_client.client(server) as http:
+        channel = poll_client.PollChannel(http, origin)
+        answer = await channel.open(query)
+        if isinstance(expected, Status):
+            assert answer.status_code == expected.code and answer.json()["error"] == "origin_not_allowed"
+            return
+        assert answer.status_code == 200, answer.text
+        try:
+            if isinstance(expected, Closed):
+                assert await channel.receive() is None and channel.close["code"] == expected.code
+            else:
+                await channel.join()
+        finally:
+            await channel.end()
+
+
+@pytest.mark.parametrize("payload, options, expected", [case for case in FRAMES if isinstance(case.values[0], str)])
+async def test_frame_over_http(server, payload, options, expected):
+    """Each text frame POSTed to a channel gets the answer it gets on the socket; the channel stays usable."""
+    async with poll_client.client(server) as http, poll_client.opened(http, ALLOWED) as channel:
+        await channel.join()
+        answer = await channel.send(payload)
+        if isinstance(expected, Closed):
+            assert answer.status_code == 413
+            assert await channel.receive() is None and channel.close["code"] == expected.code
+            return
+        assert answer.status_code == 204
+        frame = await channel.receive()  # poll answers are parsed as strictly as the widget's JSON.parse
+        if isinstance(expected, Error):
+            assert frame["type"] == "error" and frame["code"] == expected.code, frame
+        else:
+            assert frame["type"] == expected.type and all(frame[k] == v for k, v in expected.fields.items()), frame
+        await channel.send({"type": "ping", "t": 42})
+        while (answer := await channel.receive())["type"] != "pong":
+            assert answer["type"] in ("welcome", "error", "ack", "pong", "reply_start", "reply_chunk", "reply"), answer
+        assert answer["t"] == 42
+
+
+POLL_REQUESTS = [
+    pytest.param("GET", "/poll/{id}", None, 400, "invalid_from", id="from-missing"),
+    pytest.param("GET", "/poll/{id}?from=", None, 400, "invalid_from", id="from-empty"),
+    pytest.param("GET", "/poll/{id}?from=abc", None, 400, "invalid_from", id="from-not-a-number"),
+    pytest.param("GET", "/poll/{id}?from=-1", None, 400, "invalid_from", id="from-negative"),
+    pytest.param("GET", "/poll/{id}?from=+1", None, 400, "invalid_from", id="from-plus-sign"),
+    pytest.param("GET", "/poll/{id}?from=1e0", None, 400, "invalid_from", id="from-float"),
+    pytest.param("GET", "/poll/{id}?from=%EF%BC%91", None, 400, "invalid_from", id="from-fullwidth-digit"),
+    pytest.param("GET", "/poll/{id}?from=" + "9" * 5000, None, 400, "invalid_from", id="from-5000-digits"),
+    pytest.param("GET", "/poll/{id}?from=99", None, 400, "invalid_from", id="from-beyond-what-was-sent"),
+    pytest.param("POST", "/poll/{id}", b'{"type":"ping","t":"\xff"}', 400, "invalid_utf8",
+                 id="invalid-utf8-body"),
+    pytest.param("GET", "/poll/{id}x?from=0", None, 404, "unknown_channel", id="near-guess"),
+    pytest.param("GET", "/poll/" + "c" * 5000 + "?from=0", None, 404, "unknown_channel", id="channel-5000-chars"),
+    pytest.param("GET", "/poll/%00?from=0", None, 404, "unknown_channel", id="channel-nul"),
+    pytest.param("POST", "/poll/{id}/close/again", None, 404, None, id="close-with-suffix"),
+    pytest.param("PUT", "/poll/{id}", b"{}", 405, None, id="put"),
+    pytest.param("DELETE", "/poll/{id}", None, 405, None, id="delete"),
+    pytest.param("GET", "/poll", None, 405, None, id="get-open"),
+    pytest.param("GET", "/poll/{id}/close", None, 405, None, id="get-close"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, code", POLL_REQUESTS)
+async def test_poll_request(server, method, path, body, status, code):
+    """Each malformed fallback request gets its status (and error code); the channel is not harmed."""
+    async with poll_client.client(server) as http, poll_client.opened(http, ALLOWED) as channel:
+        await channel.join()
+        answer = await http.request(method, path.format(id=channel.id), content=body, headers=channel.headers)
+        assert answer.status_code == status, answer.text[:200]
+        if code is not None:
+            assert answer.json()["error"] == code
+        assert answer.headers.get("Cache-Control") == "no-store" or code is None
+        await channel.send({"type": "ping", "t": 42})
+        assert await channel.receive() == {"type": "pong", "t": 42}
+
+
+async def test_chunked_body_over_the_limit(server):
+    """A body without Content-Length is read only up to the limit: 413 and close 1009, as with a length."""
+    async def chunks():
+        for _ in range(64):
+            yield b"x" * 1024
+
+    async with poll_client.client(server) as http, poll_client.opened(http, ALLOWED) as channel:
+        await channel.join()
+        answer = await http.post(f"/poll/{channel.id}", content=chunks(), headers=channel.headers)
+        assert answer.status_code == 413
+        assert await channel.receive() is None and channel.close["code"] == 1009
 
 
 # ---- afterwards ----------------------------------------------------------------------------------

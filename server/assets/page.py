@@ -27,13 +27,17 @@ def pyscript_config(runtime, python):
 
 
 def widget_settings(config):
-    """What the Python widget reads at start: where to connect and whom to offer when it cannot."""
-    settings = {"socket_url": "/ws", "check_url": "/ws-check", "runtime": config.runtime,
-                "contact": config.contact, "version": config.version}
+    """What the Python widget reads at start: where to connect (socket, or HTTP fallback) and whom to
+    offer when it cannot."""
+    settings = {"socket_url": "/ws", "check_url": "/ws-check", "poll_url": "/poll", "fallback": config.http_fallback,
+                "upgrade_interval": config.http_upgrade_interval, "runtime": config.runtime, "contact": config.contact, "version": config.version}
     if config.socket_url:
+        # The socket's host serves /ws-check and the HTTP fallback too, over http(s).
         parts = urlsplit(config.socket_url)
+        scheme = {"ws": "http", "wss": "https"}[parts.scheme]
         settings["socket_url"] = config.socket_url
-        settings["check_url"] = urlunsplit(({"ws": "http", "wss": "https"}[parts.scheme], parts.netloc, "/ws-check", "", ""))
+        settings["check_url"] = urlunsplit((scheme, parts.netloc, "/ws-check", "", ""))
+        settings["poll_url"] = urlunsplit((scheme, parts.netloc, "/poll", "", ""))
     return settings
 
 

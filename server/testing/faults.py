@@ -5,7 +5,9 @@
 - ``drop_ack_once``: the first message is stored, then its connection ends abruptly (1011) instead
   of acknowledging it;
 - ``stall_ack_once``: the first message is stored and never acknowledged (the socket stays up);
-- ``reply_delay=SECONDS``: the consultant thinks this long before each reply.
+- ``reply_delay=SECONDS``: the consultant thinks this long before each reply;
+- ``poll_timeout=SECONDS``: the HTTP fallback holds a poll this long (not 25 s), and drops a channel
+  nobody polled for twice this long (not 40 s), so the tests see expiry in seconds.
 """
 
 import asyncio
@@ -25,6 +27,9 @@ def install(app, faults):
     if "reply_delay" in faults:
         conversations = app.extensions["chat_conversations"]
         conversations.consultant = SlowConsultant(conversations.consultant, faults["reply_delay"])
+    if "poll_timeout" in faults:
+        channels = app.extensions["chat_channels"]
+        channels.poll_timeout = channels.expiry_grace = faults["poll_timeout"]
     lose = [name for name in ("drop_ack_once", "stall_ack_once") if name in faults]
     if lose:
         app.extensions["chat_connection_class"] = faulty_connection_class(lose[0])
