@@ -81,6 +81,13 @@ class Browser:
             self.do(self.client.timer_fired(self.now, name))
         self.now = end
 
+    def live_for(self, seconds):
+        """Let time pass on a healthy connection: the server answers every second (a pong)."""
+        for _ in range(int(seconds)):
+            self.advance(1)
+            if self.socket in self.sockets:
+                self.receive({"type": "pong"})
+
     @property
     def socket(self):
         return self.client.lifecycle.socket_id
@@ -124,6 +131,8 @@ def test_opens_the_socket_with_the_protocol_version_and_says_hello_on_open():
     assert browser.status.state == "connecting"
     browser.open()
     assert browser.sent == [(1, {"type": "hello", "last_seq": 0})]
+    assert browser.status.state == "connecting"  # open is not connected: the welcome says the chat is live
+    browser.welcome()
     assert browser.status.state == "connected"
 
 
@@ -268,6 +277,8 @@ def test_countdown_ticks_down_while_reconnecting_and_stops_when_connected():
     browser.advance(2)  # the retry fires: attempting now
     assert browser.reconnect.seconds_left is None and not browser.reconnect.can_retry
     browser.open()
+    assert browser.reconnect is not None  # open is not connected yet
+    browser.welcome()
     assert browser.reconnect is None and COUNTDOWN_TIMER not in browser.timers
 
 
@@ -295,13 +306,21 @@ def test_a_probe_that_never_answers_counts_as_unreachable_and_a_late_answer_is_i
 
 
 def test_probe_that_finds_http_working_says_the_network_blocks_live_chat():
-    browser = Browser()
+    browser = Browser({"socket_url": "/ws", "fallback": "off"})
     for _ in range(3):
         browser.close(1006)
         if browser.probes and PROBE_TIMER in browser.timers:
             browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "accepting": true}'))
         browser.advance(browser.timers["retry"] - browser.now)
-    assert browser.status.alert == close.BLOCKED
+    assert browser.status.alert == close.INTERFERENCE
+
+
+def test_upgrade_refused_while_http_works_falls_back_to_http_at_once():
+    """nginx without the Upgrade headers: the handshake fails, /ws-check answers: HTTP right away."""
+    browser = Browser()
+    browser.close(1006)
+    browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "accepting": true}'))
+    assert browser.sockets == {2: "http://shop.test/poll"} and browser.client.fallback_reason == "refused"
 
 
 @pytest.mark.parametrize("ok,text,result", [(False, "", "unreachable"), (True, "garbage", "ok"),
@@ -392,3 +411,117 @@ def test_the_shell_has_a_handler_for_every_action():
 def test_every_failure_class_has_words_for_the_visitor():
     """One classification: protocol/close.py's classes are exactly the alerts words.py can show (offline is a state)."""
     assert set(words.ALERTS) == set(close.FAILURES) - {close.OFFLINE}
+
+
+# ---- interference on the path, the HTTP fallback, moving back, reports ----------------------------
+
+def through_silent_proxy(settings=None):
+    """A proxy that completes the upgrade and withholds the server's frames: the welcome never comes."""
+    browser = Browser(settings)
+    browser.open()
+    browser.advance(browser.timers["connect"] - browser.now)  # the welcome timeout
+    return browser
+
+
+def test_open_without_welcome_never_shows_connected_and_falls_back_to_http():
+    browser = through_silent_proxy()
+    assert not [a for a in browser.actions if isinstance(a, A.ShowStatus) and a.state == "connected"]
+    assert browser.sockets == {2: "http://shop.test/poll"}  # at once: waiting would not help
+    assert A.OpenSocket(2, "http://shop.test/poll", "poll") in browser.actions
+    assert browser.client.fallback_reason == "silent"
+    browser.open()
+    browser.welcome()
+    assert browser.status.state == "connected"
+    report = json.loads(browser.client.diagnostics_json(browser.now))
+    assert report["transport"] == "poll" and report["fallback_reason"] == "silent"
+    assert ("info", "chat: live connections are interrupted on the way (silent); using HTTP") in browser.logs
+
+
+def test_after_an_outage_one_report_tells_the_server_what_failed():
+    browser = through_silent_proxy()
+    browser.open()
+    browser.welcome()
+    reports = [frame for _, frame in browser.sent if frame["type"] == "report"]
+    assert reports == [{"type": "report", "attempts": 1, "transport": "poll", "reason": "silent",
+                        "failures": [{"class": "interference", "code": 4100, "after": 4.0}],
+                        "conditions": {"online": True, "page_protocol": "http:", "socket_protocol": "ws:"}}]
+    assert "text" not in json.dumps(reports)
+    browser.live_for(10)
+    browser.close()  # a connection that had lasted is not a failed attempt: no report for its loss
+    browser.advance(browser.timers["retry"] - browser.now)
+    browser.open()
+    browser.welcome()
+    assert len([frame for _, frame in browser.sent if frame["type"] == "report"]) == 1
+
+
+def test_no_report_when_nothing_failed():
+    browser = joined()
+    assert not [frame for _, frame in browser.sent if frame["type"] == "report"]
+
+
+def test_fallback_off_keeps_trying_websocket_and_says_interference():
+    browser = through_silent_proxy({"socket_url": "/ws", "fallback": "off"})
+    for _ in range(3):
+        browser.advance(browser.timers["retry"] - browser.now)
+        assert list(browser.sockets.values()) == ["ws://shop.test/ws?v=1"]
+        browser.open()
+        browser.advance(browser.timers["connect"] - browser.now)
+    assert browser.status.state == "reconnecting" and browser.status.alert == close.INTERFERENCE
+    assert browser.client.fallback_reason is None
+
+
+def test_fallback_always_starts_on_http():
+    browser = Browser({"socket_url": "/ws", "fallback": "always"})
+    assert browser.sockets == {1: "http://shop.test/poll"}
+    browser.open()
+    browser.welcome()
+    assert "upgrade" not in browser.timers  # nothing to move back to
+
+
+def on_fallback():
+    browser = through_silent_proxy({"socket_url": "/ws", "upgrade_interval": 60})
+    browser.open()
+    browser.welcome()
+    return browser
+
+
+def test_on_the_fallback_websocket_is_tried_again_and_the_conversation_moves_without_loss():
+    browser = on_fallback()
+    browser.type("in flight")  # sent on the HTTP channel, not yet acknowledged
+    assert browser.messages_sent()[-1]["text"] == "in flight"
+    assert browser.timers["upgrade"] == browser.now + 60
+    browser.live_for(60)
+    assert browser.sockets == {2: "http://shop.test/poll", "trial-1": "ws://shop.test/ws?v=1"}
+    browser.do(browser.client.socket_opened(browser.now, "trial-1"))
+    assert browser.sent[-1] == ("trial-1", {"type": "hello", "session": "s1", "last_seq": 0})
+    browser.do(browser.client.socket_received(browser.now, "trial-1", json.dumps(
+        {"type": "welcome", "session": "s1", "resumed": True, "last_seq": 0, "limits": LIMITS})))
+    assert browser.sockets == {"trial-1": "ws://shop.test/ws?v=1"}  # the HTTP channel was closed
+    assert browser.socket == "trial-1" and browser.status.state == "connected"
+    assert browser.sent[-1] == ("trial-1", {"type": "message", "id": "m1", "text": "in flight"})  # resent
+    assert browser.client.transport == "websocket" and browser.client.fallback_reason is None
+    assert "upgrade" not in browser.timers
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    assert browser.delivery("m1") == "delivered"
+
+
+def test_a_failed_trial_leaves_the_fallback_working_and_tries_again_later():
+    browser = on_fallback()
+    browser.live_for(60)
+    browser.do(browser.client.socket_opened(browser.now, "trial-1"))
+    browser.live_for(8)  # no welcome on the trial either
+    assert "trial-1" not in browser.sockets and browser.socket == 2 and browser.status.state == "connected"
+    assert browser.timers["upgrade"] == browser.now + 60
+    browser.do(browser.client.went_online(browser.now))  # a new network: try at once
+    assert "trial-2" in browser.sockets
+
+
+def test_back_forward_cache_closes_and_reconnects_on_return():
+    browser = joined()
+    browser.do(browser.client.page_frozen(browser.now))
+    assert browser.sockets == {} and browser.timers == {}
+    browser.do(browser.client.page_restored(browser.now + 30))
+    assert browser.sockets == {2: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
+    browser.open()
+    browser.welcome(resumed=True)
+    assert browser.status.state == "connected"

@@ -60,6 +60,7 @@ def connected(t=0.0, **kw):
     lc = new(**kw)
     lc.start(t)
     lc.opened(t, 1)
+    lc.joined(t, 1)
     return lc
 
 
@@ -112,7 +113,7 @@ class Harness:
                 del self.timers[a.name]
             elif isinstance(a, Render):
                 assert a.state in STATES
-                assert a.alert in (None, "unreachable", "blocked", "origin", "too_big", "policy",
+                assert a.alert in (None, "unreachable", "interference", "origin", "headers", "too_big", "policy",
                                    "protocol", "draining", "config")
                 self.renders.append(a)
             elif isinstance(a, Log):
@@ -141,6 +142,8 @@ class Harness:
         if lc.state == RECONNECTING:
             if lc.socket_id is None:
                 assert RETRY_TIMER in self.timers
+            elif lc.live:  # on probation
+                assert L.PROBATION_TIMER in self.timers and HEARTBEAT_TIMER in self.timers
             else:
                 assert CONNECT_TIMER in self.timers
         if lc.state == CONNECTED:
@@ -168,6 +171,7 @@ class Harness:
                 if isinstance(a, OpenSocket):
                     if server(self.now, "open") == "accept":
                         later(0.05, "opened", a.socket_id)
+                        later(0.06, "joined", a.socket_id)  # the welcome answers hello
                     else:
                         later(0.05, "closed", a.socket_id, 1006, "", False)
                 elif isinstance(a, Send) and a.frame.get("type") == "ping":
@@ -225,14 +229,17 @@ def test_start_twice_is_ignored():
     assert lc.socket_id == 1
 
 
-def test_opened_happy_path():
-    """opened() cancels the connect timer, starts the heartbeat, renders connected, logs once."""
+def test_open_is_not_connected_until_welcome():
+    """opened() only trades the connect timer for the welcome timer; joined() (the welcome) connects."""
     lc = new()
     lc.start(0.0)
     acts = lc.opened(0.2, 1)
+    assert non_log(acts) == [CancelTimer("connect"), StartTimer("connect", S.welcome_timeout)]
+    assert lc.state == CONNECTING and not lc.live
+    acts = lc.joined(0.25, 1)
     assert acts == [CancelTimer("connect"), StartTimer("heartbeat", S.ping_interval),
                     Render("connected"), Log("info", "chat: connected")]
-    assert lc.state == CONNECTED and lc.attempt == 0
+    assert lc.state == CONNECTED and lc.live
 
 
 def test_unexpected_server_close_reconnects_without_probe():
@@ -248,12 +255,13 @@ def test_unexpected_server_close_reconnects_without_probe():
 def test_retry_timer_opens_new_socket_and_stays_reconnecting():
     """When the retry fires a new socket opens; the visible state stays "reconnecting"."""
     lc = connected(0.0)
-    lc.closed(1.0, 1, 1006, "", False)
-    acts = lc.timer_fired(1.0 + d(1), "retry")
+    lc.closed(10.0, 1, 1006, "", False)
+    acts = lc.timer_fired(10.0 + d(1), "retry")
     assert non_log(acts) == [OpenSocket(2), StartTimer("connect", S.connect_timeout),
                              Render(RECONNECTING, 1, None, None)]
     assert all(a.level == "debug" for a in of(acts, Log))
-    assert lc.opened(2.0, 2)[2] == Render(CONNECTED)
+    lc.opened(12.0, 2)
+    assert lc.joined(12.0, 2)[2] == Render(CONNECTED)
 
 
 def test_handshake_failure_probes_and_counts_attempts():
@@ -786,7 +794,7 @@ def test_probe_ok_or_unreachable_changes_nothing(result):
     assert lc.state == RECONNECTING and lc.retry_at == retry_at
 
 
-def test_alert_says_blocked_when_http_works_but_sockets_fail():
+def test_alert_says_interference_when_http_works_but_sockets_fail():
     """Health reachable over HTTP while every socket attempt fails: the alert blames a proxy, not the server."""
     lc = new()
     lc.start(0.0)
@@ -795,7 +803,8 @@ def test_alert_says_blocked_when_http_works_but_sockets_fail():
     for n in (2, 3):
         lc.timer_fired(lc.retry_at, "retry")
         acts = lc.closed(lc.retry_at + 0.1 if lc.retry_at else 10.0 * n, n, 1006, "", False)
-    assert renders(acts)[-1].alert == "blocked"
+    assert renders(acts)[-1].alert == "interference"
+    assert lc.interference == L.REFUSED
     assert renders(lc.probe_result(20.0, "unreachable"))[-1].alert == "unreachable"
 
 
@@ -807,6 +816,7 @@ def test_probe_result_while_connected_is_ignored():
     lc.timer_fired(1.0, "retry")
     lc.opened(1.1, 2)
     assert non_log(lc.probe_result(1.2, "origin_rejected")) == []
+    lc.joined(1.15, 2)
     assert lc.state == CONNECTED
 
 
@@ -986,6 +996,14 @@ class LifecycleMachine(RuleBasedStateMachine):
             acts = self.sh.lc.opened(self.sh.now, sid)
             assert non_log(acts) == []
 
+    @rule(which=SOCKET_PICK)
+    def joined(self, which):
+        sid = self.pick(which)
+        if sid in self.sh.sockets:  # a welcome only comes on a live socket
+            self.sh.call("joined", sid)
+        else:
+            assert non_log(self.sh.lc.joined(self.sh.now, sid)) == []
+
     @rule(which=SOCKET_PICK, code=CODES, clean=st.booleans())
     def closed(self, which, code, clean):
         self.sh.call("closed", self.pick(which), code, "", clean)
@@ -1036,3 +1054,110 @@ test_random_input_sequences_keep_invariants = LifecycleMachine.TestCase
 
 
 # ------------------------------------------------ the real MicroPython 1.28
+
+
+# ---- interference on the path: open is not connected ---------------------------------------------
+
+def test_open_without_welcome_is_a_failed_attempt_and_clear_interference():
+    """A proxy that completes the upgrade but withholds the server's frames: no "Connected", the welcome
+    timer fails the attempt with 4100, and one such attempt is enough to name the interference."""
+    lc = new()
+    lc.start(0.0)
+    lc.opened(0.1, 1)
+    acts = lc.timer_fired(0.1 + S.welcome_timeout, "connect")
+    assert CloseSocket(1, close.CONNECT_TIMEOUT, "no welcome") in acts
+    assert CONNECTED not in [r.state for r in renders(acts)]
+    assert lc.state == RECONNECTING and lc.attempt == 1
+    assert lc.interference == L.SILENT and lc.last_failure == close.INTERFERENCE
+    assert not of(acts, ProbeServer)  # it opened: the server is reachable, nothing to probe
+
+
+def test_connections_cut_soon_after_welcome_count_and_go_on_probation():
+    """A proxy that cuts each connection 0.2 s after the upgrade: the attempt counter grows, the second
+    cut names the interference, and later connections are not shown connected until they last."""
+    lc = new()
+    sh = Harness(lc)
+    sh.call("start")
+    shown = []
+    for n in range(1, 4):
+        sh.call("opened", n)
+        shown += [r.state for r in renders(sh.call("joined", n))]
+        sh.now += 0.2
+        sh.call("closed", n, 1006, "", False)
+        assert lc.attempt == n
+        sh.now = lc.retry_at
+        sh.call("timer_fired", "retry")
+    assert shown == [CONNECTED, RECONNECTING, RECONNECTING]  # only the first, unforeseeable, flashed
+    assert lc.interference == L.CUT
+    # a connection that lives through probation is shown connected, and once stable resets the count
+    sh.call("opened", 4)
+    sh.call("joined", 4)
+    assert lc.state == RECONNECTING and lc.live
+    sh.now += S.probation
+    acts = sh.call("timer_fired", "probation")
+    assert renders(acts) == [Render(CONNECTED)] and lc.state == CONNECTED
+    sh.now += S.stable_after
+    sh.call("closed", 4, 1006, "", False)
+    assert lc.attempt == 1 and lc.interference is None
+
+
+def test_server_closes_soon_after_welcome_are_not_interference():
+    """Clean closes from the server itself (restart 1012, busy 1013) are not the path's doing."""
+    lc = connected(0.0)
+    lc.closed(0.2, 1, close.RESTART, "restart", True)
+    assert lc.interference is None and lc.last_failure == close.DRAINING
+
+
+def test_unreachable_probe_clears_interference_evidence():
+    """A connection cut, then a server that is down (probe unreachable): the alert says unreachable."""
+    lc = connected(0.0)
+    lc.closed(0.2, 1, 1006, "", False)
+    for n in range(2, 2 + S.alert_after):
+        lc.timer_fired(lc.retry_at, "retry")
+        acts = lc.closed(lc.retry_at or 100.0, n, 1006, "", False)
+        if of(acts, ProbeServer):
+            lc.probe_result(lc.retry_at - 0.1, close.PROBE_UNREACHABLE)
+    assert lc.attempt >= S.alert_after and lc.alert == close.UNREACHABLE and lc.interference is None
+
+
+def test_headers_too_large_probe_is_terminal():
+    lc = new()
+    lc.start(0.0)
+    lc.closed(0.1, 1, 1006, "", False)
+    acts = lc.probe_result(0.2, close.PROBE_HEADERS)
+    assert lc.state == FAILED and renders(acts)[-1].alert == close.HEADERS_TOO_LARGE
+
+
+def test_handover_moves_the_live_conversation_to_the_new_socket():
+    lc = connected(0.0)
+    acts = lc.handover(30.0, "trial-1")
+    assert acts[0] == CloseSocket(1, close.NORMAL, "moved to another transport")
+    assert lc.socket_id == "trial-1" and lc.state == CONNECTED and lc.live
+    assert StartTimer(HEARTBEAT_TIMER, S.ping_interval) in acts
+    assert lc.closed(31.0, 1, 1000, "", True) == []  # the old socket's close is stale
+    assert lc.handover(31.0, "trial-1") == []
+
+
+def test_clear_interference_paces_retries_like_try_later():
+    """Once the path clearly breaks live connections, retries wait at least the backoff ceiling."""
+    lc = new(random=lambda: 0.0)
+    lc.start(0.0)
+    lc.opened(0.1, 1)
+    lc.joined(0.1, 1)
+    lc.closed(0.3, 1, 1006, "", False)
+    assert lc.retry_at - 0.3 < ceiling(1, S.backoff_base, S.backoff_cap)  # one cut could be a crash
+    lc.timer_fired(lc.retry_at, "retry")
+    lc.opened(lc.retry_at or 1.0, 2)
+    now = 2.0
+    lc.joined(now, 2)
+    lc.closed(now + 0.2, 2, 1006, "", False)
+    assert lc.interference == L.CUT
+    assert lc.retry_at - (now + 0.2) >= ceiling(2, S.backoff_base, S.backoff_cap)
+
+
+def test_retry_now_skips_the_wait_only_while_waiting():
+    lc = connected(0.0)
+    assert lc.retry_now(1.0, "switching") == []
+    lc.closed(10.0, 1, 1006, "", False)
+    acts = lc.retry_now(10.1, "switching to HTTP")
+    assert OpenSocket(2) in acts and lc.socket_id == 2

@@ -61,7 +61,8 @@ assert bucket.take(0.0) and not bucket.take(0.1) and bucket.take(0.6)
 # lifecycle: a scripted outage, then random inputs with the invariants
 lc = L.Lifecycle(random=lambda: 0.5)
 assert lc.start(0.0) == [OpenSocket(1), StartTimer("connect", 5.0), Render("connecting")]
-assert lc.opened(0.2, 1)[2] == Render("connected")
+lc.opened(0.2, 1)
+assert lc.joined(0.25, 1)[2] == Render("connected")
 lc.timer_fired(4.0, "heartbeat")
 lc.timer_fired(8.0, "heartbeat")
 assert lc.timer_fired(12.0, "heartbeat")[0] == CloseSocket(1, 4101, "heartbeat timeout")
@@ -78,7 +79,7 @@ assert L.Lifecycle(Settings(ping_interval=0)).start(0)[0] == Render(L.FAILED, 0,
 lc = L.Lifecycle()
 now = 0.0
 lc.start(now)
-names = ["opened", "received", "closed", "errored", "timer", "went_offline", "went_online",
+names = ["opened", "joined", "received", "closed", "errored", "timer", "went_offline", "went_online",
          "page_hidden", "page_visible", "retry_pressed", "probe", "stop", "start"]
 r = random.random
 for i in range(3000):
@@ -86,12 +87,13 @@ for i in range(3000):
     k = names[int(r() * len(names))]
     sid = lc.socket_id if r() < 0.8 else 1
     if k == "opened": acts = lc.opened(now, sid)
+    elif k == "joined": acts = lc.joined(now, sid)
     elif k == "received": acts = lc.received(now, sid, {"type": "pong"})
     elif k == "closed":
         acts = lc.closed(now, sid, [1000, 1006, 1008, 1012, 1013, 4001][int(r() * 6)], "", True)
     elif k == "errored": acts = lc.errored(now, sid)
-    elif k == "timer": acts = lc.timer_fired(now, L.TIMERS[int(r() * 4)])
-    elif k == "probe": acts = lc.probe_result(now, close.PROBE_RESULTS[int(r() * 4)])
+    elif k == "timer": acts = lc.timer_fired(now, L.TIMERS[int(r() * len(L.TIMERS))])
+    elif k == "probe": acts = lc.probe_result(now, close.PROBE_RESULTS[int(r() * len(close.PROBE_RESULTS))])
     else: acts = getattr(lc, k)(now)
     for a in acts:
         repr(a)
@@ -116,6 +118,15 @@ assert client.conversation.find("m1").delivery == "delivered"
 report = client.diagnostics_json(0.5)
 assert "hello" not in report and "wss://shop.example.com/ws?v=1" in report
 assert "Chat widget diagnostics" in client.diagnostics_text(0.5)
+
+# the HTTP fallback's channel
+from widget.core.polling import PollChannel, Opened, Frame, Closed
+channel = PollChannel("https://shop.example.com/poll")
+channel.open()
+assert channel.answered("open", 200, '{"channel": "c1"}')[0] == Opened()
+acts = channel.answered("poll", 200, '{"from": 0, "frames": [{"type": "pong"}]}')
+assert acts[0] == Frame({"type": "pong"}) and acts[1].url == "https://shop.example.com/poll/c1?from=1"
+assert channel.answered("poll", 200, '{"from": 1, "frames": [], "close": {"code": 1012}}') == [Closed(1012, "", True)]
 print("MPY-OK", sys.implementation.name, sys.implementation.version[:2], len(MODULES))
 """
 

@@ -30,8 +30,8 @@ def test_reports_name_the_classification_and_conditions():
     record = Diagnostics("0.1.0", "pyodide", "ws://x/ws")
     record.record(1.0, "close", socket=1, code=1006, clean=False)
     conditions = {"online": True, "effectiveType": "4g"}
-    text = record.report_text(2.0, "reconnecting", "blocked", conditions)
-    assert "ws://x/ws" in text and "classification: blocked" in text and "code=1006" in text
+    text = record.report_text(2.0, "reconnecting", "interference", conditions)
+    assert "ws://x/ws" in text and "classification: interference" in text and "code=1006" in text
     assert "effectiveType: 4g" in text and "proxy" in text
-    report = json.loads(record.report_json(2.0, "reconnecting", "blocked", conditions))
+    report = json.loads(record.report_json(2.0, "reconnecting", "interference", conditions))
     assert report["runtime"] == "pyodide" and report["events"][0]["code"] == 1006

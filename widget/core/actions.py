@@ -26,8 +26,8 @@ class Action:
         return "%s(%s)" % (type(self).__name__, ", ".join(parts))
 
 
-def _action(name, fields, defaults=None):
-    """Make an action class with these fields (positional, in order; ``defaults`` for the last ones)."""
+def value_class(name, fields, defaults=None):
+    """Make an action (or other value) class with these fields (positional, in order; ``defaults`` for the last ones)."""
     defaults = defaults or {}
 
     def __init__(self, *args, **kwargs):
@@ -51,44 +51,45 @@ def _action(name, fields, defaults=None):
 
 
 # ---- connection (from the lifecycle) ----------------------------------------------------------------
-# Open a new WebSocket to url; every event about it carries socket_id.
-OpenSocket = _action("OpenSocket", ("socket_id", "url"), {"url": None})
+# Open a new connection to url; every event about it carries socket_id. transport: "websocket", or
+# "poll" for the HTTP fallback (url is then the /poll base; widget/core/polling.py speaks it).
+OpenSocket = value_class("OpenSocket", ("socket_id", "url", "transport"), {"url": None, "transport": "websocket"})
 # Close the socket (code 1000 or 4000-4999). It is no longer current.
-CloseSocket = _action("CloseSocket", ("socket_id", "code", "reason"))
+CloseSocket = value_class("CloseSocket", ("socket_id", "code", "reason"))
 # Send frame (a dict; the shell JSON-encodes it) on the socket.
-Send = _action("Send", ("socket_id", "frame"))
+Send = value_class("Send", ("socket_id", "frame"))
 # (Re)start the named one-shot timer (delay in seconds); restarting replaces the old one.
-StartTimer = _action("StartTimer", ("name", "delay"))
+StartTimer = value_class("StartTimer", ("name", "delay"))
 # Cancel the named timer (a no-op if it is not running).
-CancelTimer = _action("CancelTimer", ("name",))
+CancelTimer = value_class("CancelTimer", ("name",))
 # The connection status, from the lifecycle (the client turns it into ShowStatus). state: one of
 # lifecycle.STATES. attempt: consecutive failed attempts so far, which while reconnecting is also the
 # 1-based number of the upcoming or in-flight retry (0 after coming back online). retry_at: absolute
 # time of the next attempt, for a countdown, or None. alert: None or a failure class of protocol/close.py.
-Render = _action("Render", ("state", "attempt", "retry_at", "alert"), {"attempt": 0, "retry_at": None, "alert": None})
+Render = value_class("Render", ("state", "attempt", "retry_at", "alert"), {"attempt": 0, "retry_at": None, "alert": None})
 # GET url (/ws-check) to learn why a handshake failed; the answer goes to Client.probe_answered.
-ProbeServer = _action("ProbeServer", ("url",), {"url": None})
+ProbeServer = value_class("ProbeServer", ("url",), {"url": None})
 # A console line. level: "info" | "debug" | "warn".
-Log = _action("Log", ("level", "text"))
+Log = value_class("Log", ("level", "text"))
 
 # ---- what the visitor sees (from the client) ---------------------------------------------------------
 # The state in words, and the alert for a failure class (None hides it) with the contacts.
-ShowStatus = _action("ShowStatus", ("state", "alert", "contact", "detail"))
+ShowStatus = value_class("ShowStatus", ("state", "alert", "contact", "detail"))
 # The countdown to the next attempt (seconds_left None: attempting now), and whether Retry can help.
-ShowReconnect = _action("ShowReconnect", ("attempt", "seconds_left", "fraction", "can_retry"))
+ShowReconnect = value_class("ShowReconnect", ("attempt", "seconds_left", "fraction", "can_retry"))
 # No attempt is scheduled: hide the countdown.
-HideReconnect = _action("HideReconnect", ())
+HideReconnect = value_class("HideReconnect", ())
 # Chat has stopped (state failed) but trying again may help: offer the Retry button.
-OfferRetry = _action("OfferRetry", ())
+OfferRetry = value_class("OfferRetry", ())
 # Render conversation updates (chat.Show / chat.Update).
-ShowMessages = _action("ShowMessages", ("updates",))
+ShowMessages = value_class("ShowMessages", ("updates",))
 # Remove these messages (replies cut off mid-stream).
-RemoveMessages = _action("RemoveMessages", ("messages",))
+RemoveMessages = value_class("RemoveMessages", ("messages",))
 # Show or hide "the consultant is typing".
-ShowTyping = _action("ShowTyping", ("typing",))
+ShowTyping = value_class("ShowTyping", ("typing",))
 # A line from the widget itself in the message list.
-ShowNotice = _action("ShowNotice", ("text",))
+ShowNotice = value_class("ShowNotice", ("text",))
 # The typed text was taken: empty the message box.
-ClearInput = _action("ClearInput", ())
+ClearInput = value_class("ClearInput", ())
 # Keep this (session id and outbox) in the tab's storage, to survive a reload.
-SaveSession = _action("SaveSession", ("snapshot",))
+SaveSession = value_class("SaveSession", ("snapshot",))

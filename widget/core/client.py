@@ -11,7 +11,13 @@ form submitted, ...) with ``now`` (wall-clock seconds), and carries out the retu
   replies cut off mid-stream are removed (the replay brings them whole);
 - a failed handshake is explained by probing ``/ws-check`` (bounded by the ``probe`` timer);
 - the lifecycle's ``Render`` becomes what the visitor sees, including a countdown that ticks;
-- console lines: debug ones only in debug mode, and a repeated line is written once with a count.
+- console lines: debug ones only in debug mode, and a repeated line is written once with a count;
+- which transport each attempt uses: WebSocket, or the HTTP fallback (``/poll``, long-polling) once
+  the lifecycle names interference on the path; while on the fallback a *trial* WebSocket is tried
+  every ``upgrade_interval`` seconds (and when the browser comes back online), and when its welcome
+  arrives the conversation moves onto it (``Lifecycle.handover``): in-flight messages are resent
+  (the server deduplicates by id) and the replay fills in whatever the old transport had not shown;
+- after an outage, one ``report`` frame tells the server what failed (never message texts).
 
 All timers, the lifecycle's and the client's own (``flush``, ``countdown``, ``probe``), go through
 ``StartTimer``/``CancelTimer``: the shell keeps one map of named timers.
@@ -32,7 +38,15 @@ from widget.core.diagnostics import Diagnostics
 FLUSH_TIMER = "flush"
 COUNTDOWN_TIMER = "countdown"
 PROBE_TIMER = "probe"
-TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER)
+UPGRADE_TIMER = "upgrade"   # while on the HTTP fallback: time to try WebSocket again
+TRIAL_TIMER = "trial"       # a trial WebSocket that has not been welcomed by then failed
+TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER, UPGRADE_TIMER, TRIAL_TIMER)
+
+WEBSOCKET = "websocket"
+POLL = "poll"
+FALLBACK_MODES = ("auto", "off", "always")
+UPGRADE_INTERVAL = 120.0  # seconds between trials of WebSocket while on the fallback
+TRIAL_TIMEOUT = 8.0
 
 COUNTDOWN_TICK = 0.25   # seconds between countdown updates
 PROBE_TIMEOUT = 4.0     # a /ws-check that has not answered by then counts as unreachable
@@ -59,6 +73,9 @@ class Client:
         self.page = page
         self.contact = settings.get("contact") or {}
         self.url = page_settings.socket_url(settings, page.protocol, page.host)
+        self.poll_url = page_settings.poll_url(settings, page.protocol, page.host)
+        self.fallback = settings.get("fallback") if settings.get("fallback") in FALLBACK_MODES else "auto"
+        self.upgrade_interval = _positive(settings.get("upgrade_interval"), UPGRADE_INTERVAL)
         self.lifecycle = lifecycle.Lifecycle(timing, random=random)
         self.conversation = Conversation(new_id)
         self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
@@ -67,6 +84,13 @@ class Client:
         self._joined = None          # the socket whose welcome arrived
         self._timers = {}            # the client's own running timers
         self._attempt_started = {}   # socket id -> when it was opened
+        self._transports = {}        # socket id -> WEBSOCKET or POLL
+        self.fallback_reason = None  # why the HTTP fallback is in use (an interference kind), or None
+        self._trial = None           # the trial WebSocket's id while one is under way
+        self._trials = 0
+        self._failures = []          # failed attempts since the last report, for the next report
+        self._failed_attempts = 0
+        self._interference_told = None
         self._shown = None           # (state, alert) last shown, for the diagnostics record
         self._countdown = None       # (attempt, retry_at, since) while reconnecting
         self._probing = False
@@ -84,7 +108,14 @@ class Client:
         return acts + self._run(self.lifecycle.start(now, problem), now)
 
     # ---- the socket ------------------------------------------------------------------------------
+    @property
+    def transport(self):
+        """The transport of the current connection (or of the next attempt)."""
+        return self._transports.get(self.lifecycle.socket_id) or self._next_transport()
+
     def socket_opened(self, now, socket_id):
+        if socket_id == self._trial:
+            return [Send(socket_id, self.conversation.hello_frame())]
         acts = self._run(self.lifecycle.opened(now, socket_id), now)
         if socket_id == self.lifecycle.socket_id:
             acts.append(Send(socket_id, self.conversation.hello_frame()))
@@ -95,24 +126,39 @@ class Client:
 
     def socket_closed(self, now, socket_id, code, reason, clean):
         started = self._attempt_started.pop(socket_id, now)
+        self._transports.pop(socket_id, None)
+        if socket_id == self._trial:
+            self.diagnostics.record(now, "upgrade", result="failed", code=code)
+            return self._end_trial()
+        current = socket_id == self.lifecycle.socket_id
+        was_joined = current and self._joined == socket_id
         acts = self._run(self.lifecycle.closed(now, socket_id, code, reason, clean), now)
+        if current and (not was_joined or self.lifecycle.last_failure == close.INTERFERENCE):
+            self._failed(code, now - started)
         self.diagnostics.record(now, "close", socket=socket_id, code=code, reason=reason[:120], clean=clean,
                                 duration=round(now - started, 3), decision=self.lifecycle.state)
         return acts
 
     def socket_received(self, now, socket_id, data):
         """A text frame arrived on ``socket_id``."""
-        if socket_id != self.lifecycle.socket_id:
+        if socket_id != self.lifecycle.socket_id and socket_id != self._trial:
             return []
         try:
             frame = json.loads(data)
         except ValueError:
             return self._log("warn", "chat: ignored a frame that is not JSON")
-        if not isinstance(frame, dict):
+        return self.frame_received(now, socket_id, frame)
+
+    def frame_received(self, now, socket_id, frame):
+        """A decoded frame arrived on ``socket_id`` (the HTTP fallback delivers them decoded)."""
+        if socket_id == self._trial:
+            return self._trial_frame(now, socket_id, frame)
+        if socket_id != self.lifecycle.socket_id or not isinstance(frame, dict):
             return []
         acts = self._run(self.lifecycle.received(now, socket_id, frame), now)
         kind = frame.get("type")
         if kind == "welcome":
+            acts += self._run(self.lifecycle.joined(now, socket_id), now)
             return acts + self._welcomed(now, socket_id, frame)
         if kind == "error" and frame.get("code") == "rate_limited":
             acts.append(ShowMessages(self.conversation.requeue(str(frame.get("id")))))
@@ -136,6 +182,9 @@ class Client:
             acts.append(ShowNotice(words.SESSION_EXPIRED))
         self._joined = socket_id
         acts.append(self._save())
+        acts += self._report()
+        if self._transports.get(socket_id) == POLL and self.fallback == "auto":
+            acts += self._start(UPGRADE_TIMER, self.upgrade_interval)
         return acts + self._flush(now)
 
     # ---- the visitor -----------------------------------------------------------------------------
@@ -155,7 +204,10 @@ class Client:
 
     # ---- the browser -----------------------------------------------------------------------------
     def went_online(self, now):
-        return self._run(self.lifecycle.went_online(now), now)
+        acts = self._run(self.lifecycle.went_online(now), now)
+        if self._upgradable():  # a new network may well pass WebSockets
+            acts += self._cancel(UPGRADE_TIMER) + self._try_upgrade(now)
+        return acts
 
     def went_offline(self, now):
         return self._run(self.lifecycle.went_offline(now), now)
@@ -165,6 +217,18 @@ class Client:
 
     def page_visible(self, now):
         return self._run(self.lifecycle.page_visible(now), now)
+
+    def page_frozen(self, now):
+        """The page goes into the back/forward cache: close the connection (an open one would keep
+        the page out of the cache, or be dead when it comes back) and stop every timer."""
+        acts = self._end_trial(False) + self._run(self.lifecycle.stop(now), now)
+        for name in TIMERS:
+            acts += self._cancel(name)
+        return acts
+
+    def page_restored(self, now):
+        """The page came back from the back/forward cache: connect again, as on a fresh start."""
+        return self._run(self.lifecycle.start(now), now)
 
     def timer_fired(self, now, name):
         if name in lifecycle.TIMERS:
@@ -177,6 +241,13 @@ class Client:
             return self._flush(now)
         if name == COUNTDOWN_TIMER:
             return self._tick(now)
+        if name == UPGRADE_TIMER:
+            return self._try_upgrade(now)
+        if name == TRIAL_TIMER:
+            if self._trial is None:
+                return []
+            self.diagnostics.record(now, "upgrade", result="timeout")
+            return [CloseSocket(self._trial, close.CONNECT_TIMEOUT, "upgrade timeout")] + self._end_trial()
         return self._probed(now, None)
 
     # ---- /ws-check -------------------------------------------------------------------------------
@@ -203,11 +274,102 @@ class Client:
         return acts + self._run(self.lifecycle.probe_result(now, result), now)
 
     # ---- diagnostics -----------------------------------------------------------------------------
+    # ---- the HTTP fallback and moving back to WebSocket -------------------------------------------
+    def _next_transport(self):
+        if self.fallback == "always":
+            return POLL
+        if self.fallback == "off":
+            return WEBSOCKET
+        return POLL if self.fallback_reason is not None else WEBSOCKET
+
+    def _choose_transport(self, now):
+        """The transport for a new attempt: the fallback once interference is clear (mode "auto")."""
+        acts = []
+        kind = self.lifecycle.interference
+        if self.fallback == "auto" and self.fallback_reason is None and kind is not None:
+            self.fallback_reason = kind
+            self.diagnostics.record(now, "fallback", reason=kind)
+            acts += self._log("info", "chat: live connections are interrupted on the way (%s); using HTTP" % kind)
+        elif self.fallback == "off" and kind is not None and kind != self._interference_told:
+            acts += self._log("info", "chat: live connections are interrupted on the way (%s); "
+                                      "the HTTP fallback is off" % kind)
+        self._interference_told = kind
+        return self._next_transport(), acts
+
+    def _falling_back(self):
+        return self.fallback == "auto" and self.fallback_reason is None and self.lifecycle.interference is not None \
+            and self.lifecycle.state == lifecycle.RECONNECTING and self.lifecycle.socket_id is None
+
+    def _upgradable(self):
+        return self._trial is None and self.lifecycle.state == lifecycle.CONNECTED and \
+            self._transports.get(self.lifecycle.socket_id) == POLL and self.fallback == "auto"
+
+    def _try_upgrade(self, now):
+        if not self._upgradable():
+            return []
+        self._trials += 1
+        self._trial = "trial-%d" % self._trials
+        self._transports[self._trial] = WEBSOCKET
+        self.diagnostics.record(now, "upgrade", result="trying", socket=self._trial)
+        return [OpenSocket(self._trial, self.url, WEBSOCKET)] + self._start(TRIAL_TIMER, TRIAL_TIMEOUT)
+
+    def _trial_frame(self, now, socket_id, frame):
+        if not isinstance(frame, dict) or frame.get("type") != "welcome":
+            return []
+        if self.lifecycle.state != lifecycle.CONNECTED:
+            return [CloseSocket(socket_id, close.NORMAL, "not needed")] + self._end_trial()
+        self._trial = None
+        acts = self._cancel(TRIAL_TIMER)
+        acts += self._run(self.lifecycle.handover(now, socket_id), now)
+        self.fallback_reason = None
+        self.diagnostics.record(now, "upgrade", result="moved", socket=socket_id)
+        acts += self._log("info", "chat: WebSocket works again; moved back from HTTP")
+        return acts + self._welcomed(now, socket_id, frame)
+
+    def _end_trial(self, again=True):
+        """The trial is over without moving: try again after the interval (if still on the fallback)."""
+        acts = self._cancel(TRIAL_TIMER)
+        if self._trial is not None:
+            if not again:
+                acts.append(CloseSocket(self._trial, close.NORMAL, "stop"))
+            self._transports.pop(self._trial, None)
+            self._trial = None
+        if again and self._transports.get(self.lifecycle.socket_id) == POLL and self.fallback == "auto":
+            acts += self._start(UPGRADE_TIMER, self.upgrade_interval)
+        return acts
+
+    # ---- failure reports -------------------------------------------------------------------------
+    def _failed(self, code, lasted):
+        self._failed_attempts += 1
+        self._failures.append({"class": self.lifecycle.last_failure, "code": code, "after": round(lasted, 2)})
+        del self._failures[:-frames.MAX_REPORT_FAILURES]
+
+    def _report(self):
+        """Once through after failed attempts: tell the server what failed, then start counting anew."""
+        if not self._failed_attempts:
+            return []
+        conditions = {}
+        for key, value in self.conditions().items():
+            if len(conditions) < 10:
+                conditions[str(key)[:32]] = value if isinstance(value, (bool, int, float)) else str(value)[:64]
+        frame = frames.report(self._failed_attempts, self._failures, self._transports.get(self._joined, WEBSOCKET),
+                              self.fallback_reason, conditions)
+        self._failures = []
+        self._failed_attempts = 0
+        return [Send(self._joined, frame)]
+
+    # ---- diagnostics -----------------------------------------------------------------------------
     def diagnostics_json(self, now):
+        self._describe_transport()
         return self.diagnostics.report_json(now, self.lifecycle.state, self.lifecycle.alert, self.conditions())
 
     def diagnostics_text(self, now):
+        self._describe_transport()
         return self.diagnostics.report_text(now, self.lifecycle.state, self.lifecycle.alert, self.conditions())
+
+    def _describe_transport(self):
+        self.diagnostics.transport = self.transport
+        self.diagnostics.fallback_reason = self.fallback_reason
 
     def conditions(self):
         """The browser's conditions (from the shell) and the page's and socket's schemes."""
@@ -223,11 +385,20 @@ class Client:
         for action in actions:
             kind = type(action)
             if kind is OpenSocket:
+                transport, logs = self._choose_transport(now)
+                out += logs
                 self._attempt_started[action.socket_id] = now
+                self._transports[action.socket_id] = transport
                 self.diagnostics.record(now, "attempt", socket=action.socket_id, attempt=self.lifecycle.attempt + 1,
-                                        **self.conditions())
-                out.append(OpenSocket(action.socket_id, self.url))
+                                        transport=transport, **self.conditions())
+                out.append(OpenSocket(action.socket_id, self.poll_url if transport == POLL else self.url, transport))
             elif kind is CloseSocket:
+                # a handshake that timed out, or a connection that went silent soon after it opened
+                if action.code == close.CONNECT_TIMEOUT or (action.code == close.HEARTBEAT_TIMEOUT and
+                                                            self.lifecycle.last_failure == close.INTERFERENCE):
+                    self._failed(action.code, now - self._attempt_started.get(action.socket_id, now))
+                self._attempt_started.pop(action.socket_id, None)
+                self._transports.pop(action.socket_id, None)
                 out.append(action)
                 out += self._lost()
             elif kind is Render:
@@ -238,23 +409,27 @@ class Client:
                 out += self._log(action.level, action.text)
             else:
                 out.append(action)
+        if self._falling_back():  # the next attempt changes transport: no reason to wait for it
+            out += self._run(self.lifecycle.retry_now(now, "switching to HTTP"), now)
         return out
 
     def _is_joined(self):
-        return self._joined is not None and self._joined == self.lifecycle.socket_id \
-            and self.lifecycle.state == lifecycle.CONNECTED
+        return self._joined is not None and self._joined == self.lifecycle.socket_id and self.lifecycle.live
 
     def _lost(self):
         """The joined connection is gone: what was in flight waits again, partial replies go."""
-        if self._joined is None:
+        if self._joined is None or self._is_joined():
             return []
         self._joined = None
-        return [ShowMessages(self.conversation.connection_lost()),
+        acts = self._cancel(UPGRADE_TIMER)
+        if self._trial is not None and self.lifecycle.socket_id is None:
+            acts += self._end_trial(False)
+        return acts + [ShowMessages(self.conversation.connection_lost()),
                 RemoveMessages(self.conversation.abandon_streams()),
                 ShowTyping(False)] + self._cancel(FLUSH_TIMER)
 
     def _show(self, now, render):
-        acts = [] if render.state == lifecycle.CONNECTED else self._lost()
+        acts = self._lost()
         if (render.state, render.alert) != self._shown:
             self._shown = (render.state, render.alert)
             self.diagnostics.record(now, "state", state=render.state, alert=render.alert)
@@ -334,6 +509,12 @@ class Client:
         self._repeats = 0
         acts.append(Log(level, text))
         return acts
+
+
+def _positive(value, default):
+    if (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool) and value > 0:
+        return value
+    return default
 
 
 def _parse(saved):

@@ -22,6 +22,8 @@ class Diagnostics:
         self.limit = limit
         self.events = []
         self.problem = None
+        self.transport = "websocket"   # what carries the conversation: "websocket" or "poll" (HTTP fallback)
+        self.fallback_reason = None    # why the HTTP fallback is in use (interference kind), or None
 
     def record(self, now, kind, **fields):
         event = {"t": round(now, 3), "event": kind}
@@ -34,7 +36,8 @@ class Diagnostics:
         return {
             "widget": self.version, "runtime": self.runtime, "url": self.url, "generated": round(now, 3),
             "state": state, "classification": alert, "explanation": NO_PROBLEM if alert is None else close.FAILURES.get(alert, alert),
-            "problem": self.problem, "conditions": conditions, "events": list(self.events),
+            "problem": self.problem, "transport": self.transport, "fallback_reason": self.fallback_reason,
+            "conditions": conditions, "events": list(self.events),
         }
 
     def report_json(self, now, state, alert, conditions):
@@ -46,6 +49,8 @@ class Diagnostics:
                  "widget %s on %s" % (report["widget"], report["runtime"]),
                  "socket URL: %s" % report["url"],
                  "state: %s" % state,
+                 "transport: %s%s" % (self.transport, " (fallback: %s)" % self.fallback_reason
+                                      if self.fallback_reason else ""),
                  "classification: %s (%s)" % (alert or "none", report["explanation"])]
         if self.problem:
             lines.append("problem: %s" % self.problem)

@@ -10,8 +10,9 @@ plain classes, no typing/dataclasses/enum/collections, no time module.
 
 States
     connecting    the very first attempt after start() is in flight
-    connected     socket open; heartbeat running
-    reconnecting  waiting for the retry timer, or a re-attempt in flight
+    connected     the server's welcome arrived on the socket: the conversation is live
+    reconnecting  waiting for the retry timer, or a re-attempt in flight (or on
+                  probation: joined, but the last connections were cut soon after)
     offline       the browser says there is no network; nothing is attempted
     failed        terminal (origin refused, policy, too big, protocol, config);
                   only retry_pressed() leaves it
@@ -24,6 +25,17 @@ Invariants (checked by the tests)
     * in connecting/reconnecting/connected some timer is always running that
       moves the machine on (connect, retry or heartbeat): it cannot get stuck;
     * in offline, failed and idle no timer is running.
+
+An attempt ("opened" is not "connected")
+    A socket that opens but does not deliver the server's welcome within
+    welcome_timeout is a failed attempt, as is one that dies within
+    stable_after of its welcome: proxies that buffer or cut live connections
+    do both. Such failures are *interference* on the path (as is a refused
+    upgrade while /ws-check answers over HTTP); ``interference`` names it
+    once the evidence is clear, so the client can fall back to HTTP. After a
+    connection was cut soon after its welcome, the next one is "on
+    probation": it is shown connected only once it has lived ``probation``
+    seconds, so a proxy that cuts every connection never flashes "Connected".
 
 Liveness ("is the socket dead?")
     Any received frame is proof of life. The heartbeat timer ticks every
@@ -58,11 +70,20 @@ OFFLINE = "offline"
 FAILED = "failed"
 STATES = (CONNECTING, CONNECTED, RECONNECTING, OFFLINE, FAILED)
 
-CONNECT_TIMER = "connect"
+CONNECT_TIMER = "connect"      # the handshake (until open), then the welcome (until joined)
 RETRY_TIMER = "retry"
 HEARTBEAT_TIMER = "heartbeat"
 VERIFY_TIMER = "verify"
-TIMERS = (CONNECT_TIMER, RETRY_TIMER, HEARTBEAT_TIMER, VERIFY_TIMER)
+PROBATION_TIMER = "probation"
+TIMERS = (CONNECT_TIMER, RETRY_TIMER, HEARTBEAT_TIMER, VERIFY_TIMER, PROBATION_TIMER)
+
+# Kinds of interference evidence, and how much each weighs: a socket that opened but stayed silent
+# is clear at once; one cut soon after opening could be a server crash, so it takes two.
+SILENT = "silent"      # opened, but no welcome within welcome_timeout
+CUT = "cut"            # closed abnormally (or went silent) soon after opening
+REFUSED = "refused"    # the upgrade fails while /ws-check answers over HTTP
+EVIDENCE_WEIGHT = {SILENT: 2, CUT: 1}
+EVIDENCE_NEEDED = 2
 
 # Render.alert carries a failure class of protocol/close.py (or None).
 
@@ -89,6 +110,11 @@ class Lifecycle:
         self._next_id = 0
         self._timers = {}         # running timers: name -> True
         self._opened_at = None    # when the current socket opened (None: in flight)
+        self._joined_at = None    # when its welcome arrived (None: not yet)
+        self._evidence = 0        # weight of consecutive interference evidence (EVIDENCE_WEIGHT)
+        self._evidence_kind = None
+        self._on_probation = False  # the last connection was cut soon after its welcome
+        self.last_failure = None  # failure class of the last failed attempt, for reports
         self._probed = False      # probed the server since the last successful open
         self._blocked = False     # last probe: HTTP works although the socket does not
         self._last_rx = None      # last frame (or open) on the current socket
@@ -128,19 +154,68 @@ class Lifecycle:
             return []
         if self._opened_at is not None:
             return [Log("debug", "chat: duplicate open for socket %r ignored" % socket_id)]
-        s = self.settings
-        first = self.state == CONNECTING
         acts = self._cancel(CONNECT_TIMER)
-        self.state = CONNECTED
         self._opened_at = now
-        self._probed = False
-        self._blocked = False
         self._last_rx = now
         self._ping_at = None
+        # Open is not connected: the welcome must follow, or a proxy is in the way.
+        acts += self._start_timer(CONNECT_TIMER, self.settings.welcome_timeout)
+        acts.append(Log("debug", "chat: socket %r open; waiting for welcome" % socket_id))
+        return acts
+
+    def joined(self, now, socket_id):
+        """The server's welcome arrived on the current socket: the conversation is live."""
+        if socket_id is None or socket_id != self.socket_id or self._opened_at is None:
+            return []
+        if self._joined_at is not None:
+            return [Log("debug", "chat: duplicate welcome ignored")]
+        acts = self._cancel(CONNECT_TIMER) + self._watch(now)
+        self._probed = False
+        self._blocked = False
         self._draining = False
         self.retry_at = None
-        acts += self._start_timer(HEARTBEAT_TIMER, s.ping_interval)
-        acts.append(self._render(CONNECTED))
+        if self._on_probation:
+            acts += self._start_timer(PROBATION_TIMER, self.settings.probation)
+            acts.append(self._render(self.state))
+            return acts + [Log("debug", "chat: joined on probation (the last connection was cut soon after)")]
+        return acts + self._connect()
+
+    def handover(self, now, socket_id):
+        """The client moved the live conversation to another joined socket (an HTTP fallback
+        upgraded back to WebSocket): close the old one, keep the state, watch the new one."""
+        if self.state != CONNECTED or self.socket_id is None or socket_id == self.socket_id:
+            return []
+        acts = [CloseSocket(self.socket_id, close.NORMAL, "moved to another transport")]
+        acts += self._cancel(VERIFY_TIMER)
+        self.socket_id = socket_id
+        self._opened_at = now
+        return acts + self._watch(now)
+
+    def _watch(self, now):
+        """The current socket was welcomed at ``now``: live from here, and watched by the heartbeat."""
+        self._joined_at = now
+        self._last_rx = now
+        self._ping_at = None
+        return self._start_timer(HEARTBEAT_TIMER, self.settings.ping_interval)
+
+    @property
+    def live(self):
+        """The current socket has been welcomed (even on probation): frames may flow."""
+        return self.socket_id is not None and self._joined_at is not None
+
+    @property
+    def interference(self):
+        """Why live connections fail on the path ("refused", "silent", "cut"), or None."""
+        if self._blocked:
+            return REFUSED
+        if self._evidence >= EVIDENCE_NEEDED:
+            return self._evidence_kind
+        return None
+
+    def _connect(self):
+        first = self.state == CONNECTING
+        self.state = CONNECTED
+        acts = [self._render(CONNECTED)]
         acts.append(Log("info", "chat: connected" if first else "chat: reconnected"))
         return acts
 
@@ -174,7 +249,10 @@ class Lifecycle:
             what = "%s, %s" % (what, reason)
         if not clean and code != 1006:
             what = what + ", unclean"
-        return self._failure(now, what, before_open, now, kind == SLOW)
+        evidence = None
+        if not before_open and not clean and self._short_lived(now):
+            evidence = CUT
+        return self._failure(now, what, before_open, now, kind == SLOW, evidence)
 
     def errored(self, now, socket_id):
         """The browser 'error' event: a 'close' always follows, so no action."""
@@ -198,8 +276,12 @@ class Lifecycle:
             return self._attempt_now(now)
         if name == HEARTBEAT_TIMER:
             return self._heartbeat(now)
+        if name == PROBATION_TIMER:
+            if not self.live or self.state == CONNECTED:
+                return []
+            return self._connect()
         # VERIFY_TIMER: a ping sent to check liveness was not answered in time.
-        if self.state != CONNECTED:
+        if not self.live:
             return []
         return self._dead(now, "no reply to liveness check")
 
@@ -254,9 +336,12 @@ class Lifecycle:
             self._draining = False
             acts = [Log("info", "chat: retrying")]
             return acts + self._attempt_now(now)
-        if self.state == RECONNECTING and self.socket_id is None:
-            acts = [Log("debug", "chat: retry pressed")]
-            return acts + self._attempt_now(now)
+        return self.retry_now(now, "retry pressed")
+
+    def retry_now(self, now, why):
+        """Skip the wait for the retry timer (the client changed transport, say): attempt at once."""
+        if self.state == RECONNECTING and self.socket_id is None and not self._offline:
+            return [Log("debug", "chat: %s; attempting now" % why)] + self._attempt_now(now)
         return []
 
     def probe_result(self, now, result):
@@ -264,7 +349,8 @@ class Lifecycle:
         "draining"."""
         if result not in close.PROBE_RESULTS:
             raise ValueError("unknown probe result %r" % (result,))
-        if self.state not in (CONNECTING, RECONNECTING):
+        if self.state not in (CONNECTING, RECONNECTING) or self._opened_at is not None:
+            # connected, or a socket has opened since: the server took it, whatever the probe says
             return [Log("debug", "chat: probe result %r ignored in %s" % (result, self.state))]
         if result == close.PROBE_ORIGIN:
             acts = []
@@ -272,6 +358,8 @@ class Lifecycle:
                 acts.append(CloseSocket(self.socket_id, close.NORMAL, "origin rejected"))
                 self.socket_id = None
             return acts + self._terminal(now, close.ORIGIN, close.FAILURES[close.ORIGIN])
+        if result == close.PROBE_HEADERS:
+            return self._terminal(now, close.HEADERS_TOO_LARGE, close.FAILURES[close.HEADERS_TOO_LARGE])
         if result == close.PROBE_DRAINING:
             if self._draining:
                 return []
@@ -280,6 +368,8 @@ class Lifecycle:
         # "ok" / "unreachable": the server no longer says it is draining; "ok" while sockets keep
         # failing means something between the visitor and the server blocks WebSockets.
         blocked = result == close.PROBE_OK
+        if result == close.PROBE_UNREACHABLE:
+            self._evidence = 0  # the server itself is out of reach: not the path's doing
         if result == close.PROBE_UNREACHABLE and self._draining:
             return []  # a restarting server is unreachable for a moment: keep saying "restarting"
         if not self._draining and blocked == self._blocked:
@@ -300,6 +390,7 @@ class Lifecycle:
         self.state = IDLE
         self.retry_at = None
         self._opened_at = None
+        self._joined_at = None
         return acts
 
     # -- internals ----------------------------------------------------
@@ -325,7 +416,7 @@ class Lifecycle:
             if self._draining:
                 alert = close.DRAINING
             elif self.attempt >= self.settings.alert_after:
-                alert = close.BLOCKED if self._blocked else close.UNREACHABLE
+                alert = close.INTERFERENCE if self._blocked or self._evidence else close.UNREACHABLE
             else:
                 alert = None
             r = Render(RECONNECTING, self.attempt, self.retry_at, alert)
@@ -360,6 +451,7 @@ class Lifecycle:
         self._next_id += 1
         self.socket_id = self._next_id
         self._opened_at = None
+        self._joined_at = None
         self._last_rx = None
         self._ping_at = None
         self.retry_at = None
@@ -377,14 +469,23 @@ class Lifecycle:
         return acts
 
     def _connect_timeout(self, now):
-        if self.socket_id is None or self._opened_at is not None:
+        if self.socket_id is None or self._joined_at is not None:
             return []
+        if self._opened_at is not None:  # open, but the server's welcome never came through
+            acts = [CloseSocket(self.socket_id, close.CONNECT_TIMEOUT, "no welcome")]
+            self.socket_id = None
+            what = "open but no welcome within %.1f s" % self.settings.welcome_timeout
+            return acts + self._failure(now, what, False, now, False, SILENT)
         acts = [CloseSocket(self.socket_id, close.CONNECT_TIMEOUT, "connect timeout")]
         self.socket_id = None
         return acts + self._failure(now, "connect timeout", True, now, False)
 
+    def _short_lived(self, now):
+        """The current socket opened but was not welcomed, or lived less than stable_after since."""
+        return self._joined_at is None or now - self._joined_at < self.settings.stable_after
+
     def _heartbeat(self, now):
-        if self.state != CONNECTED or self.socket_id is None:
+        if not self.live:
             return []
         if self._silent_too_long(now):
             return self._dead(now, "no frame for %.1f s" % (now - self._last_rx))
@@ -394,12 +495,13 @@ class Lifecycle:
 
     def _dead(self, now, why):
         """The connected socket is judged dead: close it, then the abnormal path."""
+        evidence = CUT if self._short_lived(self._last_rx) else None
         acts = [CloseSocket(self.socket_id, close.HEARTBEAT_TIMEOUT, "heartbeat timeout")]
         self.socket_id = None
         # It was provably alive only until the last frame.
-        return acts + self._failure(now, why, False, self._last_rx, False)
+        return acts + self._failure(now, why, False, self._last_rx, False, evidence)
 
-    def _failure(self, now, what, before_open, alive_until, slow):
+    def _failure(self, now, what, before_open, alive_until, slow, evidence=None):
         """The one recovery path: the current socket is gone (already closed
         or CloseSocket emitted; socket_id is None). Schedule a retry."""
         s = self.settings
@@ -408,10 +510,27 @@ class Lifecycle:
         acts += self._cancel(CONNECT_TIMER)
         acts += self._cancel(HEARTBEAT_TIMER)
         acts += self._cancel(VERIFY_TIMER)
-        if self._opened_at is not None and alive_until - self._opened_at >= s.stable_after:
+        acts += self._cancel(PROBATION_TIMER)
+        if self._joined_at is not None and alive_until - self._joined_at >= s.stable_after:
             self.attempt = 0
+            self._evidence = 0
+            self._on_probation = False
+        if before_open:
+            self._evidence = 0  # proxies that cut or withhold let the upgrade through; this one failed before
+        if evidence is not None:
+            self._evidence += EVIDENCE_WEIGHT[evidence]
+            self._evidence_kind = evidence
+            self._on_probation = self._joined_at is not None
+            self.last_failure = close.INTERFERENCE
+        elif self.alert == close.DRAINING or self._draining:
+            self.last_failure = close.DRAINING
+        else:
+            self.last_failure = close.INTERFERENCE if self._blocked else close.UNREACHABLE
         self._opened_at = None
+        self._joined_at = None
         self.attempt += 1
+        # A path that clearly breaks live connections will not mend in a second: pace like "try later".
+        slow = slow or (evidence is not None and self._evidence >= EVIDENCE_NEEDED)
         delay = next_delay(self.attempt, s.backoff_base, s.backoff_cap, self._random, slow)
         if self._hidden:
             hidden = paced_delay(s.hidden_delay, self._random)
@@ -443,6 +562,7 @@ class Lifecycle:
             self.socket_id = None
         acts += self._cancel_all()
         self._opened_at = None
+        self._joined_at = None
         self.retry_at = None
         return acts
 

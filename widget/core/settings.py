@@ -13,6 +13,11 @@ class Settings:
     """Tunables, in seconds unless noted.
 
     connect_timeout  give up on a handshake after this long (close 4100).
+    welcome_timeout  after the socket opens, the server's welcome must arrive
+                     within this, or the attempt failed (close 4100): a proxy
+                     that withholds the server's frames.
+    probation        after a connection was cut soon after its welcome, the
+                     next one is shown "Connected" only after living this long.
     backoff_base     ceiling of the first retry delay (full jitter below it).
     backoff_cap      largest ceiling of a normal retry delay; 1013 "try again
                      later" may wait up to 2 * cap (see widget/core/backoff.py).
@@ -35,8 +40,11 @@ class Settings:
 
     def __init__(self, connect_timeout=5.0, backoff_base=0.75, backoff_cap=30.0,
                  stable_after=5.0, ping_interval=4.0, dead_after=10.0,
-                 verify_timeout=3.0, alert_after=3, hidden_delay=30.0):
+                 verify_timeout=3.0, alert_after=3, hidden_delay=30.0,
+                 welcome_timeout=4.0, probation=2.0):
         self.connect_timeout = connect_timeout
+        self.welcome_timeout = welcome_timeout
+        self.probation = probation
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.stable_after = stable_after
@@ -49,8 +57,8 @@ class Settings:
     def problems(self):
         """List of human-readable problems; empty when the settings are usable."""
         out = []
-        for name in ("connect_timeout", "backoff_base", "backoff_cap",
-                     "ping_interval", "dead_after", "verify_timeout", "hidden_delay"):
+        for name in ("connect_timeout", "backoff_base", "backoff_cap", "ping_interval", "dead_after",
+                     "verify_timeout", "hidden_delay", "welcome_timeout", "probation"):
             v = getattr(self, name)
             if not _is_number(v) or not v > 0:
                 out.append("%s must be a positive number" % name)
@@ -69,10 +77,11 @@ class Settings:
     def __repr__(self):
         return ("Settings(connect_timeout=%r, backoff_base=%r, backoff_cap=%r, "
                 "stable_after=%r, ping_interval=%r, dead_after=%r, verify_timeout=%r, "
-                "alert_after=%r, hidden_delay=%r)" % (
+                "alert_after=%r, hidden_delay=%r, welcome_timeout=%r, probation=%r)" % (
                     self.connect_timeout, self.backoff_base, self.backoff_cap,
                     self.stable_after, self.ping_interval, self.dead_after,
-                    self.verify_timeout, self.alert_after, self.hidden_delay))
+                    self.verify_timeout, self.alert_after, self.hidden_delay,
+                    self.welcome_timeout, self.probation))
 
 
 def _is_number(v):
@@ -103,6 +112,14 @@ def socket_url(settings, page_protocol, page_host):
         scheme = "wss:" if page_protocol == "https:" else "ws:"
         url = scheme + "//" + page_host + url
     return url + ("&" if "?" in url else "?") + "v=%d" % frames.VERSION
+
+
+def poll_url(settings, page_protocol, page_host):
+    """The absolute http(s):// base URL of the HTTP fallback (``/poll``)."""
+    url = settings.get("poll_url") or "/poll"
+    if url.startswith("/"):
+        url = page_protocol + "//" + page_host + url
+    return url
 
 
 def check_url(settings, page_origin):

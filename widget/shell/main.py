@@ -19,7 +19,8 @@ import js
 from pyscript.ffi import create_proxy, to_js
 
 from widget.core import actions as A
-from widget.core.client import Client, Page
+from widget.core import polling
+from widget.core.client import POLL, Client, Page
 from widget.shell.view import View
 
 STORAGE_KEY = "chat-widget:v1"
@@ -69,7 +70,10 @@ class Shell:
         window, document, client, view = js.window, js.document, self.client, self.view
         self.on(window, "online", lambda now, e: client.went_online(now))
         self.on(window, "offline", lambda now, e: client.went_offline(now))
-        self.on(window, "pageshow", lambda now, e: client.page_visible(now))
+        # Back/forward cache: leave with the connection closed, come back connecting.
+        self.on(window, "pagehide", lambda now, e: client.page_frozen(now) if e.persisted else [])
+        self.on(window, "pageshow", lambda now, e: client.page_restored(now) if e.persisted
+                else client.page_visible(now))
         self.on(document, "visibilitychange", lambda now, e: client.page_hidden(now)
                 if document.visibilityState == "hidden" else client.page_visible(now))
         self.on(view.form, "submit", self.submit)
@@ -92,6 +96,9 @@ class Shell:
     # ---- sockets -------------------------------------------------------------------------------
     def open_socket(self, action):
         socket_id, client = action.socket_id, self.client
+        if action.transport == POLL:
+            self.sockets[socket_id] = HttpSocket(self, socket_id, action.url)
+            return
         socket = js.WebSocket.new(action.url)
         self.sockets[socket_id] = socket
         socket.onopen = create_proxy(lambda e: self.run(client.socket_opened(time.time(), socket_id)))
@@ -101,9 +108,11 @@ class Shell:
         socket.onclose = create_proxy(lambda e: self.closed(socket_id, e))
 
     def closed(self, socket_id, event):
+        self.socket_ended(socket_id, int(event.code), text_of(event.reason), bool(event.wasClean))
+
+    def socket_ended(self, socket_id, code, reason, clean):
         self.sockets.pop(socket_id, None)
-        self.run(self.client.socket_closed(time.time(), socket_id, int(event.code), text_of(event.reason),
-                                           bool(event.wasClean)))
+        self.run(self.client.socket_closed(time.time(), socket_id, code, reason, clean))
 
     def close_socket(self, action):
         socket = self.sockets.pop(action.socket_id, None)
@@ -111,7 +120,7 @@ class Shell:
             socket.close(action.code, action.reason)
 
     def send(self, action):
-        socket = self.sockets.get(action.socket_id)
+        socket = self.sockets.get(action.socket_id)  # a WebSocket or an HttpSocket
         if socket is not None:
             socket.send(json.dumps(action.frame))
 
@@ -138,7 +147,8 @@ class Shell:
         answered = lambda response: response.text().then(  # noqa: E731
             create_proxy(lambda text: self.run(client.probe_answered(time.time(), bool(response.ok), str(text)))),
             create_proxy(lambda error: self.run(client.probe_failed(time.time()))))
-        js.window.fetch(action.url, to_js({"cache": "no-store"})).then(
+        # With the cookies a WebSocket handshake to that host carries: /ws-check judges the same headers.
+        js.window.fetch(action.url, to_js({"cache": "no-store", "credentials": "include"})).then(
             create_proxy(answered), create_proxy(lambda error: self.run(client.probe_failed(time.time()))))
 
     # ---- the view, storage, console ------------------------------------------------------------
@@ -165,6 +175,60 @@ class Shell:
             js.navigator.clipboard.writeText(text).then(shown(True), shown(False))
         except Exception:  # no clipboard (insecure context, old browser)
             self.view.show_copy_result(False, text)
+
+
+class HttpSocket:
+    """The HTTP fallback in the socket's place: runs a ``PollChannel``'s requests with ``fetch`` and
+    reports what it says as the socket's events. No credentials: the channel token is the session."""
+
+    def __init__(self, shell, socket_id, url):
+        self.shell = shell
+        self.socket_id = socket_id
+        self.channel = polling.PollChannel(url)
+        self.proxies = {}
+        self.carry_out(self.channel.open())
+
+    def send(self, text):
+        self.carry_out(self.channel.send(text))
+
+    def close(self, code, reason):
+        self.carry_out(self.channel.close())
+
+    def carry_out(self, items):
+        shell, client, socket_id = self.shell, self.shell.client, self.socket_id
+        for item in items:
+            kind = type(item)
+            if kind is polling.Request:
+                self.fetch(item)
+            elif kind is polling.Opened:
+                shell.run(client.socket_opened(time.time(), socket_id))
+            elif kind is polling.Frame:
+                shell.run(client.frame_received(time.time(), socket_id, item.frame))
+            else:
+                shell.socket_ended(socket_id, item.code, item.reason, item.clean)
+
+    def fetch(self, request):
+        options = {"method": request.method, "cache": "no-store", "credentials": "omit"}
+        if request.body is not None:
+            options["body"] = request.body
+            options["headers"] = {"Content-Type": "text/plain;charset=UTF-8"}  # a simple request: no preflight
+        got_response, got_text, failed = self.callbacks(request.kind)
+        js.window.fetch(request.url, to_js(options)).then(got_response, failed)
+
+    def callbacks(self, kind):
+        """One set of proxies per request kind, made once (at most one request of a kind is in flight;
+        a proxy per fetch would pile up under Pyodide over hours of polling)."""
+        if kind not in self.proxies:
+            status = {}
+
+            def got_response(response):
+                status["code"] = int(response.status)
+                response.text().then(got_text, failed)
+
+            got_text = create_proxy(lambda text: self.carry_out(self.channel.answered(kind, status["code"], str(text))))
+            failed = create_proxy(lambda error: self.carry_out(self.channel.answered(kind, 0, "")))
+            self.proxies[kind] = (create_proxy(got_response), got_text, failed)
+        return self.proxies[kind]
 
 
 def conditions():
