@@ -20,6 +20,14 @@ def chromium_path():
     return None  # Playwright's own browser (installed by scripts/ensure-chromium)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so a fixture's teardown can tell whether the test passed."""
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     path = chromium_path()

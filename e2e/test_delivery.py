@@ -1,5 +1,7 @@
 """No message lost or doubled: queued while down, resent after lost acks and crashes, replayed after reloads."""
 
+import json
+
 import pytest
 from playwright.sync_api import expect
 
@@ -26,9 +28,15 @@ def expect_conversation(page, questions):
     expect(page.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0)
 
 
-@pytest.fixture
-def sqlite_server(start_server, tmp_path):
-    return lambda env=None: start_server("--store", str(tmp_path / "chat.sqlite3"), env=env)
+@pytest.fixture(params=["websocket", "poll"])
+def sqlite_server(request, start_server, tmp_path, page):
+    """The server with a SQLite store; each test runs over WebSocket and over the HTTP fallback (forced
+    with ``http_fallback=always``), and checks at the end that the conversation ran on that transport."""
+    transport = request.param
+    fallback = {"CHAT_WIDGET_HTTP_FALLBACK": "always"} if transport == "poll" else {}
+    yield lambda env=None: start_server("--store", str(tmp_path / "chat.sqlite3"), env={**fallback, **(env or {})})
+    if request.node.rep_call.passed:
+        assert json.loads(page.evaluate("window.chatWidgetDiagnostics()"))["transport"] == transport
 
 
 def test_messages_typed_while_server_down_are_delivered_once_in_order(sqlite_server, open_chat):
@@ -66,7 +74,7 @@ def test_crash_with_unacknowledged_message_loses_nothing(sqlite_server, open_cha
     send(page, QUESTIONS[0])
     expect(page.locator(VISITOR)).to_have_attribute("data-delivery", "sent")
     server.kill()
-    server.env = {}
+    server.env = {key: value for key, value in server.env.items() if key != "CHAT_WIDGET_FAULTS"}
     server.start()
     # A shortcut past a pending backoff wait, not a test of the button (the widget may already have
     # reconnected by itself, and then the button is hidden). e2e/test_controls.py presses "Retry now".

@@ -30,13 +30,15 @@ def test_server_down_is_explained_as_unreachable(server, open_chat):
     expect(page.locator("#chat-widget")).to_have_attribute("data-state", "reconnecting")  # still trying
 
 
-def test_http_works_but_socket_blocked_is_explained_as_network_blocking(start_server, page):
-    """Health answers but every socket upgrade fails (like a proxy stripping Upgrade): 'network or proxy'."""
+def test_http_works_but_socket_blocked_is_explained_as_interference(start_server, page):
+    """Health answers but every socket upgrade fails (like a proxy stripping Upgrade), and the HTTP
+    fallback is turned off: 'network or proxy', not 'unreachable'."""
     port = free_port()
-    server = start_server("--socket-url", f"ws://127.0.0.1:{port}/blocked", port=port)
+    server = start_server("--socket-url", f"ws://127.0.0.1:{port}/blocked", port=port,
+                          env={"CHAT_WIDGET_HTTP_FALLBACK": "off"})
     page.goto(server.url + "/")
-    expect(page.locator(ALERT)).to_contain_text("network or a proxy is blocking live chat", timeout=15000)
-    assert diagnostics(page)["classification"] == "blocked"
+    expect(page.locator(ALERT)).to_contain_text("network or a proxy is interrupting live chat", timeout=15000)
+    assert diagnostics(page)["classification"] == "interference"
 
 
 def test_refused_origin_report_can_be_copied_without_message_texts(start_server, page, context):

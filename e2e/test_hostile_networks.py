@@ -1,0 +1,184 @@
+"""Behind middleboxes that break live connections, a visitor still chats, and the status stays honest.
+
+Real parts that misbehave: a TCP relay that completes the WebSocket upgrade and then withholds the
+server's frames or cuts the connection 0.2 s later (tests/tcp_proxy.py), and a real nginx proxying
+without the Upgrade headers (tests/nginx.py). The widget must reach "Connected" over the HTTP
+fallback within 10 s of opening the page, get each message answered exactly once, and say in its
+diagnostics which transport it uses and why; with the fallback turned off it must never claim to be
+connected, call the failure interference, and back off.
+"""
+
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import CHROMIUM_ARGS, chromium_path
+from tests.nginx import Nginx
+from tests.tcp_proxy import Relay
+from widget_page import WIDGET, launcher, message_box
+
+CONSULTANT = '[data-author="consultant"]'
+VISITOR = '[data-author="visitor"]'
+ALERT = "[data-alert]"
+
+# Every data-state the widget shows, in order, from the moment the page starts.
+RECORD_STATES = """
+window.__chatStates = [];
+new MutationObserver(() => {
+  const widget = document.getElementById("chat-widget");
+  const state = widget && widget.getAttribute("data-state");
+  const states = window.__chatStates;
+  if (state && states[states.length - 1] !== state) states.push(state);
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-state"]});
+"""
+
+
+def diagnostics(page):
+    return json.loads(page.evaluate("window.chatWidgetDiagnostics()"))
+
+
+def connected_over(page, transport, timeout):
+    """Wait until the widget is connected *and* the connection runs over ``transport``."""
+    page.wait_for_function(
+        """transport => {
+            const widget = document.getElementById("chat-widget");
+            return widget && widget.getAttribute("data-state") === "connected" && window.chatWidgetDiagnostics
+                && JSON.parse(window.chatWidgetDiagnostics()).transport === transport;
+        }""", arg=transport, timeout=timeout)
+
+
+def chat_once(page, question):
+    """Send a question; it is shown once, delivered, and answered exactly once."""
+    launcher(page).click()
+    message_box(page).fill(question)
+    message_box(page).press("Enter")
+    expect(page.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(1, timeout=10000)
+    expect(page.locator(CONSULTANT)).to_have_count(1, timeout=10000)
+    expect(page.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
+    expect(page.locator(VISITOR)).to_have_text([question])
+
+
+def console_of(page):
+    lines = []
+    page.on("console", lambda message: lines.append((message.type, message.text)))
+    return lines
+
+
+@pytest.mark.parametrize("mode,reason", [("withhold", "silent"), ("cut", "cut")])
+def test_behind_a_proxy_that_breaks_websockets_the_visitor_chats_over_http(server, page, mode, reason):
+    with Relay(server.port, mode=mode) as relay:
+        lines = console_of(page)
+        opened = time.monotonic()
+        page.goto(relay.url + "/")
+        connected_over(page, "poll", timeout=10000)
+        took = time.monotonic() - opened
+        chat_once(page, "When are you open?")
+        report = diagnostics(page)
+        assert report["transport"] == "poll" and report["fallback_reason"] == reason, report
+        assert any(event["event"] == "fallback" for event in report["events"])
+        ours = [text for _, text in lines if text.startswith("chat:")]
+        assert len(ours) <= 4, ours
+        assert took < 10, took
+        # The server heard what failed before the widget got through (one line, counted by class).
+        assert "client report" in server.log_text() and "transport=poll" in server.log_text()
+
+
+def test_behind_nginx_without_upgrade_headers_the_visitor_chats_over_http(server, page):
+    with Nginx(server.port, websocket_headers=False) as proxy:
+        page.goto(proxy.url + "/")
+        connected_over(page, "poll", timeout=10000)
+        chat_once(page, "Do you deliver abroad?")
+        report = diagnostics(page)
+        assert report["transport"] == "poll" and report["fallback_reason"] == "refused", report
+
+
+@pytest.mark.parametrize("mode", ["withhold", "cut"])
+def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_server, page, mode):
+    """40 s behind the relay with the fallback disabled: never "Connected" (but for the first, unforeseeable
+    flash of a connection cut 0.2 s after its welcome), the alert says interference, retries back off."""
+    server = start_server(env={"CHAT_WIDGET_HTTP_FALLBACK": "off"})
+    page.add_init_script(RECORD_STATES)
+    with Relay(server.port, mode=mode) as relay:
+        lines = console_of(page)
+        opened = time.monotonic()
+        page.goto(relay.url + "/")
+        expect(page.locator(ALERT)).to_contain_text("interrupting live chat", timeout=30000)
+        # The first 40 s are what is measured, not a synchronisation.
+        page.wait_for_timeout(max(0.0, 40 - (time.monotonic() - opened)) * 1000)
+        states = page.evaluate("window.__chatStates")
+        report = diagnostics(page)
+        attempts = [event for event in report["events"] if event["event"] == "attempt"]
+        assert report["classification"] == "interference" and report["transport"] == "websocket"
+        assert 2 <= len(attempts) <= 8, len(attempts)
+        if mode == "withhold":
+            assert "connected" not in states, states
+        else:
+            assert states.count("connected") <= 1 and "connected" not in states[states.index("reconnecting"):], states
+        expect(page.locator(WIDGET)).not_to_have_attribute("data-state", "connected")
+        ours = [text for _, text in lines if text.startswith("chat:")]
+        assert len(ours) <= 4, ours
+
+
+def test_when_the_proxy_mends_the_widget_moves_back_to_websocket_without_loss(start_server, page):
+    server = start_server(env={"CHAT_WIDGET_HTTP_UPGRADE_INTERVAL": "3"})
+    with Relay(server.port, mode="withhold") as relay:
+        page.goto(relay.url + "/")
+        connected_over(page, "poll", timeout=10000)
+        chat_once(page, "When are you open?")
+        relay.set_mode("pass")
+        message_box(page).fill("Do you deliver abroad?")
+        message_box(page).press("Enter")
+        connected_over(page, "websocket", timeout=10000)
+        message_box(page).fill("Can I return a rug?")
+        message_box(page).press("Enter")
+        questions = ["When are you open?", "Do you deliver abroad?", "Can I return a rug?"]
+        expect(page.locator(VISITOR)).to_have_text(questions, timeout=10000)
+        expect(page.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(3, timeout=10000)
+        expect(page.locator(CONSULTANT)).to_have_count(3, timeout=10000)
+        expect(page.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
+        report = diagnostics(page)
+        assert report["fallback_reason"] is None
+        assert any(event["event"] == "upgrade" and event["result"] == "moved" for event in report["events"])
+        # After a reload the stored conversation is the same: nothing doubled on the server either.
+        page.reload()
+        launcher(page).click()
+        expect(page.locator(VISITOR)).to_have_text(questions, timeout=10000)
+        expect(page.locator(CONSULTANT)).to_have_count(3)
+
+
+def test_a_page_with_12_kb_of_cookies_connects_over_websocket(server, page, context):
+    """Shops with analytics and consent tools send big Cookie headers: the socket accepts them."""
+    host = server.url.split("//", 1)[1].split(":")[0]
+    context.add_cookies([{"name": f"c{n}", "value": "x" * 3900, "domain": host, "path": "/"} for n in range(3)])
+    page.goto(server.url + "/")
+    connected_over(page, "websocket", timeout=10000)
+    assert diagnostics(page)["classification"] is None
+
+
+def test_a_page_restored_from_the_back_forward_cache_comes_back_connected(server, browser_type):
+    """Leaving closes the connection (so the page may be cached); coming back reconnects by itself."""
+    # Playwright turns the back/forward cache off by default; this test needs it on.
+    browser = browser_type.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS,
+                                  ignore_default_args=["--disable-back-forward-cache"])
+    try:
+        page = browser.new_page()
+        page.add_init_script(RECORD_STATES)
+        page.goto(server.url + "/")
+        connected_over(page, "websocket", timeout=10000)
+        page.evaluate("window.addEventListener('pageshow', event => { window.__restored = event.persisted; })")
+        page.goto(server.url + "/livez")
+        page.evaluate("history.back()")  # page.go_back() waits for a load that a restore never fires
+        page.wait_for_function("window.__restored === true", timeout=10000)
+        connected_over(page, "websocket", timeout=10000)
+        report = diagnostics(page)
+        attempts = [event for event in report["events"] if event["event"] == "attempt"]
+        assert len(attempts) == 2, attempts  # the first connection, and the one after the restore
+        # Closed on the way into the cache by the widget, not found dead on the way out: a fresh start,
+        # not a lost connection with its backoff.
+        assert not [event for event in report["events"] if event["event"] == "close" and event["code"] != 1000], \
+            report["events"]
+        assert page.evaluate("window.__chatStates").count("reconnecting") == 0
+    finally:
+        browser.close()
