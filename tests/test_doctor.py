@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import socket
 import sys
 import time
@@ -11,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from server.doctor import Probe, doctor, parse_target
-from tcp_proxy import IdleCuttingProxy
+from nginx import Nginx, require_nginx
+from tcp_proxy import IdleCuttingProxy, Relay
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "e2e"))
@@ -63,16 +65,22 @@ def unused_port():
 
 
 async def test_healthy_server_passes_every_check(server):
-    """A healthy server passes every check, exits 0, and both output forms say so."""
+    """A healthy server passes every check, exits 0, both output forms say so, and it takes seconds, not more."""
+    started = time.monotonic()
     (code, text), (json_code, report, checks) = await asyncio.gather(
         run_doctor(server.url), run_doctor_json(server.url))
+    elapsed = time.monotonic() - started
     assert code == 0 and json_code == 0
     assert report["ok"] is True and report["url"] == server.url
-    assert list(checks) == ["url", "scheme", "dns", "tcp", "health", "cors", "origin", "handshake", "welcome", "ping"]
+    assert list(checks) == ["url", "scheme", "dns", "tcp", "health", "cors", "origin", "fallback", "handshake", "welcome",
+                            "ping",
+                            "hold"]
     assert set(statuses(checks).values()) == {"pass"}, checks
-    assert all(check["fix"] is None for check in checks.values())
+    assert all(check["fix"] is None and check["class"] is None for check in checks.values())
     assert "PASS  health     200 application/health+json, status pass" in text
-    assert text.rstrip().endswith("ok: 10 pass")
+    assert re.search(r"PASS  hold       open 3 s, \d+ pongs", text), text
+    assert text.rstrip().endswith("ok: 12 pass")
+    assert elapsed < 3 + 3, elapsed  # the 3 s hold plus start-up and the other checks
 
 
 async def test_server_down_fails_tcp_and_skips_the_rest():
@@ -81,7 +89,7 @@ async def test_server_down_fails_tcp_and_skips_the_rest():
     assert code == 1 and report["ok"] is False
     assert checks["tcp"]["status"] == "fail" and "refused" in checks["tcp"]["detail"]
     assert "start the server" in checks["tcp"]["fix"]
-    for name in ("health", "cors", "origin", "handshake", "welcome", "ping"):
+    for name in ("health", "cors", "origin", "handshake", "welcome", "ping", "hold"):
         assert checks[name]["status"] == "skip", name
 
 
@@ -94,14 +102,15 @@ async def test_disallowed_origin_is_explained(shop_server):
     assert checks["handshake"]["fix"] == f"origin not allowed: add it with --allow-origin {evil}"
     assert checks["origin"]["status"] == "fail" and "not allowed" in checks["origin"]["detail"]
     assert checks["cors"]["status"] == "fail"
-    assert checks["welcome"]["status"] == checks["ping"]["status"] == "skip"
+    assert checks["welcome"]["status"] == checks["ping"]["status"] == checks["hold"]["status"] == "skip"
 
 
 async def test_allowed_cross_origin_passes_cors(shop_server):
     """The allowed site's origin gets exact CORS headers on preflight and GET, and the socket works."""
     code, _, checks = await run_doctor_json(shop_server.url, "--origin", SHOP)
     assert code == 0, checks
-    assert checks["cors"] == {"name": "cors", "status": "pass", "detail": f"preflight and GET allow {SHOP}", "fix": None}
+    assert checks["cors"] == {"name": "cors", "status": "pass", "detail": f"preflight and GET allow {SHOP}", "fix": None,
+                              "class": None}
     assert set(statuses(checks).values()) == {"pass"}
 
 
@@ -111,6 +120,7 @@ async def test_wrong_socket_path_is_explained(server):
     assert code == 1
     assert checks["handshake"]["status"] == "fail"
     assert checks["handshake"]["fix"].startswith("wrong socket path or not a WebSocket endpoint")
+    assert checks["handshake"]["class"] is None  # a wrong path is the deployment's setting, not interference
     assert checks["health"]["status"] == "pass"  # the HTTP side is fine; only the socket URL is wrong
 
 
@@ -122,6 +132,78 @@ async def test_proxy_cutting_idle_sockets_fails_idle_check(server):
     assert checks["ping"]["status"] == "pass"
     assert checks["idle"]["status"] == "fail", checks["idle"]
     assert "closes idle sockets after < 2 s" in checks["idle"]["fix"]
+
+
+async def test_proxy_withholding_frames_fails_welcome_as_interference(server):
+    """A proxy that completes the upgrade and then swallows the server's frames: welcome fails, naming the proxy."""
+    with Relay(server.port, mode="withhold") as relay:
+        started = time.monotonic()
+        (code, text), (_, _, checks) = await asyncio.gather(
+            run_doctor(relay.url, "--timeout", "2"), run_doctor_json(relay.url, "--timeout", "2"))
+        elapsed = time.monotonic() - started
+    assert code == 1
+    assert checks["health"]["status"] == checks["handshake"]["status"] == "pass"  # HTTP and the 101 get through
+    welcome = checks["welcome"]
+    assert welcome["status"] == "fail" and welcome["class"] == "interference"
+    assert welcome["detail"] == ("the WebSocket opened but no frame came back within 2 s: a proxy on the path is "
+                                 "withholding the server's frames (buffering proxy or antivirus); the widget will "
+                                 "fall back to HTTP")
+    assert "antivirus" in welcome["fix"]
+    assert checks["ping"]["status"] == checks["hold"]["status"] == "skip"
+    assert "class: interference (the server answers HTTP but live connections fail" in text
+    assert elapsed < 2 + 3, elapsed
+
+
+async def test_proxy_cutting_live_connections_fails_hold_as_interference(server):
+    """A proxy that cuts the socket 1 s after the upgrade: welcome and ping pass, hold says when and why it closed."""
+    with Relay(server.port, mode="cut", cut_after=1.0) as relay:
+        started = time.monotonic()
+        code, _, checks = await run_doctor_json(relay.url)
+        elapsed = time.monotonic() - started
+    assert code == 1
+    assert checks["welcome"]["status"] == checks["ping"]["status"] == "pass"
+    hold = checks["hold"]
+    assert hold["status"] == "fail" and hold["class"] == "interference", hold
+    seconds = re.fullmatch(r"the connection was closed (\d+\.\d) s after it opened: a proxy on the path cuts live "
+                           r"connections", hold["detail"])
+    assert seconds and 0.9 <= float(seconds.group(1)) <= 1.5, hold["detail"]
+    assert elapsed < 1 + 3, elapsed  # the hold ends when the cut comes, not after its full 3 s
+
+
+async def test_nginx_without_upgrade_headers_is_explained_with_the_fix(server):
+    """nginx proxying /ws without the Upgrade headers: HTTP passes, the handshake fails, the fix is nginx's lines."""
+    require_nginx()
+    with Nginx(server.port, websocket_headers=False) as proxy:
+        code, _, checks = await run_doctor_json(proxy.url)
+    assert code == 1
+    assert checks["health"]["status"] == checks["origin"]["status"] == "pass"
+    handshake = checks["handshake"]
+    assert handshake["status"] == "fail" and handshake["class"] == "interference"
+    assert handshake["detail"].startswith("HTTP 400 instead of 101") and "answered by nginx" in handshake["detail"]
+    assert handshake["detail"].endswith("as to a plain GET: the upgrade did not reach the server")
+    for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                      'proxy_set_header Connection "upgrade";'):
+        assert directive in handshake["fix"]
+    # ... and visitors still chat, over the HTTP fallback (through nginx's buffering proxy).
+    assert checks["fallback"]["status"] == "pass" and "long-polling" in checks["fallback"]["detail"]
+
+
+async def test_fallback_turned_off_is_a_warning_that_names_the_setting():
+    server = ServerProcess(env={"CHAT_WIDGET_HTTP_FALLBACK": "off"}).start()
+    try:
+        _, _, checks = await run_doctor_json(server.url)
+    finally:
+        server.stop()
+    assert checks["fallback"]["status"] == "warn" and "--http-fallback auto" in checks["fallback"]["fix"]
+
+
+async def test_nginx_with_upgrade_headers_passes_every_check(server):
+    """nginx configured as its WebSocket guide says: every check passes through it, the 3 s hold included."""
+    require_nginx()
+    with Nginx(server.port, websocket_headers=True) as proxy:
+        code, _, checks = await run_doctor_json(proxy.url)
+    assert code == 0, checks
+    assert set(statuses(checks).values()) == {"pass"}
 
 
 async def test_idle_socket_survives_without_proxy(server):

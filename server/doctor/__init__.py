@@ -2,14 +2,16 @@
 
 Browsers report every failed chat socket as close code 1006, whatever the cause; the doctor walks the
 path a visitor's browser takes (URL, DNS, TCP, HTTP, CORS, the Origin policy, the WebSocket upgrade,
-the protocol, idle sockets through proxies) and says which step breaks and how to fix it. The checks
-are in ``checks.py``; this module runs them and prints the report.
+the protocol, a socket held open a few seconds, idle sockets through proxies) and says which step
+breaks and how to fix it. The checks are in ``checks.py``; this module runs them and prints the report.
 """
 
 import asyncio
 import json
 
 import click
+
+from protocol.close import FAILURES
 
 from ..transport.origins import OriginError, format_origin, parse_origin
 from .checks import FAIL, PASS, SKIP, WARN, Check, Probe, check_names, parse_target
@@ -33,6 +35,8 @@ def render_text(url, checks):
         lines.append(f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}")
         if check.fix and check.status != PASS:
             lines.append(f"{'':<{6 + width}}  fix: {check.fix}")
+        if check.failure and check.status != PASS:
+            lines.append(f"{'':<{6 + width}}  class: {check.failure} ({FAILURES[check.failure]})")
     counts = {status: sum(check.status == status for check in checks) for status in (FAIL, WARN, PASS, SKIP)}
     verdict = "FAILED" if counts[FAIL] else "ok"
     lines.append(f"{verdict}: " + ", ".join(f"{count} {status}" for status, count in counts.items() if count))
@@ -66,9 +70,11 @@ def _validate_origin(ctx, param, value):
 def doctor(url, origin, socket_url, idle, timeout, as_json):
     """Check that the chat at URL (the server's base URL) works from a visitor's browser.
 
-    Checks: url, scheme, dns, tcp, health, cors, origin, handshake, welcome, ping and, with --idle,
-    idle. Each passes, warns, fails or is skipped (when a check it depends on did not pass); every
-    warning and failure comes with a fix.
+    Checks: url, scheme, dns, tcp, health, cors, origin, handshake, welcome, ping, hold (the socket
+    kept open 3 s with pings) and, with --idle, idle. Each passes, warns, fails or is skipped (when a
+    check it depends on did not pass); every warning and failure comes with a fix, and with the
+    widget's failure class when the finding explains one (interference: a proxy that refuses the
+    upgrade, withholds the server's frames or cuts live connections).
 
     Exit status: 0 when no check failed (warnings allowed), 1 when any check failed, 2 for bad usage.
     """

@@ -18,6 +18,8 @@ from ..transport.origins import DEFAULT_PORTS, format_origin, parse_origin
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SLOW_PING_MS = 500
+HOLD_S = 3.0              # how long the hold check keeps the socket open (a cut after this goes unseen)
+HOLD_PING_EVERY_S = 0.5
 SERVER_PING_INTERVAL_S = 20  # uvicorn_config in cli.py
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 HEALTH_JSON = "application/health+json"
@@ -25,20 +27,37 @@ HEALTH_JSON = "application/health+json"
 # Each check runs only when the one it depends on neither failed nor was skipped.
 DEPENDS_ON = {
     "scheme": "url", "dns": "url", "tcp": "dns", "health": "tcp", "cors": "health", "origin": "health",
-    "handshake": "tcp", "welcome": "handshake", "ping": "welcome", "idle": "ping",
+    "fallback": "origin", "handshake": "tcp", "welcome": "handshake", "ping": "welcome", "hold": "ping", "idle": "hold",
 }
 
 IDLE_FIX = ("something between you and the server closes idle sockets after < {idle:g} s (nginx "
             f"proxy_read_timeout defaults to 60 s): raise it above the server's {SERVER_PING_INTERVAL_S} s ping interval")
+PATH_FIX = "wrong socket path or not a WebSocket endpoint: check --socket-url (the server's socket is /ws?v=1)"
+UPGRADE_FIX = ("a proxy in front of the server does not forward the WebSocket upgrade, so the server got a plain "
+               "GET: in nginx's location for /ws add proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; "
+               "proxy_set_header Connection \"upgrade\"; (other proxies: enable WebSocket support)")
 HANDSHAKE_FIXES = {
     403: "origin not allowed: add it with --allow-origin {origin}",
-    404: "wrong socket path or not a WebSocket endpoint: check --socket-url (the server's socket is /ws?v=1)",
-    400: "wrong socket path or not a WebSocket endpoint: check --socket-url (the server's socket is /ws?v=1)",
-    426: "a proxy does not forward the Upgrade header (nginx: proxy_http_version 1.1; "
-         "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")",
+    404: PATH_FIX,
+    400: PATH_FIX,  # an upgrade to a path without a socket; see UPGRADE_REFUSED
     503: "server full or restarting: check /healthz and the server log, then retry",
 }
+# 400 answers both an upgrade to a path without a socket and a plain GET of the socket route (which a
+# proxy that drops the Upgrade header turns the upgrade into); 426 is some proxies' word for the
+# latter. A plain GET of the socket URL tells them apart: answered alike, the upgrade never arrived.
+UPGRADE_REFUSED = (400, 426)
 HANDSHAKE_TIMEOUT_FIX = "accepts TCP but never answers the upgrade: a proxy or firewall is holding it"
+WITHHELD = ("the WebSocket opened but no frame came back within {timeout:g} s: a proxy on the path is withholding "
+            "the server's frames (buffering proxy or antivirus); the widget will fall back to HTTP")
+WITHHELD_FIX = ("exempt the chat's host from the proxy's or antivirus's web scanning (HTTPS inspection), or have it "
+                "pass WebSockets through unbuffered; if nothing sits between you and the server, check the server log")
+CUT = "the connection was closed {seconds:.1f} s after it opened: a proxy on the path cuts live connections"
+CUT_FIX = ("exempt the chat's host from the proxy, antivirus or firewall that ends WebSocket connections (or raise "
+           "its connection time limit); if nothing sits in between, check the server log: a crash ends sockets too")
+
+
+FALLBACK_OFF_FIX = ("visitors behind proxies that break WebSockets cannot chat at all: set --http-fallback auto "
+                    "(the default) unless WebSockets are known to pass everywhere your visitors are")
 
 
 @dataclass
@@ -47,6 +66,8 @@ class Check:
     status: str
     detail: str
     fix: str | None = None
+    # The widget's failure class this finding explains (protocol.close), e.g. close.INTERFERENCE.
+    failure: str | None = None
     # Whether checks depending on this one must be skipped; by default a failure blocks them, but a
     # check can fail and still leave its dependents worth running (health answered, with status fail).
     blocks: bool | None = field(default=None, repr=False)
@@ -56,7 +77,8 @@ class Check:
             self.blocks = self.status in (FAIL, SKIP)
 
     def as_dict(self):
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix,
+                "class": self.failure}
 
 
 @dataclass
@@ -111,6 +133,7 @@ class Probe:
         # Direct connections (no proxy from the environment), so every check tests the same path.
         self.http = httpx.AsyncClient(timeout=target.timeout, trust_env=False)
         self.socket = None
+        self.opened_at = None  # monotonic time the handshake completed
 
     async def __aenter__(self):
         return self
@@ -253,6 +276,33 @@ class Probe:
                          "the server is draining or full: retry shortly, or check /healthz")
         return Check("origin", PASS, f"{target.origin} allowed ({reason})")
 
+    async def check_fallback(self):
+        """The HTTP fallback (docs/protocol.md): open a channel, say hello, and get the welcome by long-poll."""
+        parts = urlsplit(self.target.socket_url)
+        base = parts._replace(scheme="https" if parts.scheme == "wss" else "http", path="/poll", query="").geturl()
+        headers = {"Origin": self.target.origin}
+        started = time.perf_counter()
+        try:
+            opened = await self.http.post(base, params={"v": frames.VERSION}, headers=headers)
+            if opened.status_code == 404 and "fallback_disabled" in opened.text:
+                return Check("fallback", WARN, "the HTTP fallback is off (/poll answers 404)", FALLBACK_OFF_FIX)
+            if opened.status_code != 200:
+                return Check("fallback", FAIL, f"POST {base} answered HTTP {opened.status_code}: {opened.text[:80]}",
+                             "a proxy must pass POST and GET on /poll to the chat server, unchanged")
+            channel = f"{base}/{opened.json()['channel']}"
+            await self.http.post(channel, content=json.dumps(frames.hello(None, 0)), headers={
+                **headers, "Content-Type": "text/plain;charset=UTF-8"})
+            polled = await self.http.get(channel, params={"from": 0}, headers=headers)
+            first = (polled.json().get("frames") or [{}])[0] if polled.status_code == 200 else {}
+            await self.http.post(channel + "/close", headers=headers)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            return Check("fallback", FAIL, f"{base}: {self._describe(error)}",
+                         "a proxy must pass /poll to the chat server and may hold a request up to 25 s")
+        if first.get("type") != "welcome":
+            return Check("fallback", FAIL, f"no welcome by long-poll (HTTP {polled.status_code})",
+                         "a proxy must pass /poll to the chat server and may hold a request up to 25 s")
+        return Check("fallback", PASS, f"welcome over HTTP long-polling ({base}) in {_ms_since(started)} ms")
+
     async def check_handshake(self):
         target = self.target
         started = time.perf_counter()
@@ -265,9 +315,14 @@ class Probe:
             # The server refuses with a one-line text/plain reason; other bodies (HTML pages) say little.
             plain = error.response.headers.get("Content-Type", "").startswith("text/plain")
             body = error.response.body.decode("utf-8", "replace").strip().splitlines() if plain else []
+            detail = f"HTTP {status}" + (f" {body[0][:80]}" if body else "") + f" instead of 101 from {target.socket_url}"
+            if server := error.response.headers.get("Server"):
+                detail += f" (answered by {server[:40]})"  # a proxy's name here says who is in the way
+            if status in UPGRADE_REFUSED and await self._answers_plain_get_alike(status):
+                return Check("handshake", FAIL, detail + ", as to a plain GET: the upgrade did not reach the server",
+                             UPGRADE_FIX, failure=close.INTERFERENCE)
             fix = HANDSHAKE_FIXES.get(status, "the server should answer 101 Switching Protocols: check --socket-url "
                                       "and any proxy in front of the server")
-            detail = f"HTTP {status}" + (f" {body[0][:80]}" if body else "") + f" instead of 101 from {target.socket_url}"
             return Check("handshake", FAIL, detail, fix.format(origin=target.origin))
         except TimeoutError:
             return Check("handshake", FAIL, f"no answer to the upgrade within {target.timeout:g} s",
@@ -284,7 +339,18 @@ class Probe:
         except OSError as error:
             return Check("handshake", FAIL, f"cannot connect to {target.socket_url}: {error}",
                          "check the host and port of --socket-url")
+        self.opened_at = time.monotonic()
         return Check("handshake", PASS, f"101 Switching Protocols in {_ms_since(started)} ms")
+
+    async def _answers_plain_get_alike(self, status):
+        """Whether a plain GET of the socket URL gets ``status`` too (what a refused upgrade got)."""
+        parts = urlsplit(self.target.socket_url)
+        url = parts._replace(scheme="https" if parts.scheme == "wss" else "http").geturl()
+        try:
+            response = await self.http.get(url, headers={"Origin": self.target.origin})
+        except httpx.HTTPError:
+            return False
+        return response.status_code == status
 
     async def check_welcome(self):
         try:
@@ -293,10 +359,10 @@ class Probe:
                 await self.socket.send(json.dumps(frames.hello(None, 0)))
                 frame = _json_frame(await self.socket.recv())
         except TimeoutError:
-            return Check("welcome", FAIL, f"no welcome within {self.target.timeout:g} s of hello",
-                         "the server accepted but sent nothing: check the server log")
+            return Check("welcome", FAIL, WITHHELD.format(timeout=self.target.timeout), WITHHELD_FIX,
+                         failure=close.INTERFERENCE)
         except ConnectionClosed as error:
-            return self._closed("welcome", error)
+            return self._closed("welcome", error.rcvd)
         if frame.get("type") != "welcome":
             return Check("welcome", FAIL, f"first frame is {str(frame.get('type'))[:40]!r}, not a welcome",
                          "this socket URL is not the chat server's /ws endpoint")
@@ -312,11 +378,35 @@ class Probe:
             return Check("ping", FAIL, f"no pong within {self.target.timeout:g} s",
                          "the server does not answer frames: check its log and whether a proxy buffers the socket")
         except ConnectionClosed as error:
-            return self._closed("ping", error)
+            return self._closed("ping", error.rcvd)
         if rtt > SLOW_PING_MS:
             return Check("ping", WARN, f"pong in {rtt} ms (over {SLOW_PING_MS} ms)",
                          "a slow path or a loaded server: check the server's CPU and the network in between")
         return Check("ping", PASS, f"pong in {rtt} ms")
+
+    async def check_hold(self):
+        """Keep the socket open HOLD_S seconds, pinging: finds proxies that cut live connections early."""
+        deadline = time.monotonic() + HOLD_S
+        rtts = []
+        try:
+            while True:
+                rtts.append(await self._round_trip())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    # wait_closed ends the pause early when the path cuts the socket meanwhile.
+                    async with asyncio.timeout(min(HOLD_PING_EVERY_S, left)):
+                        await self.socket.wait_closed()
+                except TimeoutError:
+                    continue
+                return self._closed("hold", self.socket.protocol.close_rcvd)
+        except TimeoutError:
+            return Check("hold", FAIL, f"no pong within {self.target.timeout:g} s after {len(rtts)} answered",
+                         "the path stopped passing the server's frames: a proxy or the server stalled; check both")
+        except ConnectionClosed as error:
+            return self._closed("hold", error.rcvd)
+        return Check("hold", PASS, f"open {HOLD_S:g} s, {len(rtts)} pongs, slowest in {max(rtts)} ms")
 
     async def check_idle(self):
         idle = self.target.idle
@@ -347,9 +437,13 @@ class Probe:
                 if frame.get("type") == "pong" and frame.get("t") == stamp:
                     return _ms_since(started)
 
-    def _closed(self, name, error):
-        code = error.rcvd.code if error.rcvd else 1006
-        reason = f" {error.rcvd.reason!r}" if error.rcvd and error.rcvd.reason else ""
+    def _closed(self, name, rcvd):
+        """The check ``name`` failed because the socket closed; ``rcvd`` is the close frame, if one came."""
+        if rcvd is None:  # the TCP connection ended without a close frame: cut on the way (or a crash)
+            seconds = time.monotonic() - self.opened_at
+            return Check(name, FAIL, CUT.format(seconds=seconds), CUT_FIX, failure=close.INTERFERENCE)
+        code = rcvd.code
+        reason = f" {rcvd.reason!r}" if rcvd.reason else ""
         if code == close.UNSUPPORTED_VERSION:
             fix = "the server speaks another protocol version: update the server or this tool"
         else:
