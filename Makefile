@@ -5,18 +5,18 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: serve test test-unit test-e2e soak setup browser clean
+.PHONY: serve test test-unit test-e2e soak setup browser tools clean
 
 serve: setup
 	$(BIN)/chat-widget serve $(ARGS)
 
-test: setup browser
+test: setup browser tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup tools
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-test-e2e: setup browser
+test-e2e: setup browser tools
 	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
 
 soak: setup browser
@@ -37,11 +37,15 @@ $(NPM_STAMP): package.json package-lock.json
 browser: $(PY_STAMP)
 	@scripts/ensure-chromium
 
+# nginx for the proxy tests (tests/nginx.py runs its own on a loopback port; the system service stays off)
+tools:
+	@scripts/ensure-nginx
+
 clean:
 	rm -rf $(VENV) node_modules
 
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-compress bench-smoke
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-compress bench-smoke
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -55,6 +59,9 @@ bench-reconnect: setup browser
 bench-capacity: setup
 	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
 
+bench-fallback: setup
+	$(BIN)/python bench/fallback.py $(BENCH_ARGS)
+
 bench-compress: setup
 	$(BIN)/python scripts/compress-assets
 
@@ -63,3 +70,4 @@ bench-smoke: setup browser
 	$(BIN)/python bench/bytes.py --smoke
 	$(BIN)/python bench/reconnect.py --smoke
 	$(BIN)/python bench/capacity.py --smoke
+	$(BIN)/python bench/fallback.py --smoke
