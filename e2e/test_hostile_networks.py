@@ -94,31 +94,35 @@ def test_behind_nginx_without_upgrade_headers_the_visitor_chats_over_http(server
         assert report["transport"] == "poll" and report["fallback_reason"] == "refused", report
 
 
-@pytest.mark.parametrize("mode", ["withhold", "cut"])
-def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_server, page, mode):
-    """40 s behind the relay with the fallback disabled: never "Connected" (but for the first, unforeseeable
-    flash of a connection cut 0.2 s after its welcome), the alert says interference, retries back off."""
+def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_server, page, context):
+    """40 s behind each relay with the fallback disabled (both at once, one page each): never "Connected"
+    (but for the first, unforeseeable flash of a connection cut 0.2 s after its welcome), the alert says
+    interference, and retries back off."""
     server = start_server(env={"CHAT_WIDGET_HTTP_FALLBACK": "off"})
-    page.add_init_script(RECORD_STATES)
-    with Relay(server.port, mode=mode) as relay:
-        lines = console_of(page)
+    context.add_init_script(RECORD_STATES)
+    pages = {"withhold": page, "cut": context.new_page()}
+    with Relay(server.port, mode="withhold") as withholding, Relay(server.port, mode="cut") as cutting:
+        lines = {mode: console_of(each) for mode, each in pages.items()}
         opened = time.monotonic()
-        page.goto(relay.url + "/")
-        expect(page.locator(ALERT)).to_contain_text("interrupting live chat", timeout=30000)
+        pages["withhold"].goto(withholding.url + "/")
+        pages["cut"].goto(cutting.url + "/")
+        for each in pages.values():
+            expect(each.locator(ALERT)).to_contain_text("interrupting live chat", timeout=30000)
         # The first 40 s are what is measured, not a synchronisation.
         page.wait_for_timeout(max(0.0, 40 - (time.monotonic() - opened)) * 1000)
-        states = page.evaluate("window.__chatStates")
-        report = diagnostics(page)
-        attempts = [event for event in report["events"] if event["event"] == "attempt"]
-        assert report["classification"] == "interference" and report["transport"] == "websocket"
-        assert 2 <= len(attempts) <= 8, len(attempts)
-        if mode == "withhold":
-            assert "connected" not in states, states
-        else:
-            assert states.count("connected") <= 1 and "connected" not in states[states.index("reconnecting"):], states
-        expect(page.locator(WIDGET)).not_to_have_attribute("data-state", "connected")
-        ours = [text for _, text in lines if text.startswith("chat:")]
-        assert len(ours) <= 4, ours
+        for mode, each in pages.items():
+            states = each.evaluate("window.__chatStates")
+            report = diagnostics(each)
+            attempts = [event for event in report["events"] if event["event"] == "attempt"]
+            assert report["classification"] == "interference" and report["transport"] == "websocket"
+            assert 2 <= len(attempts) <= 8, (mode, len(attempts))
+            if mode == "withhold":
+                assert "connected" not in states, states
+            else:
+                assert states.count("connected") <= 1 and "connected" not in states[states.index("reconnecting"):], states
+            expect(each.locator(WIDGET)).not_to_have_attribute("data-state", "connected")
+            ours = [text for _, text in lines[mode] if text.startswith("chat:")]
+            assert len(ours) <= 4, (mode, ours)
 
 
 def test_when_the_proxy_mends_the_widget_moves_back_to_websocket_without_loss(start_server, page):
