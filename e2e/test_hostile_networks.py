@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import CHROMIUM_ARGS, chromium_path
+from server_process import free_port
 from tests.nginx import Nginx
 from tests.tcp_proxy import Relay
 from widget_page import WIDGET, launcher, message_box
@@ -186,3 +187,38 @@ def test_a_page_restored_from_the_back_forward_cache_comes_back_connected(server
         assert page.evaluate("window.__chatStates").count("reconnecting") == 0
     finally:
         browser.close()
+
+
+@pytest.mark.parametrize("fallback", ["auto", "off"])
+def test_cookies_larger_than_the_server_accepts_are_named(start_server, browser_type, fallback):
+    """A shop (shop.test) whose chat server (chat.shop.test, same site) has collected more than its 32 KiB
+    header limit in cookies: the handshake gets 431 and /ws-check (fetched with the same cookies) says so.
+    The HTTP fallback sends no cookies, so the visitor chats over it; with it off, the widget stops with
+    the real cause instead of retrying or blaming the network."""
+    port = free_port()
+    server = start_server("--socket-url", f"ws://chat.shop.test:{port}/ws", "--allow-origin", f"http://shop.test:{port}",
+                          port=port, env={"CHAT_WIDGET_HTTP_FALLBACK": fallback})
+    # Two host names on loopback, so the cookies belong to the chat's host and not to the page's.
+    browser = browser_type.launch(executable_path=chromium_path(),
+                                  args=CHROMIUM_ARGS + ["--host-resolver-rules=MAP *.test 127.0.0.1"])
+    try:
+        context = browser.new_context()
+        context.add_cookies([{"name": f"c{n}", "value": "x" * 3900, "domain": "chat.shop.test", "path": "/"}
+                             for n in range(9)])
+        page = context.new_page()
+        page.goto(f"http://shop.test:{port}/")
+        if fallback == "auto":
+            connected_over(page, "poll", timeout=10000)
+            chat_once(page, "When are you open?")
+            assert diagnostics(page)["fallback_reason"] == "headers"
+        else:
+            expect(page.locator(ALERT)).to_contain_text("more cookie data than the chat server accepts", timeout=15000)
+            expect(page.locator(WIDGET)).to_have_attribute("data-state", "failed")
+            report = diagnostics(page)
+            assert report["classification"] == "headers"
+            assert len([event for event in report["events"] if event["event"] == "attempt"]) == 1  # no retry loop
+        probes = [event["result"] for event in diagnostics(page)["events"] if event["event"] == "probe"]
+        assert probes == ["headers_too_large"]
+    finally:
+        browser.close()
+    assert "431" in server.log_text()

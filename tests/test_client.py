@@ -525,3 +525,21 @@ def test_back_forward_cache_closes_and_reconnects_on_return():
     browser.open()
     browser.welcome(resumed=True)
     assert browser.status.state == "connected"
+
+
+def test_cookies_too_large_for_the_socket_move_to_http_which_sends_none():
+    browser = Browser()
+    browser.close(1006)
+    browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "headers_too_large": true}'))
+    assert browser.sockets == {2: "http://shop.test/poll"} and browser.client.fallback_reason == "headers"
+    browser.open()
+    browser.welcome()
+    assert browser.status.state == "connected"
+
+
+def test_cookies_too_large_with_the_fallback_off_stop_with_the_real_cause():
+    browser = Browser({"socket_url": "/ws", "fallback": "off"})
+    browser.close(1006)
+    browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "headers_too_large": true}'))
+    assert browser.status.state == "failed" and browser.status.alert == close.HEADERS_TOO_LARGE
+    assert browser.sockets == {} and "retry" not in browser.timers

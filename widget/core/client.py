@@ -271,9 +271,12 @@ class Client:
         acts = self._cancel(PROBE_TIMER)
         result = close.probe_result(answer)
         self.diagnostics.record(now, "probe", result=result)
+        if result == close.PROBE_HEADERS and self.fallback == "auto" and self.fallback_reason is None:
+            # The socket carries this host's cookies and they are too large; the fallback sends none.
+            return acts + self._fall_back(now, close.HEADERS_TOO_LARGE) + \
+                self._run(self.lifecycle.retry_now(now, "switching to HTTP"), now)
         return acts + self._run(self.lifecycle.probe_result(now, result), now)
 
-    # ---- diagnostics -----------------------------------------------------------------------------
     # ---- the HTTP fallback and moving back to WebSocket -------------------------------------------
     def _next_transport(self):
         if self.fallback == "always":
@@ -287,14 +290,19 @@ class Client:
         acts = []
         kind = self.lifecycle.interference
         if self.fallback == "auto" and self.fallback_reason is None and kind is not None:
-            self.fallback_reason = kind
-            self.diagnostics.record(now, "fallback", reason=kind)
-            acts += self._log("info", "chat: live connections are interrupted on the way (%s); using HTTP" % kind)
+            acts += self._fall_back(now, kind)
         elif self.fallback == "off" and kind is not None and kind != self._interference_told:
             acts += self._log("info", "chat: live connections are interrupted on the way (%s); "
                                       "the HTTP fallback is off" % kind)
         self._interference_told = kind
         return self._next_transport(), acts
+
+    def _fall_back(self, now, reason):
+        self.fallback_reason = reason
+        self.diagnostics.record(now, "fallback", reason=reason)
+        if reason == close.HEADERS_TOO_LARGE:
+            return self._log("info", "chat: this browser's cookies are too large for the socket; using HTTP")
+        return self._log("info", "chat: live connections are interrupted on the way (%s); using HTTP" % reason)
 
     def _falling_back(self):
         return self.fallback == "auto" and self.fallback_reason is None and self.lifecycle.interference is not None \
