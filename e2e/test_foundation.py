@@ -4,10 +4,12 @@ import pytest
 from playwright.sync_api import expect
 
 
-@pytest.mark.parametrize("runtime", ["micropython", "pyodide"])
-def test_widget_connects_and_consultant_replies(runtime, start_server, page):
-    """On either runtime the widget reaches 'connected' within 5 s and a question gets a reply."""
-    server = start_server("--runtime", runtime)
+@pytest.mark.parametrize("runtime,fallback", [("micropython", "auto"), ("pyodide", "auto"), ("micropython", "always"),
+                                              ("pyodide", "always")])
+def test_widget_connects_and_consultant_replies(runtime, fallback, start_server, page):
+    """On either runtime, over WebSocket and over the HTTP fallback, the widget reaches 'connected' within
+    5 s (MicroPython) and a question gets a reply."""
+    server = start_server("--runtime", runtime, "--http-fallback", fallback)
     requests = []
     page.on("request", lambda request: requests.append(request.url))
     errors = []
@@ -25,3 +27,5 @@ def test_widget_connects_and_consultant_replies(runtime, start_server, page):
     foreign = [url for url in requests if not url.startswith(server.url + "/") and not url.startswith("data:")]
     assert foreign == [], f"requests left the server's origin: {foreign}"
     assert errors == []
+    transport = page.evaluate("JSON.parse(window.chatWidgetDiagnostics()).transport")
+    assert transport == ("poll" if fallback == "always" else "websocket")
