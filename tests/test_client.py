@@ -543,3 +543,19 @@ def test_cookies_too_large_with_the_fallback_off_stop_with_the_real_cause():
     browser.do(browser.client.probe_answered(browser.now, True, '{"allowed": true, "headers_too_large": true}'))
     assert browser.status.state == "failed" and browser.status.alert == close.HEADERS_TOO_LARGE
     assert browser.sockets == {} and "retry" not in browser.timers
+
+
+def test_after_cut_connections_the_http_fallback_is_shown_connected_at_once():
+    """Probation is for the path that cut: the first connection over HTTP is shown connected at its welcome."""
+    browser = Browser()
+    for _ in range(2):
+        browser.open()
+        browser.welcome()
+        browser.advance(0.2)
+        browser.close(1006)
+        if "retry" in browser.timers:
+            browser.advance(browser.timers["retry"] - browser.now)
+    assert browser.client.fallback_reason == "cut" and list(browser.sockets.values()) == ["http://shop.test/poll"]
+    browser.open()
+    browser.welcome()
+    assert browser.status.state == "connected"

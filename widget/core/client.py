@@ -274,7 +274,7 @@ class Client:
         if result == close.PROBE_HEADERS and self.fallback == "auto" and self.fallback_reason is None:
             # The socket carries this host's cookies and they are too large; the fallback sends none.
             return acts + self._fall_back(now, close.HEADERS_TOO_LARGE) + \
-                self._run(self.lifecycle.retry_now(now, "switching to HTTP"), now)
+                self._run(self.lifecycle.retry_now(now, "switching to HTTP", True), now)
         return acts + self._run(self.lifecycle.probe_result(now, result), now)
 
     # ---- the HTTP fallback and moving back to WebSocket -------------------------------------------
@@ -418,7 +418,7 @@ class Client:
             else:
                 out.append(action)
         if self._falling_back():  # the next attempt changes transport: no reason to wait for it
-            out += self._run(self.lifecycle.retry_now(now, "switching to HTTP"), now)
+            out += self._run(self.lifecycle.retry_now(now, "switching to HTTP", True), now)
         return out
 
     def _is_joined(self):

@@ -338,8 +338,11 @@ class Lifecycle:
             return acts + self._attempt_now(now)
         return self.retry_now(now, "retry pressed")
 
-    def retry_now(self, now, why):
-        """Skip the wait for the retry timer (the client changed transport, say): attempt at once."""
+    def retry_now(self, now, why, new_path=False):
+        """Skip the wait for the retry timer: attempt at once. ``new_path``: the client changed transport,
+        so what the old one suffered (probation after cuts) says nothing about the next connection."""
+        if new_path:
+            self._on_probation = False
         if self.state == RECONNECTING and self.socket_id is None and not self._offline:
             return [Log("debug", "chat: %s; attempting now" % why)] + self._attempt_now(now)
         return []
