@@ -75,7 +75,7 @@ class Client:
         self.url = page_settings.socket_url(settings, page.protocol, page.host)
         self.poll_url = page_settings.poll_url(settings, page.protocol, page.host)
         self.fallback = settings.get("fallback") if settings.get("fallback") in FALLBACK_MODES else "auto"
-        self.upgrade_interval = _positive(settings.get("upgrade_interval"), UPGRADE_INTERVAL)
+        self.upgrade_interval = page_settings.positive(settings.get("upgrade_interval"), UPGRADE_INTERVAL)
         self.lifecycle = lifecycle.Lifecycle(timing, random=random)
         self.conversation = Conversation(new_id)
         self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
@@ -88,8 +88,6 @@ class Client:
         self.fallback_reason = None  # why the HTTP fallback is in use (an interference kind), or None
         self._trial = None           # the trial WebSocket's id while one is under way
         self._trials = 0
-        self._failures = []          # failed attempts since the last report, for the next report
-        self._failed_attempts = 0
         self._interference_told = None
         self._shown = None           # (state, alert) last shown, for the diagnostics record
         self._countdown = None       # (attempt, retry_at, since) while reconnecting
@@ -348,23 +346,13 @@ class Client:
 
     # ---- failure reports -------------------------------------------------------------------------
     def _failed(self, code, lasted):
-        self._failed_attempts += 1
-        self._failures.append({"class": self.lifecycle.last_failure, "code": code, "after": round(lasted, 2)})
-        del self._failures[:-frames.MAX_REPORT_FAILURES]
+        self.diagnostics.failed(self.lifecycle.last_failure, code, lasted)
 
     def _report(self):
-        """Once through after failed attempts: tell the server what failed, then start counting anew."""
-        if not self._failed_attempts:
-            return []
-        conditions = {}
-        for key, value in self.conditions().items():
-            if len(conditions) < 10:
-                conditions[str(key)[:32]] = value if isinstance(value, (bool, int, float)) else str(value)[:64]
-        frame = frames.report(self._failed_attempts, self._failures, self._transports.get(self._joined, WEBSOCKET),
-                              self.fallback_reason, conditions)
-        self._failures = []
-        self._failed_attempts = 0
-        return [Send(self._joined, frame)]
+        """Once through after failed attempts: tell the server what failed."""
+        self._describe_transport()
+        frame = self.diagnostics.take_report(self._transports.get(self._joined, WEBSOCKET), self.conditions())
+        return [] if frame is None else [Send(self._joined, frame)]
 
     # ---- diagnostics -----------------------------------------------------------------------------
     def diagnostics_json(self, now):
@@ -517,12 +505,6 @@ class Client:
         self._repeats = 0
         acts.append(Log(level, text))
         return acts
-
-
-def _positive(value, default):
-    if (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool) and value > 0:
-        return value
-    return default
 
 
 def _parse(saved):

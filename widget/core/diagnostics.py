@@ -7,7 +7,7 @@ are never recorded.
 
 import json
 
-from protocol import close
+from protocol import close, frames
 
 LIMIT = 50
 
@@ -24,6 +24,28 @@ class Diagnostics:
         self.problem = None
         self.transport = "websocket"   # what carries the conversation: "websocket" or "poll" (HTTP fallback)
         self.fallback_reason = None    # why the HTTP fallback is in use (interference kind), or None
+        self._failures = []            # failed attempts since the last report (the last few)
+        self._failed_attempts = 0
+
+    def failed(self, failure, code, lasted):
+        """An attempt failed (``failure``: its class): remembered for the next report to the server."""
+        self._failed_attempts += 1
+        self._failures.append({"class": failure, "code": code, "after": round(lasted, 2)})
+        del self._failures[:-frames.MAX_REPORT_FAILURES]
+
+    def take_report(self, transport, conditions):
+        """The ``report`` frame for the server when attempts failed since the last one (then forget them),
+        else None. Conditions are cut to what the server accepts: 10 entries, short strings."""
+        if not self._failed_attempts:
+            return None
+        short = {}
+        for key in sorted(conditions)[:10]:
+            value = conditions[key]
+            short[str(key)[:32]] = value if isinstance(value, (bool, int, float)) else str(value)[:64]
+        frame = frames.report(self._failed_attempts, self._failures, transport, self.fallback_reason, short)
+        self._failures = []
+        self._failed_attempts = 0
+        return frame
 
     def record(self, now, kind, **fields):
         event = {"t": round(now, 3), "event": kind}

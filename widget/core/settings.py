@@ -88,6 +88,11 @@ def _is_number(v):
     return (isinstance(v, int) or isinstance(v, float)) and not isinstance(v, bool)
 
 
+def positive(value, default):
+    """``value`` when it is a positive number (a page setting may be anything), else ``default``."""
+    return value if _is_number(value) and value > 0 else default
+
+
 
 
 def check(settings, page_protocol):
