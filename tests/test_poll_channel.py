@@ -97,3 +97,12 @@ def test_a_send_refused_because_the_server_closed_waits_for_the_close_in_the_pol
     assert channel.answered(SEND, 410, '{"error": "channel_closed"}') == []
     out = channel.answered(POLL, 200, answer(0, [], {"code": 1008, "reason": "message rate limit exceeded"}))
     assert out == [Closed(1008, "message rate limit exceeded", True)]
+
+
+def test_an_open_refused_with_a_code_is_that_close():
+    """A full server (1013) or another protocol version (4001) answers the open with the close itself."""
+    channel = PollChannel(BASE)
+    channel.open()
+    out = channel.answered(OPEN, 200, json.dumps({"close": {"code": 1013, "reason": "server is full; try again later"}}))
+    assert out == [Closed(1013, "server is full; try again later", True)]
+    assert channel.send("x") == [] and channel.close() == []

@@ -5,7 +5,8 @@ the ``Request`` objects it returns (one ``fetch`` each) and feeds every answer b
 in return the channel tells what a WebSocket would have: ``Opened``, ``Frame`` (decoded) and
 ``Closed``. So the client and the lifecycle cannot tell the transports apart.
 
-- ``POST <base>?v=1`` opens the channel; ``GET <base>/<channel>?from=n`` is held by the server until
+- ``POST <base>?v=1`` opens the channel (or answers a refusal with its close code, as a socket
+  accepted only to be closed would); ``GET <base>/<channel>?from=n`` is held by the server until
   there is something to deliver (frames are numbered: asking again ``from`` the same number gets the
   same frames, so an answer lost on the way loses nothing); ``POST <base>/<channel>`` sends one frame,
   one at a time so the server sees them in order; ``POST <base>/<channel>/close`` ends it.
@@ -86,6 +87,8 @@ class PollChannel:
 
     def _opened(self, status, text):
         answer = _json(text) if status == 200 else None
+        if isinstance(answer, dict) and isinstance(answer.get("close"), dict):
+            return self._server_closed(answer["close"])  # refused with a code (full: 1013, version: 4001)
         channel = answer.get("channel") if isinstance(answer, dict) else None
         if not isinstance(channel, str) or not channel:
             return self._fail("could not open an HTTP channel (HTTP %s)" % status)
@@ -104,13 +107,14 @@ class PollChannel:
         for frame in answer["frames"][self.next - first:]:
             out.append(Frame(frame))
             self.next += 1
-        ended = answer.get("close")
-        if isinstance(ended, dict):
-            self.closed = True
-            code = ended.get("code")
-            out.append(Closed(code if isinstance(code, int) else close.ABNORMAL, str(ended.get("reason") or ""), True))
-            return out
+        if isinstance(answer.get("close"), dict):
+            return out + self._server_closed(answer["close"])
         return out + [self._poll()]
+
+    def _server_closed(self, ended):
+        self.closed = True
+        code = ended.get("code")
+        return [Closed(code if isinstance(code, int) else close.ABNORMAL, str(ended.get("reason") or ""), True)]
 
     def _sent(self, status):
         self._sending = False
