@@ -138,7 +138,7 @@ class PollVisitor(Visitor):
         self.http = httpx.AsyncClient(base_url=self.server.http_url, timeout=40, verify=False, trust_env=False)
         self.channel = PollChannel(self.http, ORIGIN)
         answer = await self.channel.open()
-        if answer.status_code != 200:
+        if self.channel.id is None:  # refused: an error status, or 200 with a close (server full)
             raise RuntimeError(f"POST /poll: {answer.status_code} {answer.text[:100]}")
 
     async def read(self):

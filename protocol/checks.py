@@ -16,7 +16,8 @@ MAX_SEQ = 2 ** 53
 
 # A ``report`` (frames.report): what failed before a connection got through, for the server's log.
 MAX_REPORT_ATTEMPTS = 10_000
-MAX_CLASS_LENGTH = 32       # a failure class (close.FAILURES) or the reason for falling back to HTTP
+MAX_CLASS_LENGTH = 32       # a failure's class (close.FAILURES), and the report's reason (why the widget
+                            # fell back to HTTP: refused, silent, cut or headers; not a failure class)
 MAX_CLOSE_CODE = 4999
 TRANSPORTS = ("websocket", "poll")
 MAX_CONDITIONS = 10

@@ -38,8 +38,9 @@ def report(attempts, failures, transport, reason, conditions):
 
     ``attempts``: failed attempts before this one; ``failures``: the last ones as dicts
     ``{"class": failure class or None, "code": close code, "after": seconds the attempt lasted}``;
-    ``transport``: "websocket" or "poll"; ``reason``: why the widget fell back to HTTP (a failure
-    class) or None; ``conditions``: the browser's network conditions (short strings and numbers).
+    ``transport``: "websocket" or "poll"; ``reason``: why the widget fell back to HTTP ("refused",
+    "silent", "cut" or "headers") or None; ``conditions``: the browser's network conditions (short
+    strings and numbers).
     """
     return {"type": "report", "attempts": attempts, "failures": failures[-MAX_REPORT_FAILURES:],
             "transport": transport, "reason": reason, "conditions": conditions}

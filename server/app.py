@@ -76,12 +76,16 @@ def create_app(config=None):
 
 
 async def start_draining(app):
-    """Refuse new connections and close every HTTP channel with 1012 (idempotent).
+    """Refuse new connections and close every HTTP channel with 1012; once (later calls return at once).
 
     Uvicorn closes the sockets with 1012 itself, but lets HTTP requests run to their end: the server
-    calls this first (cli.ChatServer.shutdown), so a held long poll answers with the close at once.
+    calls this first (cli.ChatServer.shutdown), so a held long poll answers with the close at once;
+    ``after_serving`` calls it again for servers run otherwise (the test client, other ASGI servers).
     """
-    app.extensions["chat_hub"].draining = True
+    hub = app.extensions["chat_hub"]
+    if hub.draining:
+        return
+    hub.draining = True
     await app.extensions["chat_channels"].close_all(close.RESTART, "server restarting")
 
 

@@ -25,7 +25,7 @@ class PollChannel:
         self.origin = origin
         self.id = None
         self.next = 0
-        self.close = None  # {"code", "reason"} once a poll carried it
+        self.close = None  # {"code", "reason"} once the open answer or a poll carried it
         self._unread = []  # frames polled and not yet handed out by receive_until
 
     @property
@@ -33,9 +33,11 @@ class PollChannel:
         return {"Origin": self.origin} if self.origin else {}
 
     async def open(self, query="?v=1"):
+        """POST /poll: a channel, or (server full, another version) its close and no channel."""
         answer = await self.http.post("/poll" + query, headers=self.headers)
         if answer.status_code == 200:
-            self.id = answer.json()["channel"]
+            self.id = answer.json().get("channel")
+            self.close = answer.json().get("close")
         return answer
 
     async def send(self, frame):
@@ -43,10 +45,18 @@ class PollChannel:
         body = json.dumps(frame) if isinstance(frame, dict) else frame
         return await self.http.post(f"/poll/{self.id}", content=body, headers={**self.headers, **TEXT})
 
-    async def poll(self, start=None):
-        """One poll from ``start`` (default: the next frame needed); its decoded answer."""
+    async def poll(self, start=None, sent=None):
+        """One poll from ``start`` (default: the next frame needed); its decoded answer.
+
+        ``sent``, an asyncio.Event, is set once the request is on its way, for a test that acts while
+        the poll is held.
+        """
+        async def trace(event, info):
+            if event == "http11.send_request_body.complete":
+                sent.set()
+
         answer = await self.http.get(f"/poll/{self.id}", params={"from": self.next if start is None else start},
-                                     headers=self.headers)
+                                     headers=self.headers, extensions={"trace": trace} if sent else {})
         assert answer.status_code == 200, (answer.status_code, answer.text)
         body = json.loads(answer.text, parse_constant=_not_json)  # as strict as the widget's JSON.parse
         if start is None:
@@ -80,6 +90,9 @@ class PollChannel:
         return welcome
 
     async def end(self):
+        """POST /close; None when no channel was opened."""
+        if self.id is None:
+            return None
         return await self.http.post(f"/poll/{self.id}/close", headers=self.headers)
 
 
@@ -88,7 +101,7 @@ async def opened(http, origin, query="?v=1"):
     """An open channel, closed again afterwards (the per-address limit counts open channels)."""
     channel = PollChannel(http, origin)
     answer = await channel.open(query)
-    assert answer.status_code == 200, (answer.status_code, answer.text)
+    assert answer.status_code == 200 and channel.id, (answer.status_code, answer.text)
     try:
         yield channel
     finally:

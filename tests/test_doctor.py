@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -195,6 +196,70 @@ async def test_fallback_turned_off_is_a_warning_that_names_the_setting():
     finally:
         server.stop()
     assert checks["fallback"]["status"] == "warn" and "--http-fallback auto" in checks["fallback"]["fix"]
+
+
+class FakeFallback:
+    """Answers the doctor's fallback requests as ``answers`` says ({(method, path): httpx.Response or an
+    exception}; anything else 404) and records them: the fallback check without a server."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.requests = []
+
+    def __call__(self, request):
+        self.requests.append((request.method, request.url.path))
+        answer = self.answers.get((request.method, request.url.path), httpx.Response(404, text="Not Found"))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def check_fallback(fake):
+    target, _ = parse_target("http://chat.test", SHOP, None, None, 1.0)
+    async with Probe(target) as probe:
+        await probe.http.aclose()
+        probe.http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+        return await probe.check_fallback()
+
+
+OPENED = httpx.Response(200, json={"channel": "c1", "poll_timeout": 25})
+
+
+CHANNEL_REQUESTS = [("POST", "/poll"), ("POST", "/poll/c1"), ("GET", "/poll/c1"), ("POST", "/poll/c1/close")]
+
+
+@pytest.mark.parametrize("answers, detail, requests", [
+    pytest.param({("POST", "/poll"): httpx.Response(200, json={"close": {"code": 1013, "reason": "server is full"}})},
+                 "the server closed the fallback channel with 1013: server is full", [("POST", "/poll")],
+                 id="refused-at-open"),
+    pytest.param({("POST", "/poll"): OPENED, ("POST", "/poll/c1"): httpx.Response(204),
+                  ("GET", "/poll/c1"): httpx.Response(200, json={"from": 0, "frames": [],
+                                                                 "close": {"code": 1012, "reason": "restarting"}})},
+                 "the server closed the fallback channel with 1012: restarting", CHANNEL_REQUESTS,
+                 id="closed-in-the-poll"),
+])
+async def test_fallback_close_is_reported_as_a_close(answers, detail, requests):
+    """A close in the open answer or in the poll is named with its code and reason, not as "no welcome"."""
+    fake = FakeFallback(answers)
+    check = await check_fallback(fake)
+    assert check.status == "fail" and check.detail == detail, check
+    assert fake.requests == requests
+
+
+async def test_fallback_channel_is_closed_even_when_the_poll_fails():
+    """A poll that times out fails the check, and the doctor's channel is still closed."""
+    fake = FakeFallback({("POST", "/poll"): OPENED, ("POST", "/poll/c1"): httpx.Response(204),
+                         ("GET", "/poll/c1"): httpx.ReadTimeout("held too long"),
+                         ("POST", "/poll/c1/close"): httpx.Response(204)})
+    check = await check_fallback(fake)
+    assert check.status == "fail" and "no answer within 1 s" in check.detail
+    assert fake.requests == CHANNEL_REQUESTS
+
+
+async def test_server_without_the_fallback_is_a_warning_to_update_it():
+    """/poll unknown (404 without fallback_disabled): an older server, a warning that says to update it."""
+    check = await check_fallback(FakeFallback({}))
+    assert check.status == "warn" and "has no HTTP fallback" in check.detail and "update" in check.fix
 
 
 async def test_nginx_with_upgrade_headers_passes_every_check(server):

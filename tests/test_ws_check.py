@@ -61,6 +61,15 @@ def test_a_refused_origin_is_told_only_that(server):
     assert not {"headers_too_large", "header_bytes", "address_full"} & set(body)
 
 
+def test_a_refused_origin_is_refused_for_its_origin_even_with_large_headers(server):
+    """Headers over the limit from a refused origin: the handshake gets 403, not 431, as /ws-check tells that
+    page only that its origin is refused (the origin is checked first)."""
+    large = [("Cookie", COOKIE_12KB), ("X-Pad-1", COOKIE_12KB), ("X-Pad-2", COOKIE_12KB)]  # each line under the limit
+    refused = request(server, "/ws?v=1", host(server) + [("Origin", EVIL), *large], websocket=True)
+    allowed = request(server, "/ws?v=1", host(server) + [("Origin", ALLOWED), *large], websocket=True)
+    assert refused.status == 403 and allowed.status == 431
+
+
 def test_header_bytes_are_counted_as_the_socket_counts_them(server):
     """header_bytes is this request's header lines, ``Name: value\\r\\n`` each (h11 lowercases names)."""
     headers = host(server) + [("Origin", ALLOWED), ("Cookie", COOKIE_12KB), ("Connection", "close")]

@@ -1,9 +1,10 @@
 """``chat-widget doctor``: finds out why a site's chat cannot connect, one check at a time.
 
 Browsers report every failed chat socket as close code 1006, whatever the cause; the doctor walks the
-path a visitor's browser takes (URL, DNS, TCP, HTTP, CORS, the Origin policy, the WebSocket upgrade,
-the protocol, a socket held open a few seconds, idle sockets through proxies) and says which step
-breaks and how to fix it. The checks are in ``checks.py``; this module runs them and prints the report.
+path a visitor's browser takes (URL, DNS, TCP, HTTP, CORS, the Origin policy, the HTTP fallback, the
+WebSocket upgrade, the protocol, a socket held open a few seconds, idle sockets through proxies) and
+says which step breaks and how to fix it. The checks are in ``checks.py``; this module runs them and
+prints the report.
 """
 
 import asyncio
@@ -70,11 +71,12 @@ def _validate_origin(ctx, param, value):
 def doctor(url, origin, socket_url, idle, timeout, as_json):
     """Check that the chat at URL (the server's base URL) works from a visitor's browser.
 
-    Checks: url, scheme, dns, tcp, health, cors, origin, handshake, welcome, ping, hold (the socket
-    kept open 3 s with pings) and, with --idle, idle. Each passes, warns, fails or is skipped (when a
-    check it depends on did not pass); every warning and failure comes with a fix, and with the
-    widget's failure class when the finding explains one (interference: a proxy that refuses the
-    upgrade, withholds the server's frames or cuts live connections).
+    Checks: url, scheme, dns, tcp, health, cors, origin, fallback (a welcome over the HTTP fallback,
+    /poll), handshake, welcome, ping, hold (the socket kept open 3 s with pings) and, with --idle,
+    idle. Each passes, warns, fails or is skipped (when a check it depends on did not pass); every
+    warning and failure comes with a fix, and with the widget's failure class when the finding
+    explains one (interference: a proxy that refuses the upgrade, withholds the server's frames or
+    cuts live connections).
 
     Exit status: 0 when no check failed (warnings allowed), 1 when any check failed, 2 for bad usage.
     """

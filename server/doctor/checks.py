@@ -56,6 +56,14 @@ CUT_FIX = ("exempt the chat's host from the proxy, antivirus or firewall that en
            "its connection time limit); if nothing sits in between, check the server log: a crash ends sockets too")
 
 
+POLL_FIX = "a proxy must pass POST and GET on /poll to the chat server, unchanged, and may hold a request up to 25 s"
+NO_FALLBACK_FIX = ("update the chat server, or route /poll to it through the proxy: without the fallback, visitors "
+                   "behind proxies that break WebSockets cannot chat")
+CLOSE_FIXES = {
+    close.UNSUPPORTED_VERSION: "the server speaks another protocol version: update the server or this tool",
+    close.TRY_LATER: "the server is at its connection limit (max_connections): retry shortly, or check /healthz",
+    close.RESTART: "the server is restarting: retry shortly",
+}
 FALLBACK_OFF_FIX = ("visitors behind proxies that break WebSockets cannot chat at all: set --http-fallback auto "
                     "(the default) unless WebSockets are known to pass everywhere your visitors are")
 
@@ -277,31 +285,49 @@ class Probe:
         return Check("origin", PASS, f"{target.origin} allowed ({reason})")
 
     async def check_fallback(self):
-        """The HTTP fallback (docs/protocol.md): open a channel, say hello, and get the welcome by long-poll."""
+        """The HTTP fallback (docs/protocol.md): open a channel, say hello, get the welcome by long-poll, and
+        close the channel again, however that went."""
         parts = urlsplit(self.target.socket_url)
         base = parts._replace(scheme="https" if parts.scheme == "wss" else "http", path="/poll", query="").geturl()
         headers = {"Origin": self.target.origin}
         started = time.perf_counter()
+        channel = None
         try:
             opened = await self.http.post(base, params={"v": frames.VERSION}, headers=headers)
-            if opened.status_code == 404 and "fallback_disabled" in opened.text:
-                return Check("fallback", WARN, "the HTTP fallback is off (/poll answers 404)", FALLBACK_OFF_FIX)
+            if opened.status_code == 404:
+                if "fallback_disabled" in opened.text:
+                    return Check("fallback", WARN, "the HTTP fallback is off (/poll answers 404)", FALLBACK_OFF_FIX)
+                return Check("fallback", WARN, f"POST {base} answered 404: the server has no HTTP fallback",
+                             NO_FALLBACK_FIX)
             if opened.status_code != 200:
                 return Check("fallback", FAIL, f"POST {base} answered HTTP {opened.status_code}: {opened.text[:80]}",
-                             "a proxy must pass POST and GET on /poll to the chat server, unchanged")
-            channel = f"{base}/{opened.json()['channel']}"
-            await self.http.post(channel, content=json.dumps(frames.hello(None, 0)), headers={
-                **headers, "Content-Type": "text/plain;charset=UTF-8"})
-            polled = await self.http.get(channel, params={"from": 0}, headers=headers)
-            first = (polled.json().get("frames") or [{}])[0] if polled.status_code == 200 else {}
-            await self.http.post(channel + "/close", headers=headers)
+                             POLL_FIX)
+            status, answer = 200, opened.json()  # a refusal (full, another version) is a close, no channel
+            if "close" not in answer:
+                channel = f"{base}/{answer['channel']}"
+                await self.http.post(channel, content=json.dumps(frames.hello(None, 0)), headers={
+                    **headers, "Content-Type": "text/plain;charset=UTF-8"})
+                polled = await self.http.get(channel, params={"from": 0}, headers=headers)
+                status, answer = polled.status_code, polled.json() if polled.status_code == 200 else {}
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
-            return Check("fallback", FAIL, f"{base}: {self._describe(error)}",
-                         "a proxy must pass /poll to the chat server and may hold a request up to 25 s")
-        if first.get("type") != "welcome":
-            return Check("fallback", FAIL, f"no welcome by long-poll (HTTP {polled.status_code})",
-                         "a proxy must pass /poll to the chat server and may hold a request up to 25 s")
+            return Check("fallback", FAIL, f"{base}: {self._describe(error)}", POLL_FIX)
+        finally:
+            if channel is not None:
+                await self._close_channel(channel, headers)
+        if isinstance(answer.get("close"), dict):
+            code, reason = answer["close"].get("code"), answer["close"].get("reason")
+            return Check("fallback", FAIL, f"the server closed the fallback channel with {code}: {str(reason)[:80]}",
+                         _close_fix(code))
+        if ((answer.get("frames") or [{}])[0]).get("type") != "welcome":
+            return Check("fallback", FAIL, f"no welcome by long-poll (HTTP {status})", POLL_FIX)
         return Check("fallback", PASS, f"welcome over HTTP long-polling ({base}) in {_ms_since(started)} ms")
+
+    async def _close_channel(self, channel, headers):
+        """POST /close, so the doctor's channel does not wait out its expiry on the server."""
+        try:
+            await self.http.post(channel + "/close", headers=headers)
+        except httpx.HTTPError:
+            pass  # it expires on its own
 
     async def check_handshake(self):
         target = self.target
@@ -442,18 +468,17 @@ class Probe:
         if rcvd is None:  # the TCP connection ended without a close frame: cut on the way (or a crash)
             seconds = time.monotonic() - self.opened_at
             return Check(name, FAIL, CUT.format(seconds=seconds), CUT_FIX, failure=close.INTERFERENCE)
-        code = rcvd.code
         reason = f" {rcvd.reason!r}" if rcvd.reason else ""
-        if code == close.UNSUPPORTED_VERSION:
-            fix = "the server speaks another protocol version: update the server or this tool"
-        else:
-            fix = "the server or a proxy closed the socket: check the server log"
-        return Check(name, FAIL, f"socket closed (code {code}{reason})", fix)
+        return Check(name, FAIL, f"socket closed (code {rcvd.code}{reason})", _close_fix(rcvd.code))
 
     def _describe(self, error):
         if isinstance(error, httpx.TimeoutException):
             return f"no answer within {self.target.timeout:g} s"
         return f"{type(error).__name__}: {error}"
+
+
+def _close_fix(code):
+    return CLOSE_FIXES.get(code, "the server or a proxy closed the connection: check the server log")
 
 
 def _http_error_fix(error):

@@ -7,13 +7,16 @@ plain HTTP lacks (docs/protocol.md, "HTTP fallback"):
 - outgoing frames are numbered from 0 and kept until a poll's ``from`` says the widget has them, so
   an answer lost in a proxy loses nothing: the next poll asks for the same frames again;
 - frames the widget POSTs wait in a small queue, taken by the connection in order;
-- at most ``outbox_size`` frames wait to be collected; beyond, ``send`` waits for a poll, as a
-  socket's send waits on a full TCP buffer (memory stays bounded when a widget stops polling);
+- at most ``outbox_size`` frames wait to be collected; one more ends the channel as a dropped socket
+  ends, never waiting for a poll: a widget abandons its channel whenever a request fails, and a send
+  waiting on that orphan would hold up every other connection of its session (``Conversations.publish``
+  sends to each in turn). The widget resumes on a new channel with replay, so nothing is lost;
 - a close waits to be collected by the next poll, after the frames sent before it.
 
 ``Channel`` adds the channel's identity, its long polls (one at a time: a newer poll releases the
-older) and its expiry. ``Channels`` is the table of them: unguessable ids, and closing every one
-when the server drains. Nothing here knows HTTP or Quart (server/transport/polling.py does).
+older) and its end: expiry, the widget closing it, its close delivered by a poll, or a full outbox.
+``Channels`` is the table of them: unguessable ids, and closing every one when the server drains.
+Nothing here knows HTTP or Quart (server/transport/polling.py does).
 """
 
 import asyncio
@@ -31,15 +34,16 @@ class PollSocket:
     """The socket-like end of a channel that one ``ChatConnection`` talks to."""
 
     inbox_size = 32     # frames POSTed and not yet taken by the connection; beyond, the POST gets 429
-    outbox_size = 256   # frames sent and not yet collected; beyond, send() waits for a poll
+    outbox_size = 256   # frames sent and not yet collected; one more ends the channel
 
-    def __init__(self):
+    def __init__(self, overflowed):
         self._inbox = asyncio.Queue(self.inbox_size)
         self.outbox = []        # encoded frames, the first one numbered self.first
         self.first = 0
         self.close_code = None
         self.close_reason = ""
-        self.dropped = False    # ended without a close the widget could read (expired, or closed by it)
+        self.dropped = False    # ended without a close the widget could read
+        self._overflowed = overflowed  # called when a frame finds the outbox full
         self._changed = asyncio.Event()
 
     @property
@@ -52,7 +56,7 @@ class PollSocket:
         return self.first + len(self.outbox)
 
     def notify(self):
-        """Wake everything waiting for a change (polls, a send waiting for room)."""
+        """Wake the polls waiting for a change."""
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -71,10 +75,11 @@ class PollSocket:
         return await self._inbox.get()
 
     async def send(self, text):
-        while len(self.outbox) >= self.outbox_size and not self.closed:
-            await self.changed(None)
         if self.closed:
             raise ChannelClosed("the channel is closed")
+        if len(self.outbox) >= self.outbox_size:
+            self._overflowed()
+            raise ChannelClosed(f"{self.outbox_size} frames were not collected")
         self.outbox.append(text)
         self.notify()
 
@@ -87,9 +92,7 @@ class PollSocket:
 
     # ---- what the HTTP routes call ---------------------------------------------------------------
     def post(self, data):
-        """Queue one frame from the widget; False when the queue is full."""
-        if self.closed:
-            raise ChannelClosed("the channel is closed")
+        """Queue one frame from the widget (the channel is open); False when the queue is full."""
         try:
             self._inbox.put_nowait(data)
         except asyncio.QueueFull:
@@ -103,10 +106,8 @@ class PollSocket:
         """
         if not self.first <= start <= self.sent:
             raise ValueError(f"from must be between {self.first} and {self.sent}")
-        if start > self.first:
-            del self.outbox[:start - self.first]
-            self.first = start
-            self.notify()  # room for a send waiting on a full outbox
+        del self.outbox[:start - self.first]
+        self.first = start
         return list(self.outbox)
 
     def drop(self):
@@ -118,24 +119,30 @@ class PollSocket:
 class Channel:
     """One channel: its id, the origin that opened it, its socket, its connection's task, its polls."""
 
-    def __init__(self, channel_id, origin, expire, expiry):
+    def __init__(self, channel_id, origin, expiry, forget):
         self.id = channel_id
         self.origin = origin
-        self.socket = PollSocket()
-        self.task = None                # the connection's task, while it runs
-        self._expire = expire           # called with the channel when nobody polled it for `expiry` s
-        self._expiry = expiry
+        self.socket = PollSocket(self._overflowed)
+        self.task = None                # the connection's task
+        self.ended = asyncio.Event()    # set once the channel is gone (see end)
+        self._forget = forget           # called with the channel when it ends: it leaves the table
+        self._expiry = expiry           # seconds without a poll before the channel ends
         self._timer = None
         self._polls = 0                 # the newest poll's number
         self._outstanding = 0           # polls being held right now
-        self.collected_close = False    # a poll answer carried the close
         self._arm_expiry()
+
+    @property
+    def polled(self):
+        """True while a poll is held: it answers at once when the channel closes."""
+        return self._outstanding > 0
 
     async def poll(self, start, timeout):
         """``(frames, close)`` from frame ``start`` on, held up to ``timeout`` s while there is none.
 
-        ``close`` is ``(code, reason)`` once the server closed the channel, else None. A newer poll
-        makes this one answer at once with no frames (at most one poll per channel is held).
+        ``close`` is ``(code, reason)`` once the server closed the channel, else None; an answer with
+        the close ends the channel (a later request gets 404). A newer poll makes this one answer at
+        once with no frames (at most one poll per channel is held).
         """
         frames = self.socket.collect(start)
         self._polls += 1
@@ -152,29 +159,48 @@ class Channel:
                 frames = self.socket.collect(start)
         finally:
             self._outstanding -= 1
-            if not self._outstanding and not self.socket.dropped:
+            if not self._outstanding and not self.ended.is_set():
                 self._arm_expiry()
         if mine != self._polls:
             return [], None
         if self.socket.close_code is None:
             return frames, None
-        self.collected_close = True
+        self.end()  # the close is delivered: nothing is left to ask for
         return frames, (self.socket.close_code, self.socket.close_reason)
 
+    async def close(self, code, reason):
+        """Close from outside the connection (shutdown, a frame too large): the close waits for a poll,
+        the connection ends now."""
+        await self.socket.close(code, reason)
+        if self.task is not None:
+            self.task.cancel()
+
+    def end(self):
+        """Leave the table and stop everything: the connection ends as if its socket dropped."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        self._disarm_expiry()
+        self.socket.drop()
+        if self.task is not None:
+            self.task.cancel()
+        self._forget(self)
+
+    def _expired(self):
+        log.info("channel expired after %ss without a poll", self._expiry)
+        self.end()
+
+    def _overflowed(self):
+        log.info("channel dropped: %d frames were not collected", self.socket.outbox_size)
+        self.end()
+
     def _arm_expiry(self):
-        self._timer = asyncio.get_running_loop().call_later(self._expiry, self._expire, self)
+        self._timer = asyncio.get_running_loop().call_later(self._expiry, self._expired)
 
     def _disarm_expiry(self):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def end(self):
-        """Stop everything: the connection ends as if its socket dropped."""
-        self._disarm_expiry()
-        self.socket.drop()
-        if self.task is not None:
-            self.task.cancel()
 
 
 class Channels:
@@ -187,33 +213,27 @@ class Channels:
         self.open = {}  # channel id -> Channel
 
     def create(self, origin):
-        channel = Channel(secrets.token_urlsafe(18), origin, self._expired, self.poll_timeout + self.expiry_grace)
+        channel = Channel(secrets.token_urlsafe(18), origin, self.poll_timeout + self.expiry_grace, self._forget)
         self.open[channel.id] = channel
         return channel
 
     def get(self, channel_id):
         return self.open.get(channel_id)
 
-    def drop(self, channel):
-        """Forget the channel and end its connection (the widget closed it, or stopped polling)."""
+    def _forget(self, channel):
         self.open.pop(channel.id, None)
-        channel.end()
-
-    def _expired(self, channel):
-        log.info("channel expired after %ss without a poll", self.poll_timeout + self.expiry_grace)
-        self.drop(channel)
 
     async def close_all(self, code, reason, grace=1.0):
-        """Close every channel (server draining), then wait up to ``grace`` s for polls to collect it.
+        """Close every channel (server draining); wait up to ``grace`` s for the polls held now to answer.
 
-        A widget between two polls asks again within milliseconds; waiting a moment lets it read the
-        close before the server stops listening, as every socket reads its close frame.
+        A held poll answers at once with the close, and waiting for it lets the widget read the close
+        before the server stops listening, as every socket reads its close frame. A widget between two
+        polls is not waited for: its next poll fails, and it reconnects as after any lost connection.
         """
+        held = [channel.ended.wait() for channel in self.open.values() if channel.polled]
         for channel in list(self.open.values()):
-            await channel.socket.close(code, reason)
-            if channel.task is not None:
-                channel.task.cancel()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while loop.time() < deadline and not all(channel.collected_close for channel in self.open.values()):
-            await asyncio.sleep(0.05)
+            await channel.close(code, reason)
+        try:
+            await asyncio.wait_for(asyncio.gather(*held), grace)
+        except TimeoutError:
+            log.warning("polls held at shutdown did not all answer within %ss", grace)

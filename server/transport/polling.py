@@ -15,19 +15,14 @@ import asyncio
 import contextvars
 import functools
 import json
-import logging
 import re
 
 from quart import Blueprint, Response, current_app, request
 from quart_cors import cors_exempt
 
-from protocol import close, frames
-
-from .channels import ChannelClosed
+from . import socket
 from .limits import address_key
-from .socket import PolicyViolation
 
-log = logging.getLogger("chat_widget.polling")
 bp = Blueprint("polling", __name__)
 
 RETRY_AFTER = 1          # seconds, with the 429 of a full inbound queue
@@ -61,9 +56,18 @@ def _allowed_origin():
 
 
 def _refuse(status, code, message, why, allow_origin=None):
-    log.warning("poll open rejected status=%s origin=%r reason=%s", status, request.headers.get("Origin"), why)
-    current_app.extensions["chat_hub"].rejected_total += 1
+    socket.refused("poll open", status, request.headers.get("Origin"), why)
     return _error(status, code, message, allow_origin)
+
+
+def _closed_at_once(code_reason, why, allow_origin):
+    """What the socket says by accepting only to close: here the close itself, and no channel."""
+    socket.refused("poll open", code_reason[0], request.headers.get("Origin"), why)
+    return _answer({"close": _close(*code_reason)}, 200, allow_origin)
+
+
+def _close(code, reason):
+    return {"code": code, "reason": reason}
 
 
 @bp.before_request
@@ -77,9 +81,12 @@ async def fallback_enabled():
 @bp.route("/poll", methods=["POST"], provide_automatic_options=False)
 @cors_exempt
 async def open_channel():
-    """Admit like the socket's handshake (same order, same limits), then open a channel."""
+    """Admit as the socket's handshake does (same order, same limits), then open a channel.
+
+    Where the socket accepts only to close (server full: 1013, another protocol version: 4001), the
+    answer is that close, with no channel: nothing is kept for a refused widget.
+    """
     hub = current_app.extensions["chat_hub"]
-    channels = current_app.extensions["chat_channels"]
     origin = request.headers.get("Origin")
     allowed, why = current_app.extensions["chat_origins"].check(origin, request.headers.get("Host"), request.scheme)
     if not allowed:
@@ -89,63 +96,28 @@ async def open_channel():
         return _refuse(503, "draining", "The chat server is restarting; try again shortly", "draining for shutdown",
                        cors)
     if hub.full:
-        # Opened only to be closed with 1013, as the socket is: the widget reads "try again later"
-        # from the same place as every other close.
-        log.warning("poll open rejected status=%s reason=connection limit %d reached", close.TRY_LATER,
-                    hub.max_connections)
-        hub.rejected_total += 1
-        channel = channels.create(origin or "")
-        await channel.socket.close(close.TRY_LATER, "server is full; try again later")
-        return _opened(channel, cors)
+        return _closed_at_once(socket.FULL, f"connection limit {hub.max_connections} reached", cors)
     address = address_key(request.remote_addr)
-    if not hub.addresses.acquire(address):
+    if hub.addresses.full(address):
         return _refuse(429, "too_many_connections", "Too many chat connections are open from your address",
                        f"{hub.addresses.max_per_address} connections from {address} already open", cors)
+    if (version := socket.other_version(request.args)) is not None:
+        return _closed_at_once(socket.UNSUPPORTED, f"unsupported protocol version v={version!r}", cors)
+    channels = current_app.extensions["chat_channels"]
     channel = channels.create(origin or "")
-    version = request.args.get("v", str(frames.VERSION))
-    if version != str(frames.VERSION):
-        hub.addresses.release(address)
-        log.warning("poll open rejected reason=unsupported protocol version v=%r", version[:20])
-        await channel.socket.close(close.UNSUPPORTED_VERSION,
-                                   f"unsupported protocol version; server speaks v{frames.VERSION}")
-        return _opened(channel, cors)
     _start(channel, hub, address)
-    return _opened(channel, cors)
-
-
-def _opened(channel, cors):
-    return _answer({"channel": channel.id, "poll_timeout": current_app.extensions["chat_channels"].poll_timeout},
-                   200, cors)
+    return _answer({"channel": channel.id, "poll_timeout": channels.poll_timeout}, 200, cors)
 
 
 def _start(channel, hub, address):
-    connection_id = hub.register()
-    log.info("connection opened id=%s transport=poll origin=%s open=%d", connection_id, channel.origin, len(hub.open))
-    make_connection = current_app.extensions["chat_connection_class"]
-    connection = make_connection(channel.socket, current_app.extensions["chat_config"],
-                                 current_app.extensions["chat_conversations"], channel.origin,
-                                 reports=hub.failure_reports)
+    """Run the channel's connection in a task of its own, holding one of the address's slots until the
+    task is done, however it ends (cancelled before its first step included)."""
+    hub.addresses.acquire(address)
     # A fresh context: the task outlives this request and must not keep the request's context alive.
-    channel.task = asyncio.create_task(_serve(channel, connection, hub, address, connection_id),
-                                       context=contextvars.Context())
-
-
-async def _serve(channel, connection, hub, address, connection_id):
-    """The channel's connection, from start to end: the socket handler's job for a socket."""
-    try:
-        await connection.run()
-    except ChannelClosed:
-        pass  # dropped (the widget closed it, or stopped polling) while the connection was sending
-    except PolicyViolation as violation:
-        await channel.socket.close(close.POLICY, str(violation))
-    except Exception:
-        log.exception("connection failed id=%s", connection_id)
-        await channel.socket.close(close.INTERNAL, "internal error")
-    finally:
-        connection.leave()
-        hub.addresses.release(address)
-        duration = hub.unregister(connection_id)
-        log.info("connection closed id=%s transport=poll duration=%.1fs", connection_id, duration)
+    channel.task = asyncio.create_task(
+        socket.serve(current_app._get_current_object(), channel.socket, channel.origin, "poll"),
+        context=contextvars.Context())
+    channel.task.add_done_callback(lambda _: hub.addresses.release(address))
 
 
 def _on_channel(view):
@@ -184,7 +156,7 @@ async def poll(channel, origin):
     # The frames are already JSON text (what a socket would have sent): joined, not decoded again.
     body = f'{{"from":{start},"frames":[{",".join(sent)}]'
     if closed is not None:
-        body += ',"close":' + json.dumps({"code": closed[0], "reason": closed[1]})
+        body += ',"close":' + json.dumps(_close(*closed))
     return _answer(body + "}", 200, origin)
 
 
@@ -195,38 +167,31 @@ async def post_frame(channel, origin):
     """One frame, as text: queued for the connection, which takes it exactly as it takes a socket's."""
     limit = current_app.extensions["chat_config"].max_message_bytes
     data = await _read_body(limit)
-    status = 204
-    if len(data) > limit:
-        # ChatConnection.take measures a frame before decoding it: the first limit + 1 bytes are
-        # enough for it to close the channel with 1009, exactly as it closes a socket.
-        frame, status = data, 413
-    else:
-        try:
-            frame = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return _error(400, "invalid_utf8", "the frame must be UTF-8 text", origin)
-    try:
-        queued = channel.socket.post(frame)
-    except ChannelClosed:
+    if channel.socket.closed:
         return _error(410, "channel_closed", "The server closed this channel; poll to read why", origin)
-    if not queued:
+    if data is None:
+        await channel.close(*socket.too_big(limit))  # as ChatConnection closes a socket
+        return _error(413, "frame_too_large", f"The frame is larger than {limit} bytes", origin)
+    try:
+        frame = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "invalid_utf8", "the frame must be UTF-8 text", origin)
+    if not channel.socket.post(frame):
         return _error(429, "queue_full", "Too many frames are waiting on this channel; send again shortly",
                       origin, {"Retry-After": str(RETRY_AFTER), "Access-Control-Expose-Headers": "Retry-After"})
-    if status == 413:
-        return _error(413, "frame_too_large", f"The frame is larger than {limit} bytes", origin)
     return _answer(None, 204, origin)
 
 
 async def _read_body(limit):
-    """The request body, or only its first ``limit + 1`` bytes when it is longer."""
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
     if request.content_length is not None and request.content_length > limit:
-        return b"x" * (limit + 1)  # not read at all: its size is all that matters
+        return None
     data = bytearray()
     async for chunk in request.body:
         data += chunk
         if len(data) > limit:
-            break
-    return bytes(data[:limit + 1])
+            return None
+    return bytes(data)
 
 
 @bp.route("/poll/<channel_id>/close", methods=["POST"], provide_automatic_options=False)
@@ -234,7 +199,7 @@ async def _read_body(limit):
 @_on_channel
 async def close_channel(channel, origin):
     """The widget is done: the connection leaves as a socket that closed does."""
-    current_app.extensions["chat_channels"].drop(channel)
+    channel.end()
     return _answer(None, 204, origin)
 
 

@@ -15,6 +15,7 @@ from protocol import close, frames
 from protocol.checks import FrameError
 
 from . import headers, wire
+from .channels import ChannelClosed
 from .limits import CLOSE, OK, RateLimiter, address_key
 from .reports import FailureReports
 
@@ -22,73 +23,100 @@ log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
 
 
-def _rejected(status, why):
-    log.warning("handshake rejected status=%s origin=%r reason=%s", status, websocket.headers.get("Origin"), why)
+FULL = (close.TRY_LATER, "server is full; try again later")
+UNSUPPORTED = (close.UNSUPPORTED_VERSION, f"unsupported protocol version; server speaks v{frames.VERSION}")
+
+
+def too_big(limit):
+    """The close for a frame over ``limit`` bytes, on a socket or a channel."""
+    return close.TOO_BIG, f"frame larger than {limit} bytes"
+
+
+def refused(what, status, origin, why):
+    """Log and count one refused handshake or channel opening (``what``): the one place for both."""
+    log.warning("%s rejected status=%s origin=%r reason=%s", what, status, origin, why)
     current_app.extensions["chat_hub"].rejected_total += 1
 
 
-def _refuse(status, reason, why):
-    _rejected(status, why)
-    return Response(reason, status=status, content_type="text/plain")
+def other_version(args):
+    """The protocol version a request asks for (``v``; 1 when absent) when it is not ours, else None."""
+    version = args.get("v", str(frames.VERSION))
+    return None if version == str(frames.VERSION) else version[:20]
+
+
+def _refuse(status, text, why):
+    refused("handshake", status, websocket.headers.get("Origin"), why)
+    return Response(text, status=status, content_type="text/plain")
+
+
+async def _accept_to_close(code_reason, why):
+    """Accepted only to be closed with a code a browser can read: a refused handshake reaches script
+    as 1006, indistinguishable from a dead server."""
+    refused("handshake", code_reason[0], websocket.headers.get("Origin"), why)
+    await websocket.accept()
+    await websocket.close(*code_reason)
 
 
 @bp.websocket("/ws")
 @cors_exempt
 async def chat_socket():
+    """Refusals in this order: origin 403 (before anything else counts, as /ws-check says), headers 431,
+    draining 503, server full 1013, this address 429, another protocol version 4001."""
     hub = current_app.extensions["chat_hub"]
+    origin = websocket.headers.get("Origin")
+    allowed, why = current_app.extensions["chat_origins"].check(origin, websocket.headers.get("Host"),
+                                                                websocket.scheme)
+    if not allowed:
+        return _refuse(403, "Origin not allowed\n", why)
     sent = websocket.scope["headers"]
     if headers.too_large(sent):
         return _refuse(431, headers.refusal_text(sent),
                        f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers")
-    allowed, why = current_app.extensions["chat_origins"].check(
-        websocket.headers.get("Origin"), websocket.headers.get("Host"), websocket.scheme
-    )
-    if not allowed:
-        return _refuse(403, "Origin not allowed\n", why)
     if hub.draining:
         return _refuse(503, "Server is restarting\n", "draining for shutdown")
     if hub.full:
-        # Accepted only to say "try again later" (1013) in a way a browser can read: a refused
-        # handshake reaches script as 1006, indistinguishable from a dead server.
-        _rejected(close.TRY_LATER, f"connection limit {hub.max_connections} reached")
-        await websocket.accept()
-        await websocket.close(close.TRY_LATER, "server is full; try again later")
-        return None
+        return await _accept_to_close(FULL, f"connection limit {hub.max_connections} reached")
     address = address_key((websocket.scope.get("client") or (None,))[0])
-    if not hub.addresses.acquire(address):
+    if hub.addresses.full(address):
         return _refuse(429, "Too many connections from your address\n",
                        f"{hub.addresses.max_per_address} connections from {address} already open")
+    if (version := other_version(websocket.args)) is not None:
+        return await _accept_to_close(UNSUPPORTED, f"unsupported protocol version v={version!r}")
+    hub.addresses.acquire(address)
     try:
-        await _serve(hub)
+        await websocket.accept()
+        await serve(current_app._get_current_object(), websocket._get_current_object(), origin or "", "websocket")
     finally:
         hub.addresses.release(address)
 
 
-async def _serve(hub):
-    await websocket.accept()
-    version = websocket.args.get("v", str(frames.VERSION))
-    if version != str(frames.VERSION):
-        log.warning("handshake rejected reason=unsupported protocol version v=%r", version[:20])
-        await websocket.close(close.UNSUPPORTED_VERSION, f"unsupported protocol version; server speaks v{frames.VERSION}")
-        return
+async def serve(app, socket, origin, transport):
+    """One admitted connection from start to end, on a WebSocket or an HTTP channel (``transport``):
+    counted by the hub while it runs, closed with 1008 or 1011 when it breaks a limit or fails.
 
+    ``app`` and ``socket`` are the objects themselves, not Quart's context locals: a channel's
+    connection runs in a task of its own, outside any request.
+    """
+    hub = app.extensions["chat_hub"]
     connection_id = hub.register()
-    origin = websocket.headers.get("Origin") or ""
-    log.info("connection opened id=%s origin=%s open=%d", connection_id, origin, len(hub.open))
-    make_connection = current_app.extensions["chat_connection_class"]
-    connection = make_connection(websocket._get_current_object(), current_app.extensions["chat_config"],
-                                 current_app.extensions["chat_conversations"], origin, reports=hub.failure_reports)
+    log.info("connection opened id=%s transport=%s origin=%s open=%d", connection_id, transport, origin,
+             len(hub.open))
+    connection = app.extensions["chat_connection_class"](socket, app.extensions["chat_config"],
+                                                         app.extensions["chat_conversations"], origin,
+                                                         reports=hub.failure_reports)
     try:
         await connection.run()
+    except ChannelClosed:
+        pass  # a channel ended (closed by the widget, expired, or full) while its connection was sending
     except PolicyViolation as violation:
-        await websocket.close(close.POLICY, str(violation))
+        await socket.close(close.POLICY, str(violation))
     except Exception:
         log.exception("connection failed id=%s", connection_id)
-        await websocket.close(close.INTERNAL, "internal error")
+        await socket.close(close.INTERNAL, "internal error")
     finally:
         connection.leave()
         duration = hub.unregister(connection_id)
-        log.info("connection closed id=%s duration=%.1fs", connection_id, duration)
+        log.info("connection closed id=%s transport=%s duration=%.1fs", connection_id, transport, duration)
 
 
 class PolicyViolation(Exception):
@@ -141,7 +169,7 @@ class ChatConnection:
         """Handle one frame; False when the connection was closed."""
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
         if size > self.config.max_message_bytes:
-            await self.socket.close(close.TOO_BIG, f"frame larger than {self.config.max_message_bytes} bytes")
+            await self.socket.close(*too_big(self.config.max_message_bytes))
             return False
         try:
             frame = wire.decode_client_frame(data, self.config.max_message_bytes)
