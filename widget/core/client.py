@@ -19,8 +19,8 @@ form submitted, ...) with ``now`` (wall-clock seconds), and carries out the retu
   (the server deduplicates by id) and the replay fills in whatever the old transport had not shown;
 - after an outage, one ``report`` frame tells the server what failed (never message texts).
 
-All timers, the lifecycle's and the client's own (``flush``, ``countdown``, ``probe``), go through
-``StartTimer``/``CancelTimer``: the shell keeps one map of named timers.
+All timers, the lifecycle's and the client's own (``flush``, ``countdown``, ``probe``, ``upgrade``,
+``trial``), go through ``StartTimer``/``CancelTimer``: the shell keeps one map of named timers.
 """
 
 import json

@@ -23,7 +23,7 @@ Invariants (checked by the tests)
       a socket stops being current the moment we emit CloseSocket for it, and
       events carrying any other socket_id are ignored (Phoenix "teardown");
     * in connecting/reconnecting/connected some timer is always running that
-      moves the machine on (connect, retry or heartbeat): it cannot get stuck;
+      moves the machine on (connect, retry, heartbeat, or probation): it cannot get stuck;
     * in offline, failed and idle no timer is running.
 
 An attempt ("opened" is not "connected")
