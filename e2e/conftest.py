@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+import widget_page
 from server_process import ServerProcess
 
 CHROMIUM_ARGS = [
@@ -59,12 +60,10 @@ def server(start_server):
 
 @pytest.fixture
 def open_chat(page):
-    """Load the demo page, open the panel, and wait until the widget is connected."""
+    """Load a page with the widget, open the panel, and wait until the widget is in ``state`` (connected).
+    Returns the widget's frame (``widget_page.chat``); the host page stays the ``page`` fixture."""
 
-    def open_(url, state="connected", timeout=5000):
-        page.goto(url)
-        page.click('[data-action="open"]')
-        page.wait_for_selector(f'#chat-widget[data-state="{state}"]', timeout=timeout)
-        return page
+    def open_(url, state="connected", timeout=10000):
+        return widget_page.open_chat(page, url, state, timeout)
 
     return open_

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from protocol import ratelimit
 
+from . import languages
 from .transport.origins import OriginError, OriginRule
 
 RUNTIMES = ("micropython", "pyodide")
@@ -75,6 +76,8 @@ SETTINGS = (
     Setting("contact_email", "", "Shown when chat is unavailable."),
     Setting("contact_phone", "", "Shown when chat is unavailable."),
     Setting("contact_url", "", "A contact page, shown when chat is unavailable."),
+    Setting("catalogues", "", "A folder of <lang>.json word catalogues that add or replace the widget's languages "
+            "(keys of widget/lang/en.json; docs/embedding.md)."),
     # Limits (docs/security.md); environment only.
     Setting("max_message_bytes", 16 * 1024, "Largest frame accepted; larger ones close the socket with 1009.", cli=False),
     Setting("max_connections", 10_000, "Open sockets per process; beyond, new ones are closed with 1013.", cli=False),
@@ -149,6 +152,11 @@ class Config:
         cache = Path(values["asset_cache"])
         self.asset_cache = cache if cache.is_absolute() else self.root / cache
         self.python_delivery = _choice_setting("python_delivery", values["python_delivery"], PYTHON_DELIVERIES)
+        self.catalogues = str(values["catalogues"] or "")
+        try:
+            self.languages = languages.load(self.catalogues)
+        except languages.CatalogueError as error:
+            raise ConfigError(str(error)) from None
         self.version = VERSION
 
     @classmethod

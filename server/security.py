@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 log = logging.getLogger("chat_widget.security")
 
 # Templates whose inline blocks are hashed (relative to the project root).
-TEMPLATES = ("index.html", "widget/embed.html")
+TEMPLATES = ("index.html", "widget/frame.html")
 
 _INLINE_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
 _INLINE_SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script\s*>", re.S | re.I)
@@ -90,6 +90,8 @@ def content_security_policy(policy, config=None, style_hashes=(), script_hashes=
       socket (CSP3 'self' covers ws:/wss: to the same host and port); plus --socket-url's host.
     - form-action 'none': the widget never submits a form natively (Python calls preventDefault);
       before Python runs, a click on Send would otherwise navigate to /?message=<the text>.
+    - frame-src 'self': the demo page frames the widget; frame-ancestors: only the allowed sites
+      (``--allow-origin``) and this server may frame the widget.
     """
     directives = {
         "default-src": ["'none'"],
@@ -100,6 +102,7 @@ def content_security_policy(policy, config=None, style_hashes=(), script_hashes=
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'none'"],
+        "frame-src": ["'self'"],
         "frame-ancestors": ["'self'", *(rule.text for rule in policy.rules)],
     }
     for name, value in (overrides or {}).items():
@@ -108,6 +111,16 @@ def content_security_policy(policy, config=None, style_hashes=(), script_hashes=
         else:
             directives[name] = value.split() if isinstance(value, str) else list(value)
     return "; ".join(" ".join([name, *values]) for name, values in directives.items())
+
+
+def host_page_policy(style_hashes=()):
+    """The demo page's policy: what a site embedding the widget needs (docs/embedding.md), and no
+    more. No 'unsafe-eval' or 'unsafe-inline': the runtime runs in the widget's frame, under its own."""
+    return "; ".join([
+        "default-src 'none'", "script-src 'self'", "style-src 'self' " + " ".join(style_hashes),
+        "img-src 'self' data:", "connect-src 'self'", "frame-src 'self'", "base-uri 'none'", "form-action 'none'",
+        "frame-ancestors 'none'",
+    ])
 
 
 def install_security_headers(app, policy, overrides=None):
@@ -119,6 +132,7 @@ def install_security_headers(app, policy, overrides=None):
     styles, scripts = inline_hashes(config.root) if config is not None else ([], [])
     csp = content_security_policy(policy, config, styles, scripts, overrides)
     app.extensions["chat_csp"] = csp
+    app.extensions["chat_host_csp"] = host_page_policy(styles)
 
     @app.after_request
     async def security_headers(response):

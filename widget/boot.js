@@ -1,30 +1,77 @@
-// The only JavaScript of the widget: it makes the launcher work from the first paint, before the
-// Python runtime has loaded, and says so if the runtime never starts (Python cannot report that).
+// The frame's only JavaScript, before and beside Python: it carries the host page's open and close
+// (from embed.js) to the widget and tells the host the widget's state and unread count, applies the
+// snippet's title, greeting and accent before the first paint, keeps Send from submitting natively,
+// and says so if the runtime never starts (Python cannot report that).
 (function () {
   var root = document.getElementById("chat-widget");
   if (!root) return;
-  var panel = root.querySelector(".cw-panel");
-  var launcher = root.querySelector('[data-action="open"]');
-  function setOpen(open) {
-    panel.hidden = !open;
-    root.setAttribute("data-open", open ? "true" : "false");
-    launcher.setAttribute("aria-expanded", open ? "true" : "false");
-    if (open) { var box = root.querySelector('textarea[name="message"]'); if (box) box.focus(); }
+  var settings = JSON.parse(document.getElementById("chat-widget-settings").textContent);
+  var words = settings.words;
+  var params = new URLSearchParams(location.hash.slice(1));
+  var framed = window.parent !== window;
+  // Messages go only to the page that embeds us, and are taken only from it.
+  var host = !framed ? null : (location.ancestorOrigins && location.ancestorOrigins.length)
+    ? location.ancestorOrigins[0] : params.get("host");
+  var box = root.querySelector('textarea[name="message"]');
+
+  var accent = params.get("accent");
+  if (accent && CSS.supports("color", accent)) root.style.setProperty("--cw-accent", accent);
+  root.style.setProperty("--cw-queued", JSON.stringify(" · " + words.queued));
+  var title = params.get("title");
+  if (title) root.querySelector("[data-title]").textContent = title.slice(0, 80);
+  var greeting = params.get("greeting");
+  if (greeting) {
+    var shown = root.querySelector("[data-greeting]");
+    shown.textContent = greeting.slice(0, 500);
+    shown.hidden = false;
   }
-  launcher.addEventListener("click", function () { setOpen(panel.hidden); });
-  // Until Python takes over, Send must not submit the form natively (GET /?message=<the text>).
-  root.querySelector("form[data-chat-form]").addEventListener("submit", function (event) { event.preventDefault(); });
-  root.querySelector('[data-action="close"]').addEventListener("click", function () {
-    setOpen(false); launcher.focus();
+
+  function tell(message) {
+    if (host) window.parent.postMessage(message, host);
+  }
+  function setOpen(open) {
+    if ((root.getAttribute("data-open") === "true") !== open) {
+      root.setAttribute("data-open", open ? "true" : "false");
+      root.dispatchEvent(new Event(open ? "chat-widget:open" : "chat-widget:close"));
+    }
+    if (open) box.focus();
+  }
+  function close() {
+    setOpen(false);
+    tell({type: "close"});
+  }
+  if (!framed) setOpen(true);  // opened as a page of its own: the chat fills it
+  root.querySelector('[data-action="close"]').hidden = !framed;
+  root.querySelector('[data-action="close"]').addEventListener("click", close);
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && framed) { event.preventDefault(); close(); }
   });
+  window.addEventListener("message", function (event) {
+    if (!host || event.source !== window.parent || event.origin !== host || !event.data) return;
+    if (event.data.type === "open") setOpen(true);
+    else if (event.data.type === "close") setOpen(false);
+  });
+
+  var last = "";
+  function report() {
+    var state = root.getAttribute("data-state"), unread = Number(root.getAttribute("data-unread")) || 0;
+    if (state + "/" + unread === last) return;
+    last = state + "/" + unread;
+    tell({type: "state", state: state, unread: unread});
+  }
+  new MutationObserver(report).observe(root, {attributes: true, attributeFilter: ["data-state", "data-unread"]});
+  tell({type: "ready"});
+  report();
+
+  // Until Python takes over, Send must not submit the form natively (GET ?message=<the text>).
+  root.querySelector("form[data-chat-form]").addEventListener("submit", function (event) { event.preventDefault(); });
   var seconds = Number(document.currentScript.getAttribute("data-loading-timeout")) || 20;
   setTimeout(function () {
     if (root.getAttribute("data-state") !== "loading") return;
     root.setAttribute("data-state", "failed");
-    root.querySelector('[role="status"]').textContent = "Chat could not start";
+    root.querySelector('[role="status"]').textContent = words.load_failed_status;
     var alert = root.querySelector("[data-alert]");
-    alert.querySelector("[data-alert-title]").textContent =
-      "The chat could not load in your browser. Please reload the page, or try another browser.";
+    alert.querySelector("[data-alert-title]").textContent = words.load_failed;
     alert.hidden = false;
   }, seconds * 1000);
 })();

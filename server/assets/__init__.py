@@ -6,7 +6,7 @@ download small is measured in docs/performance.md; each module says its part:
 
 - ``runtime``: the installed packages (versions, PyScript's chunks and plugins, preloads).
 - ``bundle``: the widget's Python (module discovery, ``strip_python``, the one-file bundle).
-- ``page``: index.html and widget/embed.html, with the PyScript config and the widget's settings.
+- ``page``: the widget's frame (widget/frame.html), ``/embed.js`` and the demo page (index.html).
 - ``compression``: compressed copies on disk, made in a background thread.
 - ``http``: content negotiation, validators, 304s, bodies in memory.
 - ``routes``: the blueprint and the warm-up at start.

@@ -1,8 +1,10 @@
-"""The page: index.html with the widget embedded (widget/embed.html), its PyScript config and settings.
+"""The pages: the widget's frame (widget/frame.html, one per language), the host page's script
+(widget/embed.js, ``/embed.js``) and the demo page (index.html, which embeds the widget with that one tag).
 
-The embed names every file PyScript will request in ``<link rel="modulepreload">`` and
+The frame names every file PyScript will request in ``<link rel="modulepreload">`` and
 ``<link rel="preload" as="fetch" crossorigin>`` (from ``Runtime.preloads``), turns off every PyScript
-plugin of both script types, and links the widget's own files by versioned URL.
+plugin of both script types, and links the widget's own files by versioned URL. Its settings carry the
+visitor's word catalogue (``server/languages.py``).
 """
 
 import json
@@ -10,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from markupsafe import Markup, escape
 from quart import render_template_string
+
+from .. import languages
 
 OTHER_TYPE = {"mpy": "py", "py": "mpy"}
 
@@ -26,10 +30,18 @@ def pyscript_config(runtime, python):
     return settings
 
 
-def widget_settings(config):
-    """What the Python widget reads at start: where to connect (socket, or HTTP fallback) and whom to
-    offer when it cannot."""
-    settings = {"socket_url": "/ws", "check_url": "/ws-check", "poll_url": "/poll", "fallback": config.http_fallback,
+FRAME_PATH = "/embed/frame"
+
+
+def json_for_html(value):
+    """JSON that is safe inside a ``<script>`` element: no ``</script>`` or ``<!--`` can end it early."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def widget_settings(config, words=None):
+    """What the Python widget reads at start: where to connect (socket, or HTTP fallback), whom to
+    offer when it cannot, and its words."""
+    settings = {"words": words or config.languages["en"],"socket_url": "/ws", "check_url": "/ws-check", "poll_url": "/poll", "fallback": config.http_fallback,
                 "upgrade_interval": config.http_upgrade_interval, "runtime": config.runtime, "contact": config.contact, "version": config.version}
     if config.socket_url:
         # The socket's host serves /ws-check and the HTTP fallback too, over http(s).
@@ -61,16 +73,18 @@ def other_type_config(runtime):
     return Markup(f"<{other}-config hidden>{escape(json.dumps({'plugins': plugins}))}</{other}-config>")
 
 
-async def render_widget(assets):
-    """widget/embed.html rendered for this app's ``Assets``."""
+async def render_frame(assets, lang="en"):
+    """widget/frame.html in the language ``lang`` (a known catalogue, else English)."""
     config, runtime, python = assets.config, assets.runtime, assets.python
-    template = (config.root / "widget" / "embed.html").read_text(encoding="utf-8")
+    words = languages.choose(config.languages, lang)
+    template = (config.root / "widget" / "frame.html").read_text(encoding="utf-8")
     python_urls = python.urls()
-    return Markup(await render_template_string(
+    return await render_template_string(
         template,
+        words=words,
         script_type=runtime.script_type(),
         pyscript_config=json.dumps(pyscript_config(runtime, python)),
-        widget_settings=json.dumps(widget_settings(config)),
+        widget_settings=json_for_html(widget_settings(config, words)),
         loading_timeout=60 if config.runtime == "pyodide" else 20,
         preload_links=preload_links(runtime.preloads(python_urls)),
         other_type_config=other_type_config(runtime),
@@ -78,10 +92,16 @@ async def render_widget(assets):
         stylesheet=assets.files.versioned_url(config.root, "widget/widget.css"),
         boot_js=assets.files.versioned_url(config.root, "widget/boot.js"),
         main_src=python_urls[0],
-    ))
+    )
 
 
-async def render_page(assets):
-    """index.html with the widget in ``{{ chat_widget }}``."""
-    page = (assets.config.root / "index.html").read_text(encoding="utf-8")
-    return await render_template_string(page, chat_widget=await render_widget(assets))
+def render_embed_script(config):
+    """widget/embed.js with the launcher's words of every language and the frame's path filled in."""
+    script = (config.root / "widget" / "embed.js").read_text(encoding="utf-8")
+    return (script.replace("/*LAUNCHER_WORDS*/{}", json.dumps(languages.launcher_words(config.languages), ensure_ascii=False))
+            .replace("/*FRAME_PATH*/\"\"", json.dumps(FRAME_PATH)))
+
+
+def render_page(config):
+    """The demo page, index.html: a plain site page with the one-tag snippet (``/embed.js``)."""
+    return (config.root / "index.html").read_text(encoding="utf-8")

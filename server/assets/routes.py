@@ -1,4 +1,5 @@
-"""The asset routes: the page, the widget's files, the shared protocol package, the runtimes.
+"""The asset routes: the demo page, ``/embed.js`` and the widget's frame, the widget's files, the shared
+protocol package, the runtimes.
 
 Every route finds its app's state in ``current_app.extensions["chat_assets"]`` (an ``Assets``).
 Versioned URLs (``?v=<content hash>``, ``/vendor/<package>@<version>/``) are immutable; the same
@@ -15,7 +16,7 @@ from werkzeug.security import safe_join
 from .bundle import BUNDLE_NAME
 from .fileinfo import content_version
 from .http import IMMUTABLE, REVALIDATE, content_type
-from .page import render_page
+from .page import FRAME_PATH, render_embed_script, render_frame, render_page
 from .runtime import VENDOR
 
 log = logging.getLogger("chat_widget.assets")
@@ -57,8 +58,29 @@ async def _serve_versioned(assets, folder, name, suffixes):
 
 @bp.route("/")
 async def index():
+    """The demo site's page: a plain host page with the one-tag snippet."""
     assets = _assets()
-    html = await render_page(assets)
+    html = render_page(assets.config)
+    response = await assets.http.serve_generated(html.encode("utf-8"), "text/html; charset=utf-8", REVALIDATE)
+    # A host page's policy: what docs/embedding.md asks of any site, with no 'unsafe-eval' or 'unsafe-inline'.
+    response.headers["Content-Security-Policy"] = current_app.extensions["chat_host_csp"]
+    return response
+
+
+@bp.route("/embed.js")
+async def embed_script():
+    """The one tag's script (public contract). Revalidated, so a site picks up a new release at once."""
+    assets = _assets()
+    return await assets.http.serve_generated(render_embed_script(assets.config).encode("utf-8"),
+                                             "text/javascript; charset=utf-8", REVALIDATE)
+
+
+@bp.route(FRAME_PATH)
+async def frame():
+    """The widget itself, in the visitor's language (``?lang=``; unknown ones get English). Only the
+    allowed origins may frame it (the CSP's frame-ancestors)."""
+    assets = _assets()
+    html = await render_frame(assets, request.args.get("lang", "en"))
     return await assets.http.serve_generated(html.encode("utf-8"), "text/html; charset=utf-8", REVALIDATE)
 
 
@@ -106,15 +128,15 @@ async def warm_compressed_copies():
     assets = _assets()
     assets.store.warm([assets.files.info(path) for path in assets.runtime_files()])
     try:
-        page = (await render_page(assets)).encode("utf-8")
+        page = (await render_frame(assets)).encode("utf-8")
     except Exception:  # noqa: BLE001 - the first request will report it
-        log.exception("rendering the page at start failed")
+        log.exception("rendering the widget's frame at start failed")
         page = None
     threading.Thread(target=_warm_generated, args=(assets, page), name="chat-widget-warm", daemon=True).start()
 
 
 def _warm_generated(assets, page):
-    """Compress the page and the Python bundle once, before the first visitor asks."""
+    """Compress the (English) frame and the Python bundle once, before the first visitor asks."""
     try:
         if page is not None:
             assets.http.generated.get(page)

@@ -90,8 +90,9 @@ class OriginRule:
 class OriginPolicy:
     """Decides whether a request's Origin header may use the chat.
 
-    With no rules the policy is *same-origin*: the Origin must name the host the request was sent to
-    (its Host header), which is what "the server's own origin" means under any host name.
+    The server's own origin (the Origin names the host the request was sent to, its Host header) is
+    always allowed: the widget runs in a frame served by this server, so its socket's Origin is this
+    server's. The rules name the *sites* that may embed the widget and talk to the server directly.
     """
 
     def __init__(self, origins=(), allow_missing=False):
@@ -114,9 +115,10 @@ class OriginPolicy:
             parsed = parse_origin(origin)
         except OriginError:
             return False, f"malformed Origin {origin!r}"
+        # The chat server's own pages (the widget's frame, the demo) may always use it.
+        if host_header and parsed == _host_origin(scheme, host_header):
+            return True, "same origin"
         if self.same_origin_only:
-            if host_header and parsed == _host_origin(scheme, host_header):
-                return True, "same origin"
             return False, f"origin {origin} is not this server's own origin and no allowed origins are configured"
         for rule in self.rules:
             if rule.matches(*parsed):

@@ -87,8 +87,12 @@ ShowMessages = value_class("ShowMessages", ("updates",))
 RemoveMessages = value_class("RemoveMessages", ("messages",))
 # Show or hide "the consultant is typing".
 ShowTyping = value_class("ShowTyping", ("typing",))
-# A line from the widget itself in the message list.
-ShowNotice = value_class("ShowNotice", ("text",))
+# A line from the widget itself in the message list: ``key`` names its words (words.py's catalogue).
+ShowNotice = value_class("ShowNotice", ("key",))
+# Consultant replies that arrived while the panel was closed (0: none; the launcher shows the count).
+ShowUnread = value_class("ShowUnread", ("count",))
+# Say this once to screen readers: a consultant reply completed while the visitor has the panel open.
+Announce = value_class("Announce", ("text",))
 # The typed text was taken: empty the message box.
 ClearInput = value_class("ClearInput", ())
 # Keep this (session id and outbox) in the tab's storage, to survive a reload.

@@ -67,6 +67,7 @@ class Conversation:
         self.max_pending_bytes = max_pending_bytes
         self.session = None
         self.last_seq = 0
+        self.read_seq = 0  # the newest entry the visitor has seen with the panel open (kept over reloads)
         self.messages = []     # display order
         self._by_id = {}
 
@@ -130,6 +131,7 @@ class Conversation:
         lost = self.session is not None and not resumed and self.last_seq > 0
         if not resumed:
             self.last_seq = 0
+            self.read_seq = 0
         self.session = session
         return lost
 
@@ -216,6 +218,13 @@ class Conversation:
         message = Message(reply_id, "consultant", text, None, seq, in_reply_to)
         return [Show(message, self._add_stored(message))]
 
+    def mark_read(self):
+        """The visitor sees everything so far. Returns True when that moved the mark."""
+        if self.last_seq <= self.read_seq:
+            return False
+        self.read_seq = self.last_seq
+        return True
+
     def abandon_streams(self):
         """The connection dropped mid-reply: partial replies are removed; replay brings the whole one."""
         gone = [m for m in self.messages if m.streaming]
@@ -227,7 +236,7 @@ class Conversation:
     # ---- storage --------------------------------------------------------------------------------
     def snapshot(self):
         """What must survive a page reload: the session and the unacknowledged messages."""
-        return {"session": self.session,
+        return {"session": self.session, "read": self.read_seq,
                 "outbox": [{"id": m.id, "text": m.text} for m in self.pending()]}
 
     def restore(self, snapshot):
@@ -237,6 +246,8 @@ class Conversation:
             return updates
         session = snapshot.get("session")
         self.session = session if isinstance(session, str) else None
+        read = snapshot.get("read")
+        self.read_seq = read if isinstance(read, int) and not isinstance(read, bool) else 0
         for item in snapshot.get("outbox") or []:
             if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("text"), str):
                 if item["id"] not in self._by_id:

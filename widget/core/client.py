@@ -17,7 +17,10 @@ form submitted, ...) with ``now`` (wall-clock seconds), and carries out the retu
   every ``upgrade_interval`` seconds (and when the browser comes back online), and when its welcome
   arrives the conversation moves onto it (``Lifecycle.handover``): in-flight messages are resent
   (the server deduplicates by id) and the replay fills in whatever the old transport had not shown;
-- after an outage, one ``report`` frame tells the server what failed (never message texts).
+- after an outage, one ``report`` frame tells the server what failed (never message texts);
+- nothing connects (and nothing is stored) until the visitor opens the panel, unless a conversation
+  is already in progress in this tab (it reconnects at once, so replies keep arriving); consultant
+  replies that arrive while the panel is closed are counted for the launcher's unread badge.
 
 All timers, the lifecycle's and the client's own (``flush``, ``countdown``, ``probe``, ``upgrade``,
 ``trial``), go through ``StartTimer``/``CancelTimer``: the shell keeps one map of named timers.
@@ -27,10 +30,10 @@ import json
 
 from protocol import close, frames
 from protocol.ratelimit import TokenBucket
-from widget.core import lifecycle, settings as page_settings, words
+from widget.core import lifecycle, settings as page_settings
 from widget.core.actions import (
-    CancelTimer, ClearInput, CloseSocket, HideReconnect, Log, OfferRetry, OpenSocket, ProbeServer, Render, RemoveMessages,
-    SaveSession, Send, ShowMessages, ShowNotice, ShowReconnect, ShowStatus, ShowTyping, StartTimer,
+    Announce, CancelTimer, ClearInput, CloseSocket, HideReconnect, Log, OfferRetry, OpenSocket, ProbeServer, Render, RemoveMessages,
+    SaveSession, Send, ShowMessages, ShowNotice, ShowReconnect, ShowStatus, ShowTyping, ShowUnread, StartTimer,
 )
 from widget.core.chat import Conversation, OutboxFull, Update
 from widget.core.diagnostics import Diagnostics
@@ -45,6 +48,7 @@ TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER, UPGRADE_TIMER, TRIAL_TIMER)
 WEBSOCKET = "websocket"
 POLL = "poll"
 FALLBACK_MODES = ("auto", "off", "always")
+IDLE = "idle"            # shown until the visitor first opens the panel: no socket yet
 UPGRADE_INTERVAL = 120.0  # seconds between trials of WebSocket while on the fallback
 TRIAL_TIMEOUT = 8.0
 
@@ -92,18 +96,58 @@ class Client:
         self._shown = None           # (state, alert) last shown, for the diagnostics record
         self._countdown = None       # (attempt, retry_at, since) while reconnecting
         self._probing = False
+        self.opened = False          # the panel is open
+        self._begun = False          # the lifecycle was started (the visitor opened the panel, or a conversation is in progress)
+        self.unread = 0
         self._last_log = None
         self._repeats = 0
 
     # ---- start -----------------------------------------------------------------------------------
-    def start(self, now, online=True, saved=None):
-        """Begin: restore what a reload kept (``saved``: the stored text, or None), then connect."""
+    def start(self, now, online=True, saved=None, opened=False):
+        """Restore what a reload kept (``saved``: the stored text, or None). Connect when the panel is
+        ``opened`` or a conversation is in progress; otherwise wait for ``panel_opened`` (state idle)."""
         acts = [ShowMessages(self.conversation.restore(_parse(saved)))]
-        problem = page_settings.check(self.settings, self.page.protocol)
-        self.diagnostics.problem = problem
+        self.opened = opened
         if not online:
             acts += self._run(self.lifecycle.went_offline(now), now)  # remembered: start waits for the network
-        return acts + self._run(self.lifecycle.start(now, problem), now)
+        if opened or self.conversation.session is not None:
+            return acts + self._begin(now)
+        return acts + [ShowStatus(IDLE, None, self.contact, None)]
+
+    def _begin(self, now):
+        self._begun = True
+        problem = page_settings.check(self.settings, self.page.protocol)
+        self.diagnostics.problem = problem
+        return self._run(self.lifecycle.start(now, problem), now)
+
+    # ---- the panel -------------------------------------------------------------------------------
+    def panel_opened(self, now):
+        """The visitor opened the panel: connect if not yet, and everything so far counts as read."""
+        self.opened = True
+        acts = []
+        if self.unread:
+            self.unread = 0
+            acts.append(ShowUnread(0))
+        if self.conversation.mark_read():
+            acts.append(self._save())
+        if not self._begun:
+            acts += self._begin(now)
+        return acts
+
+    def panel_closed(self, now):
+        self.opened = False
+        return []
+
+    def _read_or_count(self, frame):
+        """A consultant reply is complete: announced when the panel is open, else counted as unread."""
+        seq = frame.get("seq")
+        if not isinstance(seq, int) or seq <= self.conversation.read_seq:
+            return []  # replayed, and seen before
+        if self.opened:
+            self.conversation.mark_read()
+            return [Announce(str(frame.get("text", ""))), self._save()]
+        self.unread += 1
+        return [ShowUnread(self.unread)]
 
     # ---- the socket ------------------------------------------------------------------------------
     @property
@@ -163,10 +207,13 @@ class Client:
             return acts + self._flush_later(frames.read_retry_after(frame))
         if kind == "error":
             return acts + self._log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
-        acts.append(ShowMessages(self.conversation.received(frame)))
+        updates = self.conversation.received(frame)
+        acts.append(ShowMessages(updates))
         acts.append(ShowTyping(self.conversation.typing))
         if kind == "ack" or kind == "message":
             acts.append(self._save())
+        if kind == "reply" and updates:
+            acts += self._read_or_count(frame)
         return acts
 
     def _welcomed(self, now, socket_id, frame):
@@ -177,7 +224,7 @@ class Client:
             self.pacer.configure(limits[0], limits[1], limits[2])
         acts = []
         if self.conversation.welcomed(str(frame.get("session")), frame.get("resumed") is True):
-            acts.append(ShowNotice(words.SESSION_EXPIRED))
+            acts.append(ShowNotice("session_expired"))
         self._joined = socket_id
         acts.append(self._save())
         acts += self._report()
@@ -194,7 +241,7 @@ class Client:
         try:
             update = self.conversation.compose(text)
         except OutboxFull:
-            return [ShowNotice(words.OUTBOX_FULL)]
+            return [ShowNotice("outbox_full")]
         return [ClearInput(), ShowMessages([update]), self._save()] + self._flush(now)
 
     def retry_pressed(self, now):
@@ -226,6 +273,8 @@ class Client:
 
     def page_restored(self, now):
         """The page came back from the back/forward cache: connect again, as on a fresh start."""
+        if not self._begun:
+            return []
         return self._run(self.lifecycle.start(now), now)
 
     def timer_fired(self, now, name):

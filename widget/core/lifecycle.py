@@ -216,7 +216,7 @@ class Lifecycle:
         first = self.state == CONNECTING
         self.state = CONNECTED
         acts = [self._render(CONNECTED)]
-        acts.append(Log("info", "chat: connected" if first else "chat: reconnected"))
+        acts.append(Log("debug", "chat: connected" if first else "chat: reconnected"))
         return acts
 
     def received(self, now, socket_id, frame):

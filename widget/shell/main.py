@@ -21,6 +21,7 @@ from pyscript.ffi import create_proxy, to_js
 from widget.core import actions as A
 from widget.core import polling
 from widget.core.client import POLL, Client, Page
+from widget.core.words import Words
 from widget.shell.view import View
 
 STORAGE_KEY = "chat-widget:v1"
@@ -53,7 +54,9 @@ class Shell:
             A.ShowMessages: lambda action: view.apply(action.updates),
             A.RemoveMessages: lambda action: view.remove(action.messages),
             A.ShowTyping: lambda action: view.show_typing(action.typing),
-            A.ShowNotice: lambda action: view.show_notice(action.text),
+            A.ShowNotice: lambda action: view.show_notice(action.key),
+            A.ShowUnread: lambda action: view.show_unread(action.count),
+            A.Announce: lambda action: view.announce(action.text),
             A.ClearInput: lambda action: view.take_input(), A.SaveSession: self.save,
         }
 
@@ -79,9 +82,13 @@ class Shell:
         self.on(view.form, "submit", self.submit)
         self.on(view.input, "keydown", self.keydown)
         self.on(view.retry_button, "click", lambda now, e: client.retry_pressed(now))
+        # boot.js owns opening and closing (the host page's launcher asks it): see widget/boot.js.
+        self.on(view.root, "chat-widget:open", lambda now, e: client.panel_opened(now))
+        self.on(view.root, "chat-widget:close", lambda now, e: client.panel_closed(now))
         view.copy_button.addEventListener("click", create_proxy(self.copy_diagnostics))
         window.chatWidgetDiagnostics = create_proxy(lambda *a: client.diagnostics_json(time.time()))
-        self.run(client.start(time.time(), bool(js.navigator.onLine), self.load()))
+        opened = str(view.root.getAttribute("data-open")) == "true"
+        self.run(client.start(time.time(), bool(js.navigator.onLine), self.load(), opened))
 
     def submit(self, now, event):
         event.preventDefault()
@@ -260,7 +267,7 @@ def main():
     page = Page(str(location.protocol), str(location.host), str(location.origin), debug_enabled(),
                 "micropython" if sys.implementation.name == "micropython" else "pyodide")
     new_id = lambda: "m%x%06x" % (int(time.time() * 1000), random.getrandbits(24))  # noqa: E731
-    view = View(js.document, js.document.getElementById("chat-widget"))
+    view = View(js.document, js.document.getElementById("chat-widget"), Words(settings.get("words")))
     Shell(Client(settings, page, new_id, conditions), view).start()
 
 

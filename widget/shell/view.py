@@ -1,15 +1,14 @@
 """The DOM side of the widget: renders state, progress, alerts and messages (see the README's DOM contract).
 
-All text goes in through ``textContent``, never as HTML.
+All text goes in through ``textContent``, never as HTML; every word comes from ``words`` (a ``Words``).
 """
-
-from widget.core import words
 
 
 class View:
-    def __init__(self, document, root):
+    def __init__(self, document, root, words):
         self.document = document
         self.root = root
+        self.words = words
         self.status = root.querySelector('[role="status"]')
         self.reconnect = root.querySelector("[data-reconnect]")
         self.reconnect_text = root.querySelector("[data-reconnect-text]")
@@ -20,6 +19,7 @@ class View:
         self.form = root.querySelector("[data-chat-form]")
         self.input = self.form.querySelector('[name="message"]')
         self.retry_button = root.querySelector('[data-action="retry"]')
+        self.announcer = root.querySelector("[data-announce]")
         self.copy_button = self._copy_controls()
         self._state = None
         self._alert = None
@@ -34,18 +34,18 @@ class View:
             return
         self._state = state
         self.root.setAttribute("data-state", state)
-        self.status.textContent = words.STATUS[state]
+        self.status.textContent = self.words.status(state)
 
     def show_reconnect(self, attempt, seconds_left, fraction_waited, can_retry):
         self.reconnect.hidden = False
-        self.reconnect_text.textContent = words.reconnect_text(attempt, seconds_left)
+        self.reconnect_text.textContent = self.words.reconnect_text(attempt, seconds_left)
         self.reconnect_progress.hidden = False
         self.reconnect_progress.value = fraction_waited
         self.retry_button.hidden = not can_retry
 
     def offer_retry(self):
         self.reconnect.hidden = False
-        self.reconnect_text.textContent = words.STOPPED
+        self.reconnect_text.textContent = self.words.text("stopped")
         self.reconnect_progress.hidden = True
         self.retry_button.hidden = False
 
@@ -59,13 +59,13 @@ class View:
         if key is None:
             self.alert.hidden = True
             return
-        title, tips = words.ALERTS[key]
+        title, tips = self.words.alert(key)
         self.alert.querySelector("[data-alert-title]").textContent = title
         self._fill_list(self.alert.querySelector("[data-alert-tips]"), ([detail] if detail else []) + tips)
         lines = []
         for kind in ("email", "phone", "url"):
             if contact.get(kind):
-                lines.append(words.CONTACT[kind] + contact[kind])
+                lines.append(self.words.contact(kind) + contact[kind])
         self._fill_list(self.alert.querySelector("[data-alert-contact]"), lines)
         self.alert.hidden = False
 
@@ -74,20 +74,20 @@ class View:
         button = self.document.createElement("button")
         button.type = "button"
         button.setAttribute("data-action", "copy-diagnostics")
-        button.textContent = words.COPY_DIAGNOSTICS
+        button.textContent = self.words.text("copy_diagnostics")
         self.copy_note = self.document.createElement("span")
         self.copy_note.setAttribute("data-copy-note", "")
         self.copy_box = self.document.createElement("textarea")
         self.copy_box.setAttribute("data-diagnostics", "")
         self.copy_box.setAttribute("readonly", "")
-        self.copy_box.setAttribute("aria-label", "Diagnostics")
+        self.copy_box.setAttribute("aria-label", self.words.text("diagnostics"))
         self.copy_box.hidden = True
         for element in (button, self.copy_note, self.copy_box):
             self.alert.appendChild(element)
         return button
 
     def show_copy_result(self, copied, text):
-        self.copy_note.textContent = words.COPIED if copied else words.COPY_FAILED
+        self.copy_note.textContent = self.words.text("copied") if copied else self.words.text("copy_failed")
         if not copied:
             self.copy_box.value = text
             self.copy_box.hidden = False
@@ -136,11 +136,21 @@ class View:
     def show_typing(self, typing):
         self.typing.hidden = not typing
 
-    def show_notice(self, text):
+    def show_notice(self, key):
         item = self.document.createElement("li")
         item.setAttribute("data-author", "system")
-        item.textContent = text
+        item.textContent = self.words.text(key)
         self.list.appendChild(item)
+
+    def show_unread(self, count):
+        # boot.js passes data-unread on to the host page's launcher (its badge and announcement).
+        self.root.setAttribute("data-unread", str(count))
+
+    def announce(self, text):
+        """Say a completed reply once: the message list itself is not a live region, so streamed
+        words are not read out piece by piece."""
+        self.announcer.textContent = ""
+        self.announcer.textContent = text
 
     def take_input(self):
         text = self.input.value

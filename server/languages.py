@@ -1,0 +1,97 @@
+"""The widget's word catalogues: English and German ship in ``widget/lang/``; a site adds or
+replaces languages with JSON files of its own (setting ``catalogues``: a folder of ``<lang>.json``).
+
+A site's catalogue is merged over English, so a key it leaves out reads in English rather than
+breaking the widget; a key English does not have, or a value of the wrong shape, is refused at start
+with a message naming the file and the key. ``launcher_words`` is the part the host page's launcher
+(``/embed.js``) needs before the frame exists.
+"""
+
+import json
+import re
+from pathlib import Path
+
+LANG_TAG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+LAUNCHER_KEYS = ("launcher", "unread_one", "unread_other", "new_message", "panel", "dir")
+DIRECTIONS = ("ltr", "rtl")
+
+
+class CatalogueError(ValueError):
+    """A site's catalogue cannot be used; the message names the file and the key."""
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "widget" / "lang"
+
+
+def load(folder=None, shipped=SHIPPED):
+    """``{lang: catalogue}``: the shipped ones (``widget/lang``), then the site's ``folder``."""
+    english = _read(shipped / "en.json")
+    found = {}
+    for path in sorted(shipped.glob("*.json")):
+        found[path.stem] = _checked(english, _read(path), path)
+    if folder:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CatalogueError(f"catalogues: {folder} is not a folder of <lang>.json files")
+        for path in sorted(folder.glob("*.json")):
+            found[path.stem.lower()] = _checked(english, _read(path), path)
+    return found
+
+
+def launcher_words(catalogues):
+    """The few words of each language that the host page's launcher shows."""
+    return {lang: {key: words[key] for key in LAUNCHER_KEYS} for lang, words in catalogues.items()}
+
+
+def choose(catalogues, wanted):
+    """The catalogue for a language tag (``de-AT`` falls back to ``de``), else English."""
+    tag = str(wanted or "").strip().lower()
+    for candidate in (tag, tag.split("-")[0]):
+        if candidate in catalogues:
+            return catalogues[candidate]
+    return catalogues["en"]
+
+
+def _read(path):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CatalogueError(f"catalogues: {path} is not a readable JSON file: {error}") from None
+    if not isinstance(data, dict):
+        raise CatalogueError(f"catalogues: {path} must hold a JSON object of words")
+    return data
+
+
+def _checked(english, words, path):
+    lang = path.stem.lower()
+    if not LANG_TAG.match(lang):
+        raise CatalogueError(f"catalogues: {path.name}: name the file by its language tag, such as fr.json or pt-br.json")
+    merged = _merge(english, words, path, "")
+    merged["lang"] = lang
+    if merged["dir"] not in DIRECTIONS:
+        raise CatalogueError(f"catalogues: {path.name}: dir must be ltr or rtl, got {merged['dir']!r}")
+    return merged
+
+
+def _merge(english, words, path, where):
+    merged = {}
+    for key, value in words.items():
+        if key not in english:
+            raise CatalogueError(f"catalogues: {path.name}: unknown key {where}{key!r} (the keys are those of widget/lang/en.json)")
+    for key, default in english.items():
+        value = words.get(key, default)
+        name = where + key
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise CatalogueError(f"catalogues: {path.name}: {name} must be an object like English's")
+            merged[key] = _merge(default, value, path, name + ".")
+        elif isinstance(default, list):  # an alert: [title, [tips]]
+            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                    and isinstance(value[1], list) and all(isinstance(tip, str) for tip in value[1])):
+                raise CatalogueError(f"catalogues: {path.name}: {name} must be [\"title\", [\"tip\", ...]]")
+            merged[key] = value
+        else:
+            if not isinstance(value, str):
+                raise CatalogueError(f"catalogues: {path.name}: {name} must be a string")
+            merged[key] = value
+    return merged

@@ -1,0 +1,231 @@
+// The chat widget's one tag for any site: <script src="https://CHAT-SERVER/embed.js" async></script>
+//
+// It puts a launcher button on the host page (in a shadow root, styled by constructed stylesheets and
+// inline !important declarations, so the host's CSS cannot reach it and a strict CSP needs no
+// 'unsafe-inline'), and the chat itself in an iframe served by the chat server: the Python runtime,
+// its CSP and its storage never touch the host page. The frame is created after the host page's
+// `load` (or on the first hover, focus or click with data-load="click"), so the widget never delays
+// it. Host page and frame talk by postMessage, each checking the other's origin.
+//
+// Public API: window.chatWidget.open(), .close(), .state, .unread, and "statechange" events
+// (event.detail: {state, open, unread}). docs/embedding.md has the rest.
+(function () {
+  "use strict";
+  if (window.chatWidget) return;  // the snippet twice on one page: the first one wins
+  var script = document.currentScript;
+  if (!script) return;
+  var server = new URL(script.src, location.href).origin;
+  var WORDS = /*LAUNCHER_WORDS*/{};
+  var FRAME_PATH = /*FRAME_PATH*/"";
+
+  function attr(name) { return (script.getAttribute("data-" + name) || "").trim(); }
+  function language() {
+    var wanted = [attr("lang"), document.documentElement.lang].concat(navigator.languages || [navigator.language]);
+    for (var i = 0; i < wanted.length; i++) {
+      var tag = String(wanted[i] || "").toLowerCase();
+      if (WORDS[tag]) return tag;
+      if (WORDS[tag.split("-")[0]]) return tag.split("-")[0];
+    }
+    return "en";
+  }
+  var lang = language(), words = WORDS[lang];
+  var side = attr("position") === "left" || (attr("position") !== "right" && words.dir === "rtl") ? "left" : "right";
+  var accent = attr("accent") && window.CSS && CSS.supports("color", attr("accent")) ? attr("accent") : "";
+  var lazy = attr("load") === "click";
+
+  var state = "loading", isOpen = false, unread = 0, frame = null, frameReady = false, pending = null;
+  var api = new EventTarget();
+
+  // ---- the launcher, at the first paint of this script ----------------------------------------------
+  var host = document.createElement("div");
+  var hostStyle = {all: "initial", position: "fixed", bottom: "0", width: "0", height: "0", "z-index": "2147483000",
+                   display: "block", transform: "none", filter: "none", contain: "none", visibility: "visible"};
+  hostStyle[side] = "0";
+  for (var property in hostStyle) host.style.setProperty(property, hostStyle[property], "important");
+  var shadow = host.attachShadow({mode: "open"});
+  var sheet = new CSSStyleSheet();
+  sheet.replaceSync([
+    ":host { all: initial; }",
+    ".cw-host { --accent: " + (accent || "#2b4acb") + "; font: 15px/1.4 system-ui, sans-serif; }",
+    ".launcher { all: initial; position: fixed; bottom: 20px; " + side + ": 20px; width: 60px; height: 60px; border-radius: 50%;",
+    "  background: var(--accent); color: #fff; cursor: pointer; display: flex; align-items: center; justify-content: center;",
+    "  box-shadow: 0 4px 14px rgba(0,0,0,.25); box-sizing: border-box; }",
+    ".launcher:focus-visible { outline: 3px solid #1d2330; outline-offset: 3px; }",
+    ".launcher[hidden] { display: none; }",
+    ".launcher svg { width: 28px; height: 28px; fill: currentColor; }",
+    ".badge { position: absolute; top: -4px; " + (side === "left" ? "left" : "right") + ": -4px; min-width: 22px; height: 22px;",
+    "  padding: 0 6px; box-sizing: border-box; border-radius: 11px; background: #c62828; color: #fff;",
+    "  font: 700 12px/22px system-ui, sans-serif; text-align: center; }",
+    ".badge[hidden] { display: none; }",
+    ".frame { all: initial; position: fixed; bottom: 20px; " + side + ": 20px; width: 380px; height: min(600px, calc(100vh - 40px));",
+    "  max-width: calc(100vw - 40px); border: 0; border-radius: 12px; box-shadow: 0 8px 30px rgba(0,0,0,.25);",
+    "  background: transparent; color-scheme: normal; visibility: hidden; display: block; }",
+    ".frame.open { visibility: visible; }",
+    "@media (max-width: 479px) { .frame { inset: 0; width: 100%; height: 100%; max-width: none; border-radius: 0; } }",
+    "@media (prefers-reduced-motion: no-preference) { .frame.open { animation: rise .16s ease-out; } }",
+    "@keyframes rise { from { opacity: 0; transform: translateY(12px); } to { opacity: 1; transform: none; } }",
+    ".sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }"
+  ].join("\n"));
+  shadow.adoptedStyleSheets = [sheet];
+  var box = document.createElement("div");
+  box.className = "cw-host";
+  box.dir = words.dir;
+  box.lang = lang;
+  var launcher = document.createElement("button");
+  launcher.type = "button";
+  launcher.className = "launcher";
+  launcher.setAttribute("data-action", "open");
+  launcher.setAttribute("aria-expanded", "false");
+  launcher.appendChild(icon());
+  var badge = document.createElement("span");
+  badge.className = "badge";
+  badge.setAttribute("aria-hidden", "true");
+  badge.hidden = true;
+  launcher.appendChild(badge);
+  var announcer = document.createElement("p");
+  announcer.className = "sr";
+  announcer.setAttribute("aria-live", "polite");
+  box.appendChild(launcher);
+  box.appendChild(announcer);
+  shadow.appendChild(box);
+  label();
+  (document.body || document.documentElement).appendChild(host);
+
+  function icon() {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+    svg.appendChild(path);
+    return svg;
+  }
+  function unreadWords(count) {
+    return (count === 1 ? words.unread_one : words.unread_other).replace("{count}", String(count));
+  }
+  function label() {
+    launcher.setAttribute("aria-label", unread ? words.launcher + ", " + unreadWords(unread) : words.launcher);
+    badge.textContent = unread > 99 ? "99+" : String(unread);
+    badge.hidden = !unread;
+  }
+
+  // ---- the frame ----------------------------------------------------------------------------------
+  function createFrame() {
+    if (frame || state === "refused") return;
+    frame = document.createElement("iframe");
+    frame.className = "frame";
+    frame.name = "chat-widget";
+    frame.title = words.panel;
+    // The diagnostics button copies to the clipboard.
+    frame.allow = "clipboard-write";
+    var looks = new URLSearchParams({host: location.origin});
+    ["title", "greeting"].forEach(function (name) { if (attr(name)) looks.set(name, attr(name)); });
+    if (accent) looks.set("accent", accent);
+    // The looks travel in the fragment: never sent to the server, never part of a cache key.
+    frame.src = server + FRAME_PATH + "?lang=" + encodeURIComponent(lang) + "#" + looks.toString();
+    box.appendChild(frame);
+  }
+  function tell(message) {
+    if (frame && frameReady) frame.contentWindow.postMessage(message, server);
+    else pending = message;
+  }
+  window.addEventListener("message", function (event) {
+    if (!frame || event.source !== frame.contentWindow || event.origin !== server || !event.data) return;
+    var data = event.data;
+    if (data.type === "ready") {
+      frameReady = true;
+      if (pending) { frame.contentWindow.postMessage(pending, server); pending = null; }
+    } else if (data.type === "state") {
+      var count = Number(data.unread) || 0;
+      if (count > unread && !isOpen) announcer.textContent = words.new_message;
+      unread = isOpen ? 0 : count;
+      changed(String(data.state));
+    } else if (data.type === "close") {
+      setOpen(false);
+      launcher.focus();
+    }
+  });
+
+  // ---- opening and closing ------------------------------------------------------------------------
+  function setOpen(open) {
+    if (state === "refused" || open === isOpen) return;
+    isOpen = open;
+    if (open) {
+      createFrame();
+      unread = 0;
+      frame.classList.add("open");
+      launcher.hidden = true;
+      fitViewport();
+      frame.focus();  // focus goes into the frame; the frame moves it to the message box
+    } else if (frame) {
+      frame.classList.remove("open");
+      launcher.hidden = false;
+    }
+    launcher.setAttribute("aria-expanded", open ? "true" : "false");
+    tell({type: open ? "open" : "close"});
+    changed(state);
+  }
+  launcher.addEventListener("click", function () { setOpen(true); });
+  if (lazy) {
+    ["pointerenter", "focus", "touchstart"].forEach(function (name) {
+      launcher.addEventListener(name, createFrame, {once: true, passive: true});
+    });
+  }
+
+  // Phones: the panel fills the visual viewport, so the on-screen keyboard does not cover the message box.
+  function fitViewport() {
+    var viewport = window.visualViewport;
+    if (!frame || !viewport) return;
+    if (isOpen && window.innerWidth < 480) {
+      frame.style.setProperty("height", viewport.height + "px", "important");
+      frame.style.setProperty("top", viewport.offsetTop + "px", "important");
+    } else {
+      frame.style.removeProperty("height");
+      frame.style.removeProperty("top");
+    }
+  }
+  if (window.visualViewport) {
+    window.visualViewport.addEventListener("resize", fitViewport);
+    window.visualViewport.addEventListener("scroll", fitViewport);
+  }
+
+  function changed(next) {
+    var before = state;
+    state = next;
+    label();
+    api.dispatchEvent(new CustomEvent("statechange", {detail: {state: state, open: isOpen, unread: unread, previous: before}}));
+  }
+
+  // ---- which sites may embed: the chat server decides ---------------------------------------------
+  function refuse(reason) {
+    host.remove();
+    changed("refused");
+    console.error("Chat widget: the chat server " + server + " does not allow this site (" + location.origin + "): " +
+      reason + ". To allow it, start the server with --allow-origin " + location.origin +
+      " (or add it to CHAT_WIDGET_ALLOW_ORIGINS).");
+  }
+  function whenLoaded(start) {
+    if (lazy) return;
+    if (document.readyState === "complete") start();
+    else window.addEventListener("load", start, {once: true});
+  }
+  if (location.origin === server) {
+    whenLoaded(createFrame);
+  } else {
+    fetch(server + "/ws-check?origin=" + encodeURIComponent(location.origin), {credentials: "omit", cache: "no-store"})
+      .then(function (response) { return response.json(); })
+      .then(function (answer) {
+        if (answer.allowed === false) refuse(answer.reason || "origin not allowed");
+        else whenLoaded(createFrame);
+      }, function () { whenLoaded(createFrame); });  // unreachable now: the frame will say so when opened
+  }
+
+  api.open = function () { setOpen(true); };
+  api.close = function () { setOpen(false); };
+  Object.defineProperty(api, "state", {get: function () { return state; }});
+  Object.defineProperty(api, "isOpen", {get: function () { return isOpen; }});
+  Object.defineProperty(api, "unread", {get: function () { return unread; }});
+  window.chatWidget = api;
+})();
