@@ -52,6 +52,27 @@
     else if (event.data.type === "close") setOpen(false);
   });
 
+  // Storage for the Python shell. A frame on another site may be denied its own storage (third-party
+  // storage blocked: incognito, Safari, Brave), so the host page keeps a copy in its sessionStorage,
+  // written only once a conversation exists, and hands it back in the fragment when it makes the frame.
+  var KEY = "chat-widget:v1";
+  function tryStorage(kind, call) {
+    try { return call(window[kind]); } catch (error) { return null; }
+  }
+  window.chatWidgetStorage = {
+    load: function () {
+      return params.get("restore") || tryStorage("sessionStorage", function (store) { return store.getItem(KEY); });
+    },
+    save: function (text) {
+      tryStorage("sessionStorage", function (store) { store.setItem(KEY, text); });
+      tell({type: "save", snapshot: text});
+    },
+    debug: function () {
+      return /[?&]chat-debug=1/.test(location.search) || params.get("debug") === "1" ||
+        tryStorage("localStorage", function (store) { return store.getItem("chat-widget-debug"); }) === "1";
+    }
+  };
+
   var last = "";
   function report() {
     var state = root.getAttribute("data-state"), unread = Number(root.getAttribute("data-unread")) || 0;

@@ -34,6 +34,16 @@
   var lazy = attr("load") === "click";
 
   var state = "loading", isOpen = false, unread = 0, frame = null, frameReady = false, pending = null;
+  // The conversation in progress, kept first-party (the frame may be denied storage of its own): written
+  // only by the frame, and only once the visitor has opened the chat and a conversation exists.
+  var KEY = "chat-widget:" + server;
+  function stored(value) {
+    try {
+      if (value === undefined) return sessionStorage.getItem(KEY);
+      sessionStorage.setItem(KEY, value);
+    } catch (error) { /* storage disabled: a reload starts a new conversation */ }
+    return null;
+  }
   var api = new EventTarget();
 
   // ---- the launcher, at the first paint of this script ----------------------------------------------
@@ -123,6 +133,8 @@
     var looks = new URLSearchParams({host: location.origin});
     ["title", "greeting"].forEach(function (name) { if (attr(name)) looks.set(name, attr(name)); });
     if (accent) looks.set("accent", accent);
+    if (stored()) looks.set("restore", stored());
+    if (/[?&]chat-debug=1/.test(location.search)) looks.set("debug", "1");
     // The looks travel in the fragment: never sent to the server, never part of a cache key.
     frame.src = server + FRAME_PATH + "?lang=" + encodeURIComponent(lang) + "#" + looks.toString();
     box.appendChild(frame);
@@ -142,6 +154,8 @@
       if (count > unread && !isOpen) announcer.textContent = words.new_message;
       unread = isOpen ? 0 : count;
       changed(String(data.state));
+    } else if (data.type === "save" && typeof data.snapshot === "string") {
+      stored(data.snapshot);
     } else if (data.type === "close") {
       setOpen(false);
       launcher.focus();
@@ -207,7 +221,7 @@
       " (or add it to CHAT_WIDGET_ALLOW_ORIGINS).");
   }
   function whenLoaded(start) {
-    if (lazy) return;
+    if (lazy && !stored()) return;  // a conversation in progress reconnects at page load, lazy or not
     if (document.readyState === "complete") start();
     else window.addEventListener("load", start, {once: true});
   }

@@ -24,9 +24,6 @@ from widget.core.client import POLL, Client, Page
 from widget.core.words import Words
 from widget.shell.view import View
 
-STORAGE_KEY = "chat-widget:v1"
-
-
 def is_missing(value):
     # JS null is None in MicroPython but a falsy jsnull in Pyodide; undefined is the reverse.
     return value is None or str(value) in ("undefined", "null", "None")
@@ -160,16 +157,11 @@ class Shell:
 
     # ---- the view, storage, console ------------------------------------------------------------
     def save(self, action):
-        try:
-            js.window.sessionStorage.setItem(STORAGE_KEY, json.dumps(action.snapshot))
-        except Exception:
-            pass  # storage disabled or full: the conversation still works, it just won't survive a reload
+        # widget/boot.js keeps it: in this frame's sessionStorage when allowed, and with the host page.
+        js.window.chatWidgetStorage.save(json.dumps(action.snapshot))
 
     def load(self):
-        try:
-            saved = js.window.sessionStorage.getItem(STORAGE_KEY)
-        except Exception:
-            return None
+        saved = js.window.chatWidgetStorage.load()
         return None if is_missing(saved) else str(saved)
 
     def log(self, action):
@@ -251,20 +243,11 @@ def conditions():
     return found
 
 
-def debug_enabled():
-    if "chat-debug" in str(js.window.location.search):
-        return True
-    try:
-        return str(js.window.localStorage.getItem("chat-widget-debug")) == "1"
-    except Exception:
-        return False
-
-
 def main():
     element = js.document.getElementById("chat-widget-settings")
     settings = json.loads(str(element.textContent)) if not is_missing(element) else {}
     location = js.window.location
-    page = Page(str(location.protocol), str(location.host), str(location.origin), debug_enabled(),
+    page = Page(str(location.protocol), str(location.host), str(location.origin), bool(js.window.chatWidgetStorage.debug()),
                 "micropython" if sys.implementation.name == "micropython" else "pyodide")
     new_id = lambda: "m%x%06x" % (int(time.time() * 1000), random.getrandbits(24))  # noqa: E731
     view = View(js.document, js.document.getElementById("chat-widget"), Words(settings.get("words")))
