@@ -44,8 +44,13 @@ tools:
 clean:
 	rm -rf $(VENV) node_modules
 
+# Screenshots of the embedded widget in each state, for the README and docs (committed PNGs).
+.PHONY: screenshots
+screenshots: setup browser
+	$(BIN)/python scripts/screenshots --out docs/screenshots
+
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-compress bench-smoke
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-compress bench-smoke
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -62,6 +67,9 @@ bench-capacity: setup
 bench-fallback: setup
 	$(BIN)/python bench/fallback.py $(BENCH_ARGS)
 
+bench-hostload: setup browser
+	$(BIN)/python bench/hostload.py $(BENCH_ARGS)
+
 bench-compress: setup
 	$(BIN)/python scripts/compress-assets
 
@@ -71,3 +79,4 @@ bench-smoke: setup browser
 	$(BIN)/python bench/reconnect.py --smoke
 	$(BIN)/python bench/capacity.py --smoke
 	$(BIN)/python bench/fallback.py --smoke
+	$(BIN)/python bench/hostload.py --smoke

@@ -119,11 +119,25 @@ BASELINE_PAGE = """<!doctype html>
 """
 
 
-class BaselineSite:
-    """A minimal plain-JS page on its own loopback port that opens the real server's /ws (the floor)."""
+EMBED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>a shop</title><link rel="icon" href="data:,"></head>
+<body><h1>A shop on another site</h1><p>Lamps and rugs.</p>
+%(snippet)s
+</body></html>
+"""
 
-    def __init__(self, chat_port):
-        page = (BASELINE_PAGE % {"port": chat_port}).encode()
+
+def embed_snippet(chat_port):
+    """The one tag, pointing at the chat server by another name (localhost) than the host page's (127.0.0.1)."""
+    return f'<script src="http://localhost:{chat_port}/embed.js" async></script>'
+
+
+class BaselineSite:
+    """A page on its own loopback port: by default the minimal plain-JS page that opens the real server's
+    /ws (the floor); ``html`` serves another page (a host page embedding the widget, say)."""
+
+    def __init__(self, chat_port, html=None):
+        page = (html if html is not None else BASELINE_PAGE % {"port": chat_port}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -159,9 +173,20 @@ class BaselineSite:
         self.httpd.server_close()
 
 
-# Records when #chat-widget first reaches data-state="connected", in ms since navigation start.
+# Records when the widget first reaches "connected", in ms since the host page's navigation start: on a
+# page with the snippet it opens the chat as soon as window.chatWidget exists (a visitor who opens at
+# once) and listens to its statechange events; on the baseline page it watches #chat-widget.
 CONNECTED_PROBE = """
 (() => {
+  if (window.top !== window) return;
+  const opener = setInterval(() => {
+    if (!window.chatWidget) return;
+    clearInterval(opener);
+    window.chatWidget.addEventListener("statechange", (event) => {
+      if (event.detail.state === "connected" && window.__connectedAt === undefined) window.__connectedAt = performance.now();
+    });
+    window.chatWidget.open();
+  }, 5);
   const seen = () => {
     const root = document.getElementById("chat-widget");
     if (root && root.getAttribute("data-state") === "connected" && window.__connectedAt === undefined) {
@@ -224,8 +249,9 @@ def load_and_time(page, url, timeout_ms, reload=False):
         page.reload(wait_until="commit")
     else:
         page.goto(url, wait_until="commit")
-    page.wait_for_function("window.__connectedAt !== undefined", timeout=timeout_ms, polling=20)
-    return page.evaluate("window.__connectedAt")
+    # Functions, not expressions: the host pages' CSP has no 'unsafe-eval'.
+    page.wait_for_function("() => window.__connectedAt !== undefined", timeout=timeout_ms, polling=20)
+    return page.evaluate("() => window.__connectedAt")
 
 
 def summary(values):

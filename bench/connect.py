@@ -1,8 +1,10 @@
 """Time to ``data-state="connected"`` in headless Chromium against the real server, cold and warm.
 
-Variants: the demo page with the MicroPython widget, with the Pyodide widget, and a minimal plain-JS page
-that opens the same WebSocket (the floor, served by a tiny loopback server on another port whose origin
-the chat server allows). Network profiles through CDP ``Network.emulateNetworkConditions`` (and
+Variants: the demo page with the MicroPython widget, with the Pyodide widget, ``embed`` (a host page on
+another site, http://127.0.0.1:A, with the one tag pointing at the MicroPython server as
+http://localhost:B: the embedded case), and a minimal plain-JS page that opens the same WebSocket (the
+floor, served by a tiny loopback server on another port whose origin the chat server allows). Widget
+pages are opened as soon as ``window.chatWidget`` exists (a visitor who opens the chat at once). Network profiles through CDP ``Network.emulateNetworkConditions`` (and
 ``Emulation.setCPUThrottlingRate`` 4 for ``10mbit-cpu4x``). Cold = a fresh browser context (empty
 cache); warm = a reload in that context. Runs are interleaved (run 1 of every variant, then run 2, ...)
 so that machine noise spreads over all of them.
@@ -23,11 +25,11 @@ import time
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from common import (CONNECTED_PROBE, PROFILES, BaselineSite, Visit, apply_profile, free_port, launch_chromium,
-                    load_and_time, start_server, summary, table, write_results)
+from common import (CONNECTED_PROBE, EMBED_PAGE, PROFILES, BaselineSite, Visit, apply_profile, embed_snippet, free_port,
+                    launch_chromium, load_and_time, start_server, summary, table, write_results)
 
 RUNTIMES = ("micropython", "pyodide")
-TIMEOUT_MS = {"micropython": 30_000, "pyodide": 120_000, "baseline": 15_000}
+TIMEOUT_MS = {"micropython": 30_000, "pyodide": 120_000, "embed": 30_000, "baseline": 15_000}
 
 
 def parse_args(argv=None):
@@ -36,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"comma-separated, of {', '.join(PROFILES)}")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated: micropython, pyodide")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain-JS page")
+    parser.add_argument("--no-embed", action="store_true", help="skip the host page on another site")
     parser.add_argument("--no-warm", action="store_true", help="cold loads only")
     parser.add_argument("--smoke", action="store_true", help="1 run, loopback, micropython + baseline (CI smoke)")
     parser.add_argument("--label", default="", help="free text stored with the results (e.g. 'before')")
@@ -128,21 +131,27 @@ def report(samples, profiles, variants, phases):
 def main(argv=None):
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the servers on the way out
     args = parse_args(argv)
-    variants = list(args.runtimes) + ([] if args.no_baseline else ["baseline"])
+    embed = "micropython" in args.runtimes and not args.no_embed
+    variants = list(args.runtimes) + (["embed"] if embed else []) + ([] if args.no_baseline else ["baseline"])
     phases = ["cold"] + ([] if args.no_warm else ["warm"])
-    servers, baseline, chat_port = {}, None, None
+    servers, baseline, host, chat_port = {}, None, None, free_port()
     try:
+        # The baseline page and the embedding host page live on their own ports; the first chat server
+        # (on chat_port) must allow their origins.
         if "baseline" in variants:
-            # The baseline page lives on its own port; the chat server must allow its origin.
-            chat_port = free_port()
             baseline = BaselineSite(chat_port).start()
-        for runtime in args.runtimes or ["micropython"]:
-            port = chat_port if baseline and not servers else None
+        if embed:
+            host = BaselineSite(chat_port, EMBED_PAGE % {"snippet": embed_snippet(chat_port)}).start()
+        origins = [site.origin for site in (baseline, host) if site]
+        for runtime in sorted(args.runtimes or ["micropython"], key=lambda name: name != "micropython"):
+            port = chat_port if not servers else None
             env = dict(item.split("=", 1) for item in args.server_env)
-            servers[runtime] = start_server(runtime, port=port, origins=[baseline.origin] if baseline else [], env=env)
+            servers[runtime] = start_server(runtime, port=port, origins=origins, env=env)
         urls = {runtime: server.url + "/" for runtime, server in servers.items()}
         if baseline:
             urls["baseline"] = baseline.origin + "/"
+        if host:
+            urls["embed"] = host.origin + "/"
         init_script = open(args.init_script).read() if args.init_script else None
         samples = {}
         started = time.time()
@@ -173,8 +182,9 @@ def main(argv=None):
     finally:
         for server in servers.values():
             server.stop()
-        if baseline:
-            baseline.stop()
+        for site in (baseline, host):
+            if site:
+                site.stop()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ without the Upgrade headers (tests/nginx.py). The widget must reach "Connected" 
 fallback within 10 s of opening the page, get each message answered exactly once, and say in its
 diagnostics which transport it uses and why; with the fallback turned off it must never claim to be
 connected, call the failure interference, and back off.
+
+The widget runs in its frame (``widget_page.chat``) on the demo page, and connects once the visitor
+opens the panel: "opening the page" below is loading it and clicking the launcher at once.
 """
 
 import json
@@ -18,13 +21,14 @@ from conftest import CHROMIUM_ARGS, chromium_path
 from server_process import free_port
 from tests.nginx import Nginx
 from tests.tcp_proxy import Relay
-from widget_page import WIDGET, launcher, message_box
+from widget_page import WIDGET, chat, launcher, message_box
 
 CONSULTANT = '[data-author="consultant"]'
 VISITOR = '[data-author="visitor"]'
 ALERT = "[data-alert]"
 
-# Every data-state the widget shows, in order, from the moment the page starts.
+# Every data-state the widget shows, in order, from the moment the page starts (in the widget's frame:
+# an init script runs in every frame).
 RECORD_STATES = """
 window.__chatStates = [];
 new MutationObserver(() => {
@@ -37,12 +41,22 @@ new MutationObserver(() => {
 
 
 def diagnostics(page):
-    return json.loads(page.evaluate("window.chatWidgetDiagnostics()"))
+    return json.loads(chat(page).evaluate("() => window.chatWidgetDiagnostics()"))
+
+
+def states(page):
+    return chat(page).evaluate("() => window.__chatStates")
+
+
+def visit(page, url):
+    """Open the page and the chat at once, as a visitor who came to ask something."""
+    page.goto(url)
+    launcher(page).click()
 
 
 def connected_over(page, transport, timeout):
     """Wait until the widget is connected *and* the connection runs over ``transport``."""
-    page.wait_for_function(
+    chat(page).wait_for_function(
         """transport => {
             const widget = document.getElementById("chat-widget");
             return widget && widget.getAttribute("data-state") === "connected" && window.chatWidgetDiagnostics
@@ -51,17 +65,18 @@ def connected_over(page, transport, timeout):
 
 
 def chat_once(page, question):
-    """Send a question; it is shown once, delivered, and answered exactly once."""
-    launcher(page).click()
+    """Send a question (the panel is open); it is shown once, delivered, and answered exactly once."""
+    frame = chat(page)
     message_box(page).fill(question)
     message_box(page).press("Enter")
-    expect(page.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(1, timeout=10000)
-    expect(page.locator(CONSULTANT)).to_have_count(1, timeout=10000)
-    expect(page.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
-    expect(page.locator(VISITOR)).to_have_text([question])
+    expect(frame.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(1, timeout=10000)
+    expect(frame.locator(CONSULTANT)).to_have_count(1, timeout=10000)
+    expect(frame.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
+    expect(frame.locator(VISITOR)).to_have_text([question])
 
 
 def console_of(page):
+    """The page's console lines, the widget's frame's included."""
     lines = []
     page.on("console", lambda message: lines.append((message.type, message.text)))
     return lines
@@ -72,7 +87,7 @@ def test_behind_a_proxy_that_breaks_websockets_the_visitor_chats_over_http(serve
     with Relay(server.port, mode=mode) as relay:
         lines = console_of(page)
         opened = time.monotonic()
-        page.goto(relay.url + "/")
+        visit(page, relay.url + "/")
         connected_over(page, "poll", timeout=10000)
         took = time.monotonic() - opened
         chat_once(page, "When are you open?")
@@ -88,7 +103,7 @@ def test_behind_a_proxy_that_breaks_websockets_the_visitor_chats_over_http(serve
 
 def test_behind_nginx_without_upgrade_headers_the_visitor_chats_over_http(server, page):
     with Nginx(server.port, websocket_headers=False) as proxy:
-        page.goto(proxy.url + "/")
+        visit(page, proxy.url + "/")
         connected_over(page, "poll", timeout=10000)
         chat_once(page, "Do you deliver abroad?")
         report = diagnostics(page)
@@ -105,23 +120,23 @@ def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_ser
     with Relay(server.port, mode="withhold") as withholding, Relay(server.port, mode="cut") as cutting:
         lines = {mode: console_of(each) for mode, each in pages.items()}
         opened = time.monotonic()
-        pages["withhold"].goto(withholding.url + "/")
-        pages["cut"].goto(cutting.url + "/")
+        visit(pages["withhold"], withholding.url + "/")
+        visit(pages["cut"], cutting.url + "/")
         for each in pages.values():
-            expect(each.locator(ALERT)).to_contain_text("interrupting live chat", timeout=30000)
+            expect(chat(each).locator(ALERT)).to_contain_text("interrupting live chat", timeout=30000)
         # The first 40 s are what is measured, not a synchronisation.
         page.wait_for_timeout(max(0.0, 40 - (time.monotonic() - opened)) * 1000)
         for mode, each in pages.items():
-            states = each.evaluate("window.__chatStates")
+            seen = states(each)
             report = diagnostics(each)
             attempts = [event for event in report["events"] if event["event"] == "attempt"]
             assert report["classification"] == "interference" and report["transport"] == "websocket"
             assert 2 <= len(attempts) <= 8, (mode, len(attempts))
             if mode == "withhold":
-                assert "connected" not in states, states
+                assert "connected" not in seen, seen
             else:
-                assert states.count("connected") <= 1 and "connected" not in states[states.index("reconnecting"):], states
-            expect(each.locator(WIDGET)).not_to_have_attribute("data-state", "connected")
+                assert seen.count("connected") <= 1 and "connected" not in seen[seen.index("reconnecting"):], seen
+            expect(chat(each).locator(WIDGET)).not_to_have_attribute("data-state", "connected")
             ours = [text for _, text in lines[mode] if text.startswith("chat:")]
             assert len(ours) <= 4, (mode, ours)
 
@@ -129,7 +144,7 @@ def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_ser
 def test_when_the_proxy_mends_the_widget_moves_back_to_websocket_without_loss(start_server, page):
     server = start_server(env={"CHAT_WIDGET_HTTP_UPGRADE_INTERVAL": "3"})
     with Relay(server.port, mode="withhold") as relay:
-        page.goto(relay.url + "/")
+        visit(page, relay.url + "/")
         connected_over(page, "poll", timeout=10000)
         chat_once(page, "When are you open?")
         relay.set_mode("pass")
@@ -139,27 +154,46 @@ def test_when_the_proxy_mends_the_widget_moves_back_to_websocket_without_loss(st
         message_box(page).fill("Can I return a rug?")
         message_box(page).press("Enter")
         questions = ["When are you open?", "Do you deliver abroad?", "Can I return a rug?"]
-        expect(page.locator(VISITOR)).to_have_text(questions, timeout=10000)
-        expect(page.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(3, timeout=10000)
-        expect(page.locator(CONSULTANT)).to_have_count(3, timeout=10000)
-        expect(page.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
+        frame = chat(page)
+        expect(frame.locator(VISITOR)).to_have_text(questions, timeout=10000)
+        expect(frame.locator(f'{VISITOR}[data-delivery="delivered"]')).to_have_count(3, timeout=10000)
+        expect(frame.locator(CONSULTANT)).to_have_count(3, timeout=10000)
+        expect(frame.locator(f'{CONSULTANT}[data-streaming]')).to_have_count(0, timeout=10000)
         report = diagnostics(page)
         assert report["fallback_reason"] is None
         assert any(event["event"] == "upgrade" and event["result"] == "moved" for event in report["events"])
         # After a reload the stored conversation is the same: nothing doubled on the server either.
         page.reload()
         launcher(page).click()
-        expect(page.locator(VISITOR)).to_have_text(questions, timeout=10000)
-        expect(page.locator(CONSULTANT)).to_have_count(3)
+        frame = chat(page)
+        expect(frame.locator(VISITOR)).to_have_text(questions, timeout=10000)
+        expect(frame.locator(CONSULTANT)).to_have_count(3)
 
 
 def test_a_page_with_12_kb_of_cookies_connects_over_websocket(server, page, context):
-    """Shops with analytics and consent tools send big Cookie headers: the socket accepts them."""
+    """Shops with analytics and consent tools send big Cookie headers: the socket accepts them. (The demo
+    page and the widget's frame are on the chat server's origin, so its cookies go along.)"""
     host = server.url.split("//", 1)[1].split(":")[0]
     context.add_cookies([{"name": f"c{n}", "value": "x" * 3900, "domain": host, "path": "/"} for n in range(3)])
-    page.goto(server.url + "/")
+    visit(page, server.url + "/")
     connected_over(page, "websocket", timeout=10000)
     assert diagnostics(page)["classification"] is None
+
+
+# Playwright loses the widget's frame when the page comes back from the back/forward cache (after the
+# restore ``page.frames`` holds only the main frame, and ``content_frame()`` of the iframe is None),
+# although the frame is alive in the browser. The demo page and the frame share the chat server's
+# origin, so the host page's script can reach into the frame instead.
+IN_FRAME = """([code, arg]) => {
+  const box = [...document.querySelectorAll("div")].find((element) => element.shadowRoot);
+  const frame = box.shadowRoot.querySelector('iframe[name="chat-widget"]').contentWindow;
+  return frame.eval(code)(arg);
+}"""
+
+
+def in_frame(page, code, arg=None):
+    """Run the function ``code`` in the widget's frame, reached through the (same-origin) host page."""
+    return page.evaluate(IN_FRAME, [code, arg])
 
 
 def test_a_page_restored_from_the_back_forward_cache_comes_back_connected(server, browser_type):
@@ -170,21 +204,27 @@ def test_a_page_restored_from_the_back_forward_cache_comes_back_connected(server
     try:
         page = browser.new_page()
         page.add_init_script(RECORD_STATES)
-        page.goto(server.url + "/")
+        visit(page, server.url + "/")
         connected_over(page, "websocket", timeout=10000)
-        page.evaluate("window.addEventListener('pageshow', event => { window.__restored = event.persisted; })")
+        for document in (page, chat(page)):  # the host page and the widget's frame
+            document.evaluate("() => window.addEventListener('pageshow', event => { window.__restored = event.persisted; })")
         page.goto(server.url + "/livez")
-        page.evaluate("history.back()")  # page.go_back() waits for a load that a restore never fires
-        page.wait_for_function("window.__restored === true", timeout=10000)
-        connected_over(page, "websocket", timeout=10000)
-        report = diagnostics(page)
+        page.evaluate("() => history.back()")  # page.go_back() waits for a load that a restore never fires
+        page.wait_for_function("() => window.__restored === true", timeout=10000)
+        assert in_frame(page, "() => window.__restored") is True  # the frame came back from the cache too
+        page.wait_for_function(IN_FRAME, arg=["""(transport) => {
+            const widget = document.getElementById("chat-widget");
+            return widget.getAttribute("data-state") === "connected"
+                && JSON.parse(window.chatWidgetDiagnostics()).transport === transport;
+        }""", "websocket"], timeout=10000)
+        report = json.loads(in_frame(page, "() => window.chatWidgetDiagnostics()"))
         attempts = [event for event in report["events"] if event["event"] == "attempt"]
         assert len(attempts) == 2, attempts  # the first connection, and the one after the restore
         # Closed on the way into the cache by the widget, not found dead on the way out: a fresh start,
         # not a lost connection with its backoff.
         assert not [event for event in report["events"] if event["event"] == "close" and event["code"] != 1000], \
             report["events"]
-        assert page.evaluate("window.__chatStates").count("reconnecting") == 0
+        assert in_frame(page, "() => window.__chatStates").count("reconnecting") == 0
     finally:
         browser.close()
 
@@ -206,14 +246,15 @@ def test_cookies_larger_than_the_server_accepts_are_named(start_server, browser_
         context.add_cookies([{"name": f"c{n}", "value": "x" * 3900, "domain": "chat.shop.test", "path": "/"}
                              for n in range(9)])
         page = context.new_page()
-        page.goto(f"http://shop.test:{port}/")
+        visit(page, f"http://shop.test:{port}/")
         if fallback == "auto":
             connected_over(page, "poll", timeout=10000)
             chat_once(page, "When are you open?")
             assert diagnostics(page)["fallback_reason"] == "headers"
         else:
-            expect(page.locator(ALERT)).to_contain_text("more cookie data than the chat server accepts", timeout=15000)
-            expect(page.locator(WIDGET)).to_have_attribute("data-state", "failed")
+            expect(chat(page).locator(ALERT)).to_contain_text("more cookie data than the chat server accepts",
+                                                              timeout=15000)
+            expect(chat(page).locator(WIDGET)).to_have_attribute("data-state", "failed")
             report = diagnostics(page)
             assert report["classification"] == "headers"
             assert len([event for event in report["events"] if event["event"] == "attempt"]) == 1  # no retry loop

@@ -1,4 +1,11 @@
-"""Security in real Chromium: the CSP holds on both runtimes, and hostile text renders as inert text."""
+"""Security in real Chromium: the CSP holds on both runtimes, and hostile text renders as inert text.
+
+Two documents, two policies: the widget's frame (``/embed/frame``) gets the widget's CSP (PyScript
+needs 'unsafe-eval' there), the page that embeds it (the demo page ``/``, or a shop on another origin)
+a host policy with neither 'unsafe-eval' nor 'unsafe-inline'. Violations are recorded in both
+documents (an init script runs in every frame). Which sites may embed is the server's decision
+(``--allow-origin``): the frame's ``frame-ancestors`` and embed.js's question to ``/ws-check``.
+"""
 
 import asyncio
 import sys
@@ -9,13 +16,17 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from host_site import HostSite, chat_url, page_html, snippet
+from widget_page import FRAME, chat, launcher, message_box, wait_host_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from openai_stub import OpenAIStub  # noqa: E402
 
 VISITOR = '[data-author="visitor"]'
 CONSULTANT = '[data-author="consultant"]'
-# Installed before any page script: records every CSP violation, enforced or report-only.
+FRAME_PATH = "/embed/frame?"
+# Installed before any page script, in the host page and in the widget's frame: records every CSP
+# violation, enforced or report-only.
 WATCH_CSP = """
 window.__violations = [];
 document.addEventListener("securitypolicyviolation", (event) => window.__violations.push({
@@ -32,13 +43,26 @@ PAYLOADS = [
 
 
 def has_csp(server):
-    with urllib.request.urlopen(server.url + "/", timeout=5) as answer:
-        return "Content-Security-Policy" in answer.headers
+    for path in ("/", FRAME_PATH + "lang=en"):
+        with urllib.request.urlopen(server.url + path, timeout=5) as answer:
+            if "Content-Security-Policy" not in answer.headers:
+                return False
+    return True
+
+
+def directives(policy):
+    return {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
+
+
+def assert_host_policy(policy):
+    """A policy a site owner can live with: strict, without 'unsafe-eval' or 'unsafe-inline'."""
+    assert policy.startswith("default-src 'none';"), policy
+    assert "'unsafe-eval'" not in policy and "'unsafe-inline'" not in policy, policy
 
 
 @pytest.fixture
 def secure_server(start_server):
-    """Factory: the real server, checked to send its Content-Security-Policy."""
+    """Factory: the real server, checked to send its Content-Security-Policy (page and frame)."""
 
     def start(*args):
         server = start_server(*args, env={"CHAT_WIDGET_STORE": "memory"})
@@ -50,51 +74,66 @@ def secure_server(start_server):
 
 @pytest.fixture
 def watched_page(page):
-    """A page that records CSP violations and page errors."""
+    """A page that records CSP violations (in each of its documents) and page errors (the frame's too)."""
     page.add_init_script(WATCH_CSP)
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     return page
 
 
+def violations(page):
+    """The CSP violations of the host page and of the widget's frame, by document URL."""
+    return {frame.url: frame.evaluate("() => window.__violations") for frame in page.frames}
+
+
 def ask(page, text):
-    page.fill('textarea[name="message"]', text)
-    page.press('textarea[name="message"]', "Enter")
+    message_box(page).fill(text)
+    message_box(page).press("Enter")
 
 
 def open_chat(page, url, timeout):
-    response = page.goto(url)
-    page.click('[data-action="open"]')
-    page.wait_for_selector('#chat-widget[data-state="connected"]', timeout=timeout)
-    return response
+    """Open the page and the chat; returns (the host page's response, the frame's response, the frame)."""
+    with page.expect_response(lambda response: FRAME_PATH in response.url) as framed:
+        response = page.goto(url)
+        launcher(page).click()
+    frame = chat(page)
+    frame.wait_for_selector('#chat-widget[data-state="connected"]', timeout=timeout)
+    return response, framed.value, frame
 
 
-def assert_inert(page):
-    assert page.evaluate("typeof window.__xss") == "undefined", "a payload ran"
-    created = page.locator("[data-messages] img, [data-messages] script, [data-messages] a")
+def assert_inert(page, frame):
+    for document in (page, frame):
+        assert document.evaluate("() => typeof window.__xss") == "undefined", "a payload ran"
+    created = frame.locator("[data-messages] img, [data-messages] script, [data-messages] a")
     expect(created).to_have_count(0)
-    assert page.evaluate("window.__violations") == []
+    assert all(found == [] for found in violations(page).values()), violations(page)
     assert page.errors == []
 
 
 @pytest.mark.parametrize("runtime", ["micropython", "pyodide"])
 def test_csp_causes_no_violation_while_chatting(runtime, secure_server, watched_page):
-    """Under the CSP the widget loads, connects and gets a reply with zero securitypolicyviolation events."""
+    """Under both policies the widget loads, connects and gets a reply with zero securitypolicyviolation
+    events, in the host page and in the frame."""
     server = secure_server("--runtime", runtime)
-    response = open_chat(watched_page, server.url + "/", 5000 if runtime == "micropython" else 30000)
-    assert response.headers["content-security-policy"].startswith("default-src 'none';")
-    watched_page.fill('textarea[name="message"]', "What are your opening hours?")
-    watched_page.click('form[data-chat-form] button[type="submit"]')  # the submit event, under form-action 'none'
-    expect(watched_page.locator(f"{VISITOR}[data-delivery='delivered']")).to_have_count(1)
-    assert watched_page.url == server.url + "/"
-    expect(watched_page.locator(CONSULTANT)).to_have_count(1, timeout=10000)
-    expect(watched_page.locator(CONSULTANT)).not_to_have_text("")
-    assert watched_page.evaluate("window.__violations") == []
+    response, framed, frame = open_chat(watched_page, server.url + "/", 5000 if runtime == "micropython" else 30000)
+    assert_host_policy(response.headers["content-security-policy"])
+    widget_policy = directives(framed.headers["content-security-policy"])
+    assert widget_policy["default-src"] == ["'none'"] and widget_policy["form-action"] == ["'none'"]
+    assert widget_policy["frame-ancestors"] == ["'self'"]  # no --allow-origin: only this server may frame it
+    frame_url = frame.url
+    message_box(watched_page).fill("What are your opening hours?")
+    frame.click('form[data-chat-form] button[type="submit"]')  # the submit event, under form-action 'none'
+    expect(frame.locator(f"{VISITOR}[data-delivery='delivered']")).to_have_count(1)
+    assert watched_page.url == server.url + "/" and frame.url == frame_url
+    expect(frame.locator(CONSULTANT)).to_have_count(1, timeout=10000)
+    expect(frame.locator(CONSULTANT)).not_to_have_text("")
+    assert len(violations(watched_page)) == 2
+    assert all(found == [] for found in violations(watched_page).values()), violations(watched_page)
     assert watched_page.errors == []
 
 
 def test_send_before_python_runs_keeps_the_text_out_of_the_url(secure_server, watched_page):
-    """If the runtime never loads, Send must not submit the form natively (GET /?message=<text>)."""
+    """If the runtime never loads, Send must not submit the form natively (GET /embed/frame?message=<text>)."""
     server = secure_server()
     watched_page.route("**/core*.js", lambda route: route.abort())  # Python never starts
     watched_page.add_init_script("""
@@ -102,26 +141,30 @@ def test_send_before_python_runs_keeps_the_text_out_of_the_url(secure_server, wa
       window.addEventListener("submit", (event) => window.__submits.push(event.defaultPrevented));
     """)
     watched_page.goto(server.url + "/")
-    watched_page.click('[data-action="open"]')
-    watched_page.fill('textarea[name="message"]', "my order number is 12345")
-    watched_page.click('form[data-chat-form] button[type="submit"]', no_wait_after=True)
-    watched_page.wait_for_function("window.__submits.length === 1")
-    if not watched_page.evaluate("window.__submits[0]"):
+    launcher(watched_page).click()
+    frame = chat(watched_page)
+    frame_url = frame.url
+    message_box(watched_page).fill("my order number is 12345")
+    frame.click('form[data-chat-form] button[type="submit"]', no_wait_after=True)
+    frame.wait_for_function("() => window.__submits.length === 1")
+    if not frame.evaluate("() => window.__submits[0]"):
         # Nothing on the page stopped the submission: the CSP's form-action 'none' must block it.
-        watched_page.wait_for_function("window.__violations.some((v) => v.directive === 'form-action')", timeout=5000)
+        frame.wait_for_function("() => window.__violations.some((v) => v.directive === 'form-action')",
+                                timeout=5000)
+    assert frame.url == frame_url and "12345" not in frame.url
     assert watched_page.url == server.url + "/"
 
 
 def test_visitor_payloads_render_as_text(secure_server, watched_page):
     """HTML, script, javascript: links and a bidi override typed by the visitor show verbatim and run nothing."""
     server = secure_server()
-    open_chat(watched_page, server.url + "/", 5000)
+    _, _, frame = open_chat(watched_page, server.url + "/", 5000)
     for number, payload in enumerate(PAYLOADS):
         ask(watched_page, payload)
-        message = watched_page.locator(VISITOR).nth(number)
+        message = frame.locator(VISITOR).nth(number)
         expect(message).to_have_attribute("data-delivery", "delivered")
         assert message.evaluate("element => element.textContent") == payload
-    assert_inert(watched_page)
+    assert_inert(watched_page, frame)
 
 
 @pytest.fixture
@@ -151,10 +194,74 @@ def test_consultant_payloads_render_as_text(secure_server, watched_page, payload
     """A consultant reply made of payloads, streamed with tags split across pieces, shows verbatim and runs nothing."""
     stub, reply = payload_consultant
     server = secure_server("--consultant", "openai", "--openai-base-url", stub.base_url, "--openai-model", "test")
-    open_chat(watched_page, server.url + "/", 5000)
+    _, _, frame = open_chat(watched_page, server.url + "/", 5000)
     ask(watched_page, "Tell me something")
-    answer = watched_page.locator(CONSULTANT)
+    answer = frame.locator(CONSULTANT)
     expect(answer).to_have_count(1)
-    expect(watched_page.locator(f"{CONSULTANT}[data-streaming]")).to_have_count(0)
+    expect(frame.locator(f"{CONSULTANT}[data-streaming]")).to_have_count(0)
     assert answer.evaluate("element => element.textContent") == reply
-    assert_inert(watched_page)
+    assert_inert(watched_page, frame)
+
+
+# ---- which sites may embed ----------------------------------------------------------------------
+
+def strict_host_policy(server):
+    """What a shop on another origin adds to a strict policy for the one tag: the chat server as a
+    script, a fetch (/ws-check) and a frame source; no 'unsafe-eval', no 'unsafe-inline'."""
+    chat = chat_url(server).rstrip("/")
+    return (f"default-src 'none'; script-src 'self' {chat}; connect-src 'self' {chat}; frame-src {chat}; "
+            "img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def test_an_allowed_site_with_a_strict_csp_chats_without_a_violation(secure_server, watched_page):
+    """A shop on another origin, allowed by --allow-origin, with a strict policy of its own: the visitor
+    chats and neither document records a violation."""
+    with HostSite() as site:
+        server = secure_server("--allow-origin", site.origin)
+        policy = strict_host_policy(server)
+        assert_host_policy(policy)
+        url = site.page("/shop.html", page_html("<h1>A shop</h1>\n" + snippet(server)),
+                        headers={"Content-Security-Policy": policy})
+        response, framed, frame = open_chat(watched_page, url, 10000)
+        assert response.headers["content-security-policy"] == policy
+        assert directives(framed.headers["content-security-policy"])["frame-ancestors"] == ["'self'", site.origin]
+        ask(watched_page, "What are your opening hours?")
+        expect(frame.locator(CONSULTANT)).to_have_count(1, timeout=10000)
+        assert watched_page.url == url
+        assert len(violations(watched_page)) == 2
+        assert all(found == [] for found in violations(watched_page).values()), violations(watched_page)
+        assert watched_page.errors == []
+
+
+def test_a_site_not_allowed_gets_no_chat_with_the_snippet_or_by_framing_the_chat_directly(secure_server, watched_page):
+    """A site not in --allow-origin: the snippet refuses (no launcher, no frame, no socket, one console
+    line for the owner), and a frame of the chat server's page put there by hand stays empty
+    (frame-ancestors): nothing of the widget runs and no socket opens."""
+    errors, sockets = [], []
+    watched_page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    watched_page.on("websocket", lambda socket: sockets.append(socket.url))
+    with HostSite() as site:
+        server = secure_server("--allow-origin", "https://shop.example.com")
+        chat_server = chat_url(server).rstrip("/")
+        copied = site.page("/copied.html", page_html("<h1>Copied the snippet</h1>\n" + snippet(server)))
+        watched_page.goto(copied)
+        wait_host_state(watched_page, "refused")
+        expect(launcher(watched_page)).to_have_count(0)
+        expect(watched_page.locator(FRAME)).to_have_count(0)
+        refusals = [line for line in errors if line.startswith("Chat widget:")]
+        assert len(refusals) == 1, errors
+        assert site.origin in refusals[0] and chat_server in refusals[0]
+        assert f"--allow-origin {site.origin}" in refusals[0]  # the setting to change
+
+        framed = site.page("/framed.html", page_html(
+            f'<iframe name="stolen" src="{chat_server}/embed/frame?lang=en#host={site.origin}"></iframe>'))
+        with watched_page.expect_response(lambda response: FRAME_PATH in response.url) as answer, \
+                watched_page.expect_console_message(lambda message: "frame-ancestors" in message.text):
+            watched_page.goto(framed)
+        assert site.origin not in answer.value.headers["content-security-policy"]
+        # The browser refused to show it: the frame holds the browser's error page, not the widget.
+        watched_page.wait_for_load_state("load")  # the page's load waits for its frame's
+        stolen = watched_page.wait_for_selector('iframe[name="stolen"]').content_frame()
+        assert not stolen.url.startswith(chat_server), stolen.url
+        expect(watched_page.frame_locator('iframe[name="stolen"]').locator("#chat-widget")).to_have_count(0)
+        assert sockets == []

@@ -1,8 +1,8 @@
 """The widget's word catalogues: English and German ship in ``widget/lang/``; a site adds or
 replaces languages with JSON files of its own (setting ``catalogues``: a folder of ``<lang>.json``).
 
-A site's catalogue is merged over English, so a key it leaves out reads in English rather than
-breaking the widget; a key English does not have, or a value of the wrong shape, is refused at start
+A site's catalogue is merged over the shipped one of its language, else over English, so a key it
+leaves out reads in that language (or English) rather than breaking the widget; a key English does not have, or a value of the wrong shape, is refused at start
 with a message naming the file and the key. ``launcher_words`` is the part the host page's launcher
 (``/embed.js``) needs before the frame exists.
 """
@@ -34,7 +34,10 @@ def load(folder=None, shipped=SHIPPED):
         if not folder.is_dir():
             raise CatalogueError(f"catalogues: {folder} is not a folder of <lang>.json files")
         for path in sorted(folder.glob("*.json")):
-            found[path.stem.lower()] = _checked(english, _read(path), path)
+            # Over the shipped catalogue of that language when there is one: a site that changes one
+            # German word keeps the rest German.
+            base = found.get(path.stem.lower(), english)
+            found[path.stem.lower()] = _checked(base, _read(path), path)
     return found
 
 
@@ -77,7 +80,7 @@ def _merge(english, words, path, where):
     merged = {}
     for key, value in words.items():
         if key not in english:
-            raise CatalogueError(f"catalogues: {path.name}: unknown key {where}{key!r} (the keys are those of widget/lang/en.json)")
+            raise CatalogueError(f"catalogues: {path.name}: unknown key {(where + key)!r} (the keys are those of widget/lang/en.json)")
     for key, default in english.items():
         value = words.get(key, default)
         name = where + key

@@ -51,7 +51,7 @@ http {{
             proxy_pass http://{upstream_host}:{upstream_port};
             # The public host:port, so the server's same-origin check sees what the browser used.
             proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{websocket}
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{websocket}{extra}
         }}
     }}
 }}
@@ -94,7 +94,8 @@ def _free_port():
 class Nginx:
     """nginx on ``127.0.0.1:port`` (0 picks a free one) proxying everything to ``upstream_port``."""
 
-    def __init__(self, upstream_port, websocket_headers=False, port=0, upstream_host="127.0.0.1"):
+    def __init__(self, upstream_port, websocket_headers=False, port=0, upstream_host="127.0.0.1", extra=""):
+        self.extra = extra  # more directives for the location (a proxy's own headers, say)
         self.upstream_port = upstream_port
         self.upstream_host = upstream_host
         self.websocket_headers = websocket_headers
@@ -133,7 +134,8 @@ class Nginx:
         user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
         (self.tmp / "nginx.conf").write_text(CONFIG.format(
             user=user, tmp=self.tmp, port=self.port, upstream_host=self.upstream_host,
-            upstream_port=self.upstream_port, websocket=WEBSOCKET_DIRECTIVES if self.websocket_headers else ""))
+            upstream_port=self.upstream_port, websocket=WEBSOCKET_DIRECTIVES if self.websocket_headers else "",
+            extra="\n            " + self.extra if self.extra else ""))
 
     def _wait_until_listening(self, timeout):
         # nginx writes its pid file only once its sockets are bound: a port answering before that

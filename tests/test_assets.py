@@ -68,7 +68,8 @@ def client(app):
 
 
 async def page_html(client):
-    return await (await client.get("/")).get_data(as_text=True)
+    """The widget's page: the frame the host page's /embed.js loads (the demo page "/" only has the snippet)."""
+    return await (await client.get("/embed/frame")).get_data(as_text=True)
 
 
 def page_config(html):
@@ -153,12 +154,22 @@ async def test_etag_and_last_modified_give_304(client):
     assert changed.status_code == 200
 
 
-async def test_page_is_no_cache_with_validator(client):
-    """The page is revalidated on every visit (no-cache) and answers 304 while it has not changed."""
-    first = await client.get("/", headers=BR_GZIP)
+@pytest.mark.parametrize("path", ["/", "/embed.js", "/embed/frame", "/embed/frame?lang=de"])
+async def test_pages_are_no_cache_with_validator(client, path):
+    """The demo page, /embed.js and the frame are revalidated on every visit (no-cache: a site picks up a
+    new release at once) and answer 304 while they have not changed."""
+    first = await client.get(path, headers=BR_GZIP)
+    assert first.status_code == 200
     assert first.headers["Cache-Control"] == "no-cache" and first.headers["Content-Encoding"] == "br"
-    again = await client.get("/", headers={**BR_GZIP, "If-None-Match": first.headers["ETag"]})
-    assert again.status_code == 304
+    again = await client.get(path, headers={**BR_GZIP, "If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and await again.get_data() == b""
+
+
+async def test_each_language_of_the_frame_has_its_own_validator(client):
+    """The German frame is not the English one: a validator of one never answers 304 for the other."""
+    english = await client.get("/embed/frame?lang=en")
+    german = await client.get("/embed/frame?lang=de", headers={"If-None-Match": english.headers["ETag"]})
+    assert german.status_code == 200 and english.headers["ETag"] != german.headers["ETag"]
 
 
 async def test_widget_files_carry_content_hash(client):

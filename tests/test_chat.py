@@ -124,20 +124,39 @@ def test_outbox_is_bounded_by_count_and_bytes():
         chat.compose("123456")
 
 
-def test_snapshot_round_trip_keeps_session_and_waiting_messages_only():
-    """What survives a reload: the session id and the unacknowledged messages, in order."""
+def test_snapshot_round_trip_keeps_session_read_mark_and_waiting_messages_only():
+    """What survives a reload: the session id, how far the visitor has read, and the unacknowledged messages."""
     chat = new()
     chat.welcomed("s1", resumed=False)
     chat.compose("one")
     chat.compose("two")
     chat.frames_to_send()
     chat.received({"type": "ack", "id": "m1", "seq": 1})
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "hi", "seq": 2})
+    assert chat.mark_read() is True and chat.mark_read() is False  # moved once, then nothing new
     snapshot = chat.snapshot()
-    assert snapshot == {"session": "s1", "outbox": [{"id": "m2", "text": "two"}]}
+    assert snapshot == {"session": "s1", "read": 2, "outbox": [{"id": "m2", "text": "two"}]}
     other = new()
     shows = other.restore(snapshot)
-    assert [type(u) for u in shows] == [Show] and other.session == "s1"
+    assert [type(u) for u in shows] == [Show] and other.session == "s1" and other.read_seq == 2
     assert other.restore("garbage") == [] and other.restore({"outbox": [{"id": 5}]}) == []
+
+
+@pytest.mark.parametrize("read", ["3", True, None, 2.5])
+def test_a_read_mark_that_is_not_a_number_reads_as_nothing_read(read):
+    chat = new()
+    chat.restore({"session": "s1", "read": read, "outbox": []})
+    assert chat.read_seq == 0
+
+
+def test_a_new_session_starts_unread():
+    """An expired session's numbering restarts, and so does the read mark (else new replies would be missed)."""
+    chat = new()
+    chat.restore({"session": "old", "read": 7, "outbox": []})
+    chat.welcomed("old", resumed=True)
+    assert chat.read_seq == 7
+    chat.welcomed("new", resumed=False)
+    assert chat.read_seq == 0
 
 
 def test_rate_limited_message_waits_again_and_goes_next():

@@ -12,16 +12,23 @@ import pytest
 
 from protocol import close
 from widget.core import actions as A
-from widget.core import words
-from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, PROBE_TIMER, Client, Page
+from widget.core import lifecycle
+from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, IDLE, PROBE_TIMER, Client, Page
+from widget.core.words import Words
 
 LIMITS = {"messages": 20, "per": 10, "burst": 10, "max_message_bytes": 16384}
+LANG = Path(__file__).resolve().parent.parent / "widget" / "lang"
+ENGLISH = Words(json.loads((LANG / "en.json").read_text(encoding="utf-8")))
 
 
 class Browser:
-    """Applies actions: open sockets, sent frames, running timers, what the view shows."""
+    """Applies actions: open sockets, sent frames, running timers, what the view shows.
 
-    def __init__(self, settings=None, page=None, saved=None, online=True):
+    It starts with the panel open (``opened=True``), as most stories are about a visitor chatting;
+    ``opened=False`` is a page where the visitor has not opened the chat yet.
+    """
+
+    def __init__(self, settings=None, page=None, saved=None, online=True, opened=True):
         ids = iter("m%d" % n for n in range(1, 1000))
         self.client = Client(settings or {"socket_url": "/ws", "contact": {"email": "help@example.com"}},
                              page or Page("http:", "shop.test", "http://shop.test"), lambda: next(ids),
@@ -37,8 +44,10 @@ class Browser:
         self.saved = None
         self.probes = []
         self.cleared = 0
+        self.unread = []        # the counts shown on the launcher, in order
+        self.announced = []     # what the live region said
         self.actions = []
-        self.do(self.client.start(self.now, online, saved))
+        self.do(self.client.start(self.now, online, saved, opened))
 
     def do(self, actions):
         handlers = {
@@ -51,7 +60,9 @@ class Browser:
             A.ShowReconnect: lambda a: setattr(self, "reconnect", a),
             A.HideReconnect: lambda a: setattr(self, "reconnect", None),
             A.OfferRetry: lambda a: setattr(self, "reconnect", "retry"),
-            A.ShowNotice: lambda a: self.notices.append(a.text),
+            A.ShowNotice: lambda a: self.notices.append(a.key),
+            A.ShowUnread: lambda a: self.unread.append(a.count),
+            A.Announce: lambda a: self.announced.append(a.text),
             A.Log: lambda a: self.logs.append((a.level, a.text)),
             A.SaveSession: lambda a: setattr(self, "saved", json.dumps(a.snapshot)),
             A.ProbeServer: lambda a: self.probes.append(a.url),
@@ -220,7 +231,7 @@ def test_ack_delivers_and_saves_the_outbox_for_a_reload():
     assert json.loads(browser.saved)["outbox"] == [{"id": "m1", "text": "hello"}]
     browser.receive({"type": "ack", "id": "m1", "seq": 1})
     assert browser.delivery("m1") == "delivered"
-    assert json.loads(browser.saved) == {"session": "s1", "outbox": []}
+    assert json.loads(browser.saved) == {"session": "s1", "read": 0, "outbox": []}
 
 
 def test_a_reload_restores_the_session_and_resends_the_outbox():
@@ -244,15 +255,17 @@ def test_expired_session_is_told_to_the_visitor():
     browser.client.conversation.last_seq = 4
     browser.open()
     browser.welcome(session="new", resumed=False)
-    assert browser.notices == [words.SESSION_EXPIRED]
+    assert browser.notices == ["session_expired"]
+    assert ENGLISH.text("session_expired") == "Your earlier conversation has expired, so this is a new one."
 
 
 def test_full_outbox_tells_the_visitor_to_wait_and_keeps_the_text():
     browser = Browser()
     browser.client.conversation.max_pending = 1
     browser.type("one")
-    assert browser.type("two") == [A.ShowNotice(words.OUTBOX_FULL)]
+    assert browser.type("two") == [A.ShowNotice("outbox_full")]
     assert browser.cleared == 1
+    assert ENGLISH.text("outbox_full").startswith("Too many messages are waiting")
 
 
 def test_welcome_contacts_replace_the_page_settings_ones_in_the_alert():
@@ -408,9 +421,24 @@ def test_the_shell_has_a_handler_for_every_action():
     assert handled == every - {"Render"}  # Render is the lifecycle's; the client turns it into ShowStatus
 
 
-def test_every_failure_class_has_words_for_the_visitor():
-    """One classification: protocol/close.py's classes are exactly the alerts words.py can show (offline is a state)."""
-    assert set(words.ALERTS) == set(close.FAILURES) - {close.OFFLINE}
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_every_failure_class_has_words_for_the_visitor(lang):
+    """One classification: protocol/close.py's classes are exactly the alerts a catalogue holds (offline is a state)."""
+    catalogue = json.loads((LANG / (lang + ".json")).read_text(encoding="utf-8"))
+    assert set(catalogue["alerts"]) == set(close.FAILURES) - {close.OFFLINE}
+    words = Words(catalogue)
+    for failure in catalogue["alerts"]:
+        title, tips = words.alert(failure)
+        assert title and tips and all(tips)
+
+
+def test_every_state_and_notice_the_client_shows_has_words():
+    """Each state the client can show (idle included) and each notice key reads in the catalogue."""
+    for state in (IDLE, lifecycle.CONNECTING, lifecycle.CONNECTED, lifecycle.RECONNECTING, lifecycle.OFFLINE,
+                  lifecycle.FAILED):
+        assert ENGLISH.status(state)
+    for key in ("session_expired", "outbox_full"):
+        assert ENGLISH.text(key)
 
 
 # ---- interference on the path, the HTTP fallback, moving back, reports ----------------------------
@@ -559,3 +587,146 @@ def test_after_cut_connections_the_http_fallback_is_shown_connected_at_once():
     browser.open()
     browser.welcome()
     assert browser.status.state == "connected"
+
+
+# ---- idle until opened, unread replies --------------------------------------------------------------
+
+def reply(browser, reply_id, seq, text="An answer"):
+    return browser.receive({"type": "reply", "id": reply_id, "in_reply_to": "m1", "text": text, "seq": seq})
+
+
+def test_a_page_where_the_chat_is_not_opened_connects_nothing_and_stores_nothing():
+    """Idle: no socket, no storage, no timers, no console lines, until the visitor opens the panel."""
+    browser = Browser(opened=False)
+    assert browser.status == A.ShowStatus("idle", None, {"email": "help@example.com"}, None)
+    assert browser.sockets == {} and browser.timers == {} and browser.saved is None and browser.logs == []
+    browser.do(browser.client.page_hidden(1.0))
+    browser.do(browser.client.page_visible(2.0))
+    browser.do(browser.client.went_offline(3.0))
+    browser.do(browser.client.went_online(4.0))
+    browser.do(browser.client.page_frozen(5.0))
+    browser.do(browser.client.page_restored(6.0))
+    assert not [a for a in browser.actions if isinstance(a, (A.OpenSocket, A.SaveSession, A.StartTimer))]
+    assert browser.status.state == "idle"
+
+
+def test_opening_the_panel_connects_and_the_session_is_stored_only_then():
+    browser = Browser(opened=False)
+    browser.do(browser.client.panel_opened(browser.at(10.0).now))
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
+    assert browser.saved is None  # nothing to keep before the server names a session
+    browser.open()
+    browser.welcome()
+    assert browser.status.state == "connected" and json.loads(browser.saved)["session"] == "s1"
+    browser.do(browser.client.panel_closed(browser.now))
+    browser.do(browser.client.panel_opened(browser.now))
+    assert list(browser.sockets) == [1]  # opening again does not connect again
+
+
+def test_opening_the_panel_while_offline_waits_for_the_network():
+    browser = Browser(online=False, opened=False)
+    assert browser.status.state == "idle"
+    browser.do(browser.client.panel_opened(1.0))
+    assert browser.status.state == "offline" and browser.sockets == {}
+    browser.do(browser.client.went_online(2.0))
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"}
+
+
+def test_a_conversation_in_progress_reconnects_at_page_load_without_opening():
+    """A saved session (the visitor chatted on an earlier page) connects at once, so replies keep arriving."""
+    browser = Browser(saved=json.dumps({"session": "s9", "read": 0, "outbox": []}), opened=False)
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
+    browser.open()
+    assert browser.sent == [(1, {"type": "hello", "last_seq": 0, "session": "s9"})]
+    browser.welcome(session="s9", resumed=True)
+    assert browser.status.state == "connected"
+
+
+def test_replies_while_closed_are_counted_and_opening_reads_them():
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(resumed=True)
+    reply(browser, "r1", 1, "First")
+    reply(browser, "r2", 2, "Second")
+    assert browser.unread == [1, 2] and browser.announced == []
+    reply(browser, "r2", 2, "Second")  # the same reply again (a replay): not counted twice
+    assert browser.unread == [1, 2]
+    browser.do(browser.client.panel_opened(browser.now))
+    assert browser.unread == [1, 2, 0]
+    assert json.loads(browser.saved)["read"] == 2  # read, and remembered for a reload
+    assert browser.announced == []  # the visitor reads them in the panel; nothing to announce
+
+
+def test_a_streamed_reply_while_open_is_announced_once_when_complete():
+    browser = joined()
+    browser.type("question")
+    browser.receive({"type": "reply_start", "id": "r1", "in_reply_to": "m1", "text": ""})
+    browser.receive({"type": "reply_chunk", "id": "r1", "text": "Hel"})
+    assert browser.announced == []
+    browser.receive({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Hello!", "seq": 2})
+    assert browser.announced == ["Hello!"] and browser.unread == []
+    assert json.loads(browser.saved)["read"] == 2
+    browser.close(1006)  # reconnect: the replay brings r1 again
+    browser.advance(browser.timers["retry"] - browser.now)
+    browser.open()
+    browser.welcome(resumed=True)
+    reply(browser, "r1", 2, "Hello!")
+    assert browser.announced == ["Hello!"]
+
+
+def test_closing_the_panel_counts_the_next_replies_again():
+    browser = joined()
+    reply(browser, "r1", 1)
+    browser.do(browser.client.panel_closed(browser.now))
+    reply(browser, "r2", 2)
+    assert browser.announced == ["An answer"] and browser.unread == [1]
+
+
+def test_after_a_reload_replayed_replies_already_read_are_not_counted():
+    """The read mark survives a reload: the replay of what the visitor saw is not new to them."""
+    first = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
+    first.open()
+    first.welcome(resumed=True)
+    reply(first, "r1", 1)
+    first.do(first.client.panel_opened(first.now))
+    first.do(first.client.panel_closed(first.now))
+    reply(first, "r2", 2)  # arrives after the visitor closed the panel: unread
+    assert first.unread == [1, 0, 1]
+    reloaded = Browser(saved=first.saved, opened=False)
+    reloaded.open()
+    assert reloaded.sent[0] == (1, {"type": "hello", "last_seq": 0, "session": "s1"})  # everything is replayed
+    reloaded.welcome(resumed=True)
+    reply(reloaded, "r1", 1)
+    reply(reloaded, "r2", 2)
+    assert reloaded.unread == [1]  # r2 only
+
+
+def test_an_expired_session_counts_its_new_replies_from_the_start():
+    browser = Browser(saved=json.dumps({"session": "old", "read": 5, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(session="new", resumed=False)
+    reply(browser, "r1", 1)
+    assert browser.unread == [1]
+
+
+def test_visitor_entries_are_never_unread():
+    """Only the consultant's replies count; the visitor's own messages (their echo or ack) do not."""
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(resumed=True)
+    browser.receive({"type": "message", "id": "x1", "text": "from another tab", "seq": 1})
+    assert browser.unread == [] and browser.announced == []
+
+
+def test_a_connected_chat_writes_nothing_to_the_console():
+    """Normal operation leaves the console empty; the connected line is for debug mode."""
+    browser = joined()
+    browser.type("hello")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    reply(browser, "r1", 2)
+    browser.live_for(5)
+    assert browser.logs == []
+    debug = Browser(page=Page("http:", "shop.test", "http://shop.test", debug=True))
+    debug.open()
+    debug.welcome()
+    assert ("debug", "chat: connected") in debug.logs

@@ -39,6 +39,7 @@ def test_openai_key_falls_back_to_openai_api_key():
     ({"CHAT_WIDGET_PYTHON_DELIVERY": "carrier pigeon"}, "python_delivery"),
     ({"CHAT_WIDGET_ALLOW_MISSING_ORIGIN": "perhaps"}, "allow_missing_origin"),
     ({"CHAT_WIDGET_FAULTS": "explode"}, "faults"),
+    ({"CHAT_WIDGET_CATALOGUES": "/no/such/folder"}, "catalogues"),
 ])
 def test_bad_environment_values_name_the_setting(environ, named):
     with pytest.raises(ConfigError, match=named):

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+import server.doctor.checks as checks_module
 from server.doctor import Probe, doctor, parse_target
 from nginx import Nginx, require_nginx
 from tcp_proxy import IdleCuttingProxy, Relay
@@ -73,14 +74,13 @@ async def test_healthy_server_passes_every_check(server):
     elapsed = time.monotonic() - started
     assert code == 0 and json_code == 0
     assert report["ok"] is True and report["url"] == server.url
-    assert list(checks) == ["url", "scheme", "dns", "tcp", "health", "cors", "origin", "fallback", "handshake", "welcome",
-                            "ping",
-                            "hold"]
+    assert list(checks) == ["url", "scheme", "dns", "tcp", "health", "cors", "origin", "embed", "fallback", "handshake",
+                            "welcome", "ping", "hold"]
     assert set(statuses(checks).values()) == {"pass"}, checks
     assert all(check["fix"] is None and check["class"] is None for check in checks.values())
     assert "PASS  health     200 application/health+json, status pass" in text
     assert re.search(r"PASS  hold       open 3 s, \d+ pongs", text), text
-    assert text.rstrip().endswith("ok: 12 pass")
+    assert text.rstrip().endswith("ok: 13 pass")
     assert elapsed < 3 + 3, elapsed  # the 3 s hold plus start-up and the other checks
 
 
@@ -90,7 +90,7 @@ async def test_server_down_fails_tcp_and_skips_the_rest():
     assert code == 1 and report["ok"] is False
     assert checks["tcp"]["status"] == "fail" and "refused" in checks["tcp"]["detail"]
     assert "start the server" in checks["tcp"]["fix"]
-    for name in ("health", "cors", "origin", "handshake", "welcome", "ping", "hold"):
+    for name in ("health", "cors", "origin", "embed", "handshake", "welcome", "ping", "hold"):
         assert checks[name]["status"] == "skip", name
 
 
@@ -187,6 +187,37 @@ async def test_nginx_without_upgrade_headers_is_explained_with_the_fix(server):
         assert directive in handshake["fix"]
     # ... and visitors still chat, over the HTTP fallback (through nginx's buffering proxy).
     assert checks["fallback"]["status"] == "pass" and "long-polling" in checks["fallback"]["detail"]
+
+
+async def test_a_proxy_that_forbids_framing_is_found_by_the_embed_check(server):
+    """nginx adding X-Frame-Options to every answer: the site would show a launcher and a refused frame;
+    the embed check says so and names the fix, while an allowed site through a plain proxy passes."""
+    require_nginx()
+    with Nginx(server.port, websocket_headers=True, extra="add_header X-Frame-Options DENY always;") as proxy:
+        code, _, checks = await run_doctor_json(proxy.url)
+    assert code == 1
+    embed = checks["embed"]
+    assert embed["status"] == "fail" and "X-Frame-Options: DENY" in embed["detail"]
+    assert "remove X-Frame-Options" in embed["fix"]
+    assert checks["handshake"]["status"] == "pass"  # only the embedding is broken
+
+
+async def test_embed_check_passes_for_an_allowed_site(shop_server):
+    _, _, checks = await run_doctor_json(shop_server.url, "--origin", "https://shop.example.com")
+    assert checks["embed"]["status"] == "pass" and "https://shop.example.com may frame" in checks["embed"]["detail"]
+
+
+@pytest.mark.parametrize("sources, origin, listed", [
+    (["'self'", "https://shop.example.com"], "https://shop.example.com", True),
+    (["'self'", "https://shop.example.com"], "https://shop.example.com.evil.net", False),
+    (["'self'", "https://*.example.com"], "https://a.example.com", True),
+    (["'self'", "https://*.example.com"], "http://a.example.com", False),
+    (["'self'"], "http://127.0.0.1:8000", True),
+    (["'self'"], "http://127.0.0.1:8001", False),
+    (["'none'"], "http://127.0.0.1:8000", False),
+])
+def test_frame_ancestors_sources_are_read_as_browsers_do(sources, origin, listed):
+    assert checks_module._origin_listed(origin, sources, "http://127.0.0.1:8000") is listed
 
 
 async def test_fallback_turned_off_is_a_warning_that_names_the_setting():

@@ -238,7 +238,7 @@ def test_open_is_not_connected_until_welcome():
     assert lc.state == CONNECTING and not lc.live
     acts = lc.joined(0.25, 1)
     assert acts == [CancelTimer("connect"), StartTimer("heartbeat", S.ping_interval),
-                    Render("connected"), Log("info", "chat: connected")]
+                    Render("connected"), Log("debug", "chat: connected")]  # normal operation: a quiet console
     assert lc.state == CONNECTED and lc.live
 
 

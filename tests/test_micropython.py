@@ -119,6 +119,42 @@ report = client.diagnostics_json(0.5)
 assert "hello" not in report and "wss://shop.example.com/ws?v=1" in report
 assert "Chat widget diagnostics" in client.diagnostics_text(0.5)
 
+# the client, idle until the panel opens; replies counted while closed, announced while open
+client = Client({"socket_url": "/ws"}, Page("https:", "shop.example.com", "https://shop.example.com"), lambda: "m1")
+acts = client.start(0.0, True, None)
+assert acts[-1] == ShowStatus("idle", None, {}, None)
+assert not [a for a in acts if isinstance(a, (OpenSocket, SaveSession, StartTimer))]
+assert OpenSocket(1, "wss://shop.example.com/ws?v=1", "websocket") in client.panel_opened(1.0)
+client.socket_opened(1.1, 1)
+client.socket_received(1.2, 1, '{"type": "welcome", "session": "s1", "resumed": false}')
+assert client.panel_closed(2.0) == []
+acts = client.socket_received(2.1, 1, '{"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Hi", "seq": 1}')
+assert ShowUnread(1) in acts
+acts = client.panel_opened(3.0)
+assert ShowUnread(0) in acts and SaveSession({"session": "s1", "read": 1, "outbox": []}) in acts
+acts = client.socket_received(3.1, 1, '{"type": "reply", "id": "r2", "in_reply_to": "m1", "text": "Again", "seq": 2}')
+assert Announce("Again") in acts
+
+# words: a small catalogue, then the shipped ones (read with MicroPython's json)
+import json
+from widget.core.words import Words, fill
+words = Words({"status": {"idle": "Ready"}, "alerts": {"origin": ["Not allowed", ["Ask the site"]]},
+               "contact": {"email": "Email: "}, "reconnect_now": "Now ({attempt})",
+               "reconnect_in": "In {seconds} s ({attempt})", "unread_one": "1 new", "unread_other": "{count} new",
+               "typing": "Typing\u2026"})
+assert words.status("idle") == "Ready" and words.text("typing") == "Typing\u2026"
+assert words.alert("origin") == ("Not allowed", ["Ask the site"])
+assert words.contact("email") == "Email: "
+assert words.reconnect_text(2, None) == "Now (2)" and words.reconnect_text(3, 4) == "In 4 s (3)"
+assert words.unread(1) == "1 new" and words.unread(5) == "5 new"
+assert fill("{a} and {b}", a=1) == "1 and {b}"
+for lang in ("en", "de"):
+    with open("/widget/lang/" + lang + ".json") as f:
+        shipped = Words(json.load(f))
+    assert shipped.status("connected") and shipped.alert("origin")[1] and shipped.contact("phone")
+    assert "5" in shipped.unread(5) and "3" in shipped.reconnect_text(3, 7)
+assert Words(None).catalogue == {}
+
 # the HTTP fallback's channel
 from widget.core.polling import PollChannel, Opened, Frame, Closed
 channel = PollChannel("https://shop.example.com/poll")
@@ -148,8 +184,10 @@ def test_core_and_protocol_run_unchanged_under_micropython(tmp_path):
 
     files = browser_modules()
     modules = [path[:-3].replace("/", ".").replace(".__init__", "") for path, _ in files]
-    assert "widget.core.client" in modules and "protocol.frames" in modules
-    (tmp_path / "files.json").write_text(json.dumps(files))
+    assert "widget.core.client" in modules and "widget.core.words" in modules and "protocol.frames" in modules
+    catalogues = [(str(path.relative_to(ROOT)), path.read_text(encoding="utf-8"))
+                  for path in sorted((ROOT / "widget" / "lang").glob("*.json"))]
+    (tmp_path / "files.json").write_text(json.dumps(files + catalogues))
     (tmp_path / "check.py").write_text(SCRIPT % {"modules": modules})
     runner = tmp_path / "run.mjs"
     runner.write_text(RUNNER % {"mjs": repr("file://" + str(MPY)), "files": repr(str(tmp_path / "files.json")),

@@ -318,9 +318,9 @@ async def test_preflight_is_answered_for_allowed_origins_only(server):
 
 
 async def test_page_tells_the_widget_where_and_when_to_fall_back(server):
-    """The page's widget settings name the fallback mode (auto by default) and the poll URL."""
+    """The widget's frame settings name the fallback mode (auto by default) and the poll URL."""
     async with client(server) as http:
-        html = (await http.get("/")).text
+        html = (await http.get("/embed/frame")).text
     assert '"poll_url": "/poll"' in html and '"fallback": "auto"' in html
 
 
@@ -345,7 +345,7 @@ async def test_fallback_off_answers_404_everywhere():
         async with client(process) as http:
             answers = [await PollChannel(http, ALLOWED).open(), await http.get("/poll/x?from=0"),
                        await http.post("/poll/x", content="{}"), await http.post("/poll/x/close")]
-            html = (await http.get("/")).text
+            html = (await http.get("/embed/frame")).text
         for answer in answers:
             assert answer.status_code == 404 and answer.json()["error"] == "fallback_disabled"
         assert '"fallback": "off"' in html

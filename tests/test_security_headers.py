@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from server.security import content_security_policy, inline_hashes, install_security_headers
+from server.security import content_security_policy, host_page_policy, inline_hashes, install_security_headers
 
 ORIGINS = ["https://shop.example.com", "https://*.example.org"]
 
@@ -43,13 +43,14 @@ async def test_create_app_installs_security_headers(make_app):
     assert "Content-Security-Policy" in response.headers, "wire install_security_headers into create_app"
 
 
-@pytest.mark.parametrize("path", ["/", "/widget/widget.css", "/widget/shell/main.py", "/vendor/pyscript/core.js", "/healthz"])
+@pytest.mark.parametrize("path", ["/", "/embed/frame", "/embed.js", "/widget/widget.css", "/widget/shell/main.py",
+                                  "/vendor/pyscript/core.js", "/healthz"])
 async def test_every_answer_has_the_headers(secured, path):
-    """The page, the widget's files, the runtime files and the health route all carry the hardening
+    """The pages, the widget's files, the runtime files and the health route all carry the hardening
     headers; the policy goes with HTML documents only (it governs nothing else, and costs bytes)."""
     response = await secured(allow_origins=ORIGINS).test_client().get(path)
     assert response.status_code == 200
-    if path == "/":
+    if path in ("/", "/embed/frame"):
         assert response.headers["Content-Security-Policy"].startswith("default-src 'none';")
     else:
         assert "Content-Security-Policy" not in response.headers
@@ -58,10 +59,14 @@ async def test_every_answer_has_the_headers(secured, path):
     assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
+async def frame_policy(app, path="/embed/frame"):
+    return directives((await app.test_client().get(path)).headers["Content-Security-Policy"])
+
+
 async def test_policy_is_strict(secured):
-    """No 'unsafe-inline', no wildcard or bare-scheme sources; plugins, <base> and form submission off; default 'none'."""
-    response = await secured(allow_origins=ORIGINS).test_client().get("/")
-    policy = directives(response.headers["Content-Security-Policy"])
+    """The widget's frame: no 'unsafe-inline', no wildcard or bare-scheme sources; plugins, <base> and form
+    submission off; default 'none'; it may frame only this server."""
+    policy = await frame_policy(secured(allow_origins=ORIGINS))
     assert policy["default-src"] == ["'none'"]
     assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
     assert policy["script-src"][:3] == ["'self'", "'unsafe-eval'", "'wasm-unsafe-eval'"]
@@ -69,10 +74,33 @@ async def test_policy_is_strict(secured):
         assert "'unsafe-inline'" not in values, name
         assert "*" not in values and "https:" not in values and "http:" not in values, name
     assert policy["connect-src"] == ["'self'"]  # CSP3: 'self' covers ws:/wss: to the same host
+    assert policy["frame-src"] == ["'self'"]
+
+
+async def test_the_demo_page_has_a_host_sites_policy(secured):
+    """The demo page is any site's page: its policy is what docs/embedding.md asks of a host, with no
+    'unsafe-eval' and no 'unsafe-inline' (the runtime runs in the frame, under the frame's policy)."""
+    response = await secured(allow_origins=ORIGINS).test_client().get("/")
+    assert len(response.headers.getlist("Content-Security-Policy")) == 1  # two would both apply: the stricter wins
+    header = response.headers["Content-Security-Policy"]
+    policy = directives(header)
+    assert policy["default-src"] == ["'none'"] and policy["script-src"] == ["'self'"]
+    assert policy["frame-src"] == ["'self'"] and policy["connect-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    for values in policy.values():
+        assert "'unsafe-eval'" not in values and "'unsafe-inline'" not in values and "'wasm-unsafe-eval'" not in values
+    assert "*" not in header
+
+
+def test_host_page_policy_allows_given_styles_only():
+    policy = directives(host_page_policy(["'sha256-abc='"]))
+    assert policy["style-src"] == ["'self'", "'sha256-abc='"]
+    assert directives(host_page_policy())["style-src"] == ["'self'"]
 
 
 async def test_inline_style_of_the_rendered_page_is_allowed_by_hash(secured):
-    """The hash computed at start from index.html matches the <style> of the page actually served."""
+    """The hash computed at start from index.html matches the <style> of the page actually served, under
+    the host policy the demo page carries."""
     response = await secured().test_client().get("/")
     page = await response.get_data(as_text=True)
     styles = re.findall(r"<style\b[^>]*>(.*?)</style>", page, re.S)
@@ -82,9 +110,10 @@ async def test_inline_style_of_the_rendered_page_is_allowed_by_hash(secured):
         assert sha256_source(style) in allowed
 
 
-async def test_every_inline_script_of_the_page_is_data_or_hashed(secured):
+@pytest.mark.parametrize("path", ["/", "/embed/frame", "/embed/frame?lang=de"])
+async def test_every_inline_script_of_the_page_is_data_or_hashed(secured, path):
     """Inline scripts the browser would execute must be allowed by hash; JSON and Python blocks are data."""
-    response = await secured().test_client().get("/")
+    response = await secured().test_client().get(path)
     page = await response.get_data(as_text=True)
     allowed = directives(response.headers["Content-Security-Policy"])["script-src"]
     for attributes, body in re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S):
@@ -96,23 +125,21 @@ async def test_every_inline_script_of_the_page_is_data_or_hashed(secured):
         assert sha256_source(body) in allowed, f"inline script not allowed by the CSP: {body[:60]!r}"
 
 
-async def test_frame_ancestors_are_self_and_the_allowed_origins(secured):
-    """Only this server and the allowed sites (wildcards included) may frame the pages."""
-    response = await secured(allow_origins=ORIGINS).test_client().get("/")
-    policy = directives(response.headers["Content-Security-Policy"])
+@pytest.mark.parametrize("path", ["/embed/frame", "/embed/frame?lang=de"])
+async def test_frame_ancestors_are_self_and_the_allowed_origins(secured, path):
+    """Only this server and the allowed sites (wildcards included) may frame the widget."""
+    policy = await frame_policy(secured(allow_origins=ORIGINS), path)
     assert policy["frame-ancestors"] == ["'self'", "https://shop.example.com", "https://*.example.org"]
 
 
 async def test_frame_ancestors_default_is_self_only(secured):
-    """With no allowed origins configured (same-origin mode) only the server itself may frame the page."""
-    response = await secured().test_client().get("/")
-    assert directives(response.headers["Content-Security-Policy"])["frame-ancestors"] == ["'self'"]
+    """With no allowed origins configured only the server itself (its demo page) may frame the widget."""
+    assert (await frame_policy(secured()))["frame-ancestors"] == ["'self'"]
 
 
 async def test_socket_url_elsewhere_is_allowed_for_connect(secured):
-    """With --socket-url on another host, connect-src admits that host's socket and its /ws-check."""
-    response = await secured(socket_url="wss://chat.example.com/ws").test_client().get("/")
-    policy = directives(response.headers["Content-Security-Policy"])
+    """With --socket-url on another host, the frame's connect-src admits that host's socket and its /ws-check."""
+    policy = await frame_policy(secured(socket_url="wss://chat.example.com/ws"))
     assert policy["connect-src"] == ["'self'", "wss://chat.example.com", "https://chat.example.com"]
 
 
@@ -136,7 +163,7 @@ def test_inline_hashes_pick_executable_blocks_only(tmp_path, caplog):
         '<script src="/x.js"></script><script>var x = "{{ value }}"</script>',
         encoding="utf-8",
     )
-    (tmp_path / "widget" / "embed.html").write_text("<style>a{}</style><STYLE media=print>b{}</STYLE>", encoding="utf-8")
+    (tmp_path / "widget" / "frame.html").write_text("<style>a{}</style><STYLE media=print>b{}</STYLE>", encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="chat_widget.security"):
         styles, scripts = inline_hashes(tmp_path)
     assert styles == [sha256_source("a{}"), sha256_source("b{}")]

@@ -77,6 +77,29 @@ async def test_same_origin_default(make_app):
             await socket.receive()
 
 
+@pytest.mark.parametrize("own", [("http://localhost", "localhost"), ("http://chat.test:8080", "chat.test:8080")])
+async def test_the_servers_own_origin_may_connect_when_other_sites_are_allowed(client, own):
+    """The widget runs in a frame served by this server, so its socket's Origin is the server's own:
+    --allow-origin names the sites that embed it, and never locks out the frame."""
+    origin, host = own
+    async with client.websocket("/ws", headers={"Origin": origin, "Host": host}) as socket:
+        assert (await join(socket))["type"] == "welcome"
+    with pytest.raises(WebsocketResponseError) as refused:  # the same host on another port is another origin
+        async with client.websocket("/ws", headers={"Origin": "http://chat.test:9090", "Host": "chat.test:8080"}):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_ws_check_allows_the_servers_own_origin_when_other_sites_are_allowed(client):
+    """What the frame's /ws-check (which names its own origin, the server's) is told: allowed."""
+    named = await (await client.get("/ws-check?origin=http://localhost", headers={"Host": "localhost"})).get_json()
+    assert named["allowed"] is True and named["reason"] == "same origin"
+    sent = await client.get("/ws-check", headers={"Origin": "http://localhost", "Host": "localhost"})
+    assert (await sent.get_json())["allowed"] is True and "header_bytes" in await sent.get_json()
+    other = await (await client.get("/ws-check?origin=http://localhost:81", headers={"Host": "localhost"})).get_json()
+    assert other["allowed"] is False
+
+
 async def test_message_is_acknowledged_and_answered(client):
     """A visitor message gets an ack with its id, then a reply attributed to it."""
     async with client.websocket("/ws", headers=ALLOWED) as socket:
@@ -173,10 +196,17 @@ async def test_ws_check_tells_any_page_whether_its_origin_is_allowed(client):
     assert same_origin["allowed"] is True  # browsers send no Origin on same-origin GETs: the widget names it
 
 
-async def test_index_embeds_widget_in_loading_state(client):
-    """The demo page carries the widget root in state 'loading' and loads runtimes from this server."""
+async def test_demo_page_embeds_the_widget_with_the_one_tag(client):
+    """The demo page is a plain site page: the widget comes from the one-tag snippet, nothing else of it."""
     html = await (await client.get("/")).get_data(as_text=True)
-    assert 'id="chat-widget"' in html and 'data-state="loading"' in html
+    assert html.count('<script src="/embed.js" async></script>') == 1
+    assert 'id="chat-widget"' not in html and "pyscript" not in html.lower() and "/embed/frame" not in html
+
+
+async def test_frame_carries_the_widget_in_loading_state(client):
+    """The widget's frame carries the root in state 'loading', closed, and loads runtimes from this server."""
+    html = await (await client.get("/embed/frame")).get_data(as_text=True)
+    assert 'id="chat-widget"' in html and 'data-state="loading"' in html and 'data-open="false"' in html
     assert '"interpreter": "/vendor/micropython@1.28.0-6/micropython.mjs"' in html  # versioned, immutable
 
 

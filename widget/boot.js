@@ -1,7 +1,19 @@
 // The frame's only JavaScript, before and beside Python: it carries the host page's open and close
 // (from embed.js) to the widget and tells the host the widget's state and unread count, applies the
-// snippet's title, greeting and accent before the first paint, keeps Send from submitting natively,
+// snippet's title, greeting, accent and font before the first paint, keeps Send from submitting natively,
 // and says so if the runtime never starts (Python cannot report that).
+(function () {
+  // PyScript opens the IndexedDB "IDBMap/@pyscript.fs" as it loads (for fs.mount, which the widget does not
+  // use). A frame on another site may be denied storage (third-party storage blocked); PyScript's error
+  // handler then throws twice into the console. Where storage is denied, that one open never answers.
+  try {
+    window.localStorage.length;
+  } catch (denied) {
+    var open = indexedDB.open.bind(indexedDB);
+    indexedDB.open = function (name) { return name === "IDBMap/@pyscript.fs" ? {} : open.apply(null, arguments); };
+  }
+})();
+
 (function () {
   var root = document.getElementById("chat-widget");
   if (!root) return;
@@ -16,6 +28,8 @@
 
   var accent = params.get("accent");
   if (accent && CSS.supports("color", accent)) root.style.setProperty("--cw-accent", accent);
+  var font = params.get("font");
+  if (font && CSS.supports("font-family", font)) root.style.setProperty("--cw-font", font);
   root.style.setProperty("--cw-queued", JSON.stringify(" · " + words.queued));
   var title = params.get("title");
   if (title) root.querySelector("[data-title]").textContent = title.slice(0, 80);

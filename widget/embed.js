@@ -19,18 +19,26 @@
   var FRAME_PATH = /*FRAME_PATH*/"";
 
   function attr(name) { return (script.getAttribute("data-" + name) || "").trim(); }
+  function known(tag) { return Object.prototype.hasOwnProperty.call(WORDS, tag); }
   function language() {
     var wanted = [attr("lang"), document.documentElement.lang].concat(navigator.languages || [navigator.language]);
     for (var i = 0; i < wanted.length; i++) {
       var tag = String(wanted[i] || "").toLowerCase();
-      if (WORDS[tag]) return tag;
-      if (WORDS[tag.split("-")[0]]) return tag.split("-")[0];
+      if (known(tag)) return tag;
+      if (known(tag.split("-")[0])) return tag.split("-")[0];
     }
     return "en";
   }
   var lang = language(), words = WORDS[lang];
   var side = attr("position") === "left" || (attr("position") !== "right" && words.dir === "rtl") ? "left" : "right";
-  var accent = attr("accent") && window.CSS && CSS.supports("color", attr("accent")) ? attr("accent") : "";
+  // Looks: the tag's attributes, else the host's CSS custom properties --chat-widget-accent and
+  // --chat-widget-font (custom properties inherit into our shadow root and are read when the frame is made).
+  function look(name, property, kind) {
+    var value = attr(name) || getComputedStyle(document.documentElement).getPropertyValue(property).trim();
+    return value && window.CSS && CSS.supports(kind, value) ? value : "";
+  }
+  var accent = look("accent", "--chat-widget-accent", "color");
+  var font = look("font", "--chat-widget-font", "font-family");
   var lazy = attr("load") === "click";
 
   var state = "loading", isOpen = false, unread = 0, frame = null, frameReady = false, pending = null;
@@ -56,7 +64,10 @@
   var sheet = new CSSStyleSheet();
   sheet.replaceSync([
     ":host { all: initial; }",
-    ".cw-host { --accent: " + (accent || "#2b4acb") + "; font: 15px/1.4 system-ui, sans-serif; }",
+    // The host's `div::after { content: ... }` would draw on (and take clicks from) our launcher:
+    // !important from inside a shadow tree beats the page's, even its !important.
+    ":host::before, :host::after { content: none !important; display: none !important; }",
+    ".cw-host { --accent: " + (accent || "#2b4acb") + "; font: 15px/1.4 " + (font || "system-ui, sans-serif") + "; }",
     ".launcher { all: initial; position: fixed; bottom: 20px; " + side + ": 20px; width: 60px; height: 60px; border-radius: 50%;",
     "  background: var(--accent); color: #fff; cursor: pointer; display: flex; align-items: center; justify-content: center;",
     "  box-shadow: 0 4px 14px rgba(0,0,0,.25); box-sizing: border-box; }",
@@ -99,7 +110,9 @@
   box.appendChild(announcer);
   shadow.appendChild(box);
   label();
-  (document.body || document.documentElement).appendChild(host);
+  // A child of <html>, after <body>: a transform, filter, zoom or contain on the host's <body> would make
+  // it the launcher's containing block (moved, scaled, recoloured); on <html> no site does that.
+  document.documentElement.appendChild(host);
 
   function icon() {
     var ns = "http://www.w3.org/2000/svg";
@@ -133,6 +146,7 @@
     var looks = new URLSearchParams({host: location.origin});
     ["title", "greeting"].forEach(function (name) { if (attr(name)) looks.set(name, attr(name)); });
     if (accent) looks.set("accent", accent);
+    if (font) looks.set("font", font);
     if (stored()) looks.set("restore", stored());
     if (/[?&]chat-debug=1/.test(location.search)) looks.set("debug", "1");
     // The looks travel in the fragment: never sent to the server, never part of a cache key.

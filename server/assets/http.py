@@ -110,6 +110,9 @@ def _response(body, kind, cache_control, tag, encoding=None, last_modified=None,
 
 def _not_modified(tag, cache_control, last_modified=None, compressible=True):
     response = Response(b"", status=304)
+    # No Content-Type: Chrome updates the cached response's headers from a 304, and a script cached as
+    # text/html (Quart's default) then refuses to run under nosniff (embed.js on its second visit).
+    del response.headers["Content-Type"]
     response.headers["Cache-Control"] = cache_control
     response.headers["ETag"] = tag
     if last_modified is not None:

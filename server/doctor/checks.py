@@ -27,7 +27,7 @@ HEALTH_JSON = "application/health+json"
 # Each check runs only when the one it depends on neither failed nor was skipped.
 DEPENDS_ON = {
     "scheme": "url", "dns": "url", "tcp": "dns", "health": "tcp", "cors": "health", "origin": "health",
-    "fallback": "origin", "handshake": "tcp", "welcome": "handshake", "ping": "welcome", "hold": "ping", "idle": "hold",
+    "embed": "origin", "fallback": "origin", "handshake": "tcp", "welcome": "handshake", "ping": "welcome", "hold": "ping", "idle": "hold",
 }
 
 IDLE_FIX = ("something between you and the server closes idle sockets after < {idle:g} s (nginx "
@@ -284,6 +284,31 @@ class Probe:
                          "the server is draining or full: retry shortly, or check /healthz")
         return Check("origin", PASS, f"{target.origin} allowed ({reason})")
 
+    async def check_embed(self):
+        """The one tag's parts: /embed.js is served as JavaScript, and the widget's frame may be framed by
+        the origin (its CSP's frame-ancestors): without either, the site shows no working chat."""
+        target = self.target
+        try:
+            script = await self.http.get(target.url + "/embed.js")
+            frame = await self.http.get(target.url + "/embed/frame")
+        except httpx.HTTPError as error:
+            return Check("embed", FAIL, f"GET /embed.js or /embed/frame: {self._describe(error)}", _http_error_fix(error))
+        kind = script.headers.get("Content-Type", "")
+        if script.status_code != 200 or "javascript" not in kind:
+            return Check("embed", FAIL, f"GET /embed.js: {script.status_code} {kind or 'no Content-Type'}",
+                         "route /embed.js to the chat server unchanged: browsers run it only as JavaScript")
+        if frame.status_code != 200:
+            return Check("embed", FAIL, f"GET /embed/frame: {frame.status_code}", "route /embed/ to the chat server")
+        ancestors = _directive(frame.headers.get("Content-Security-Policy", ""), "frame-ancestors")
+        if ancestors is not None and not _origin_listed(target.origin, ancestors, target.url):
+            return Check("embed", FAIL, f"the widget's frame may not be framed by {target.origin} "
+                         f"(frame-ancestors {' '.join(ancestors)})", f"add it with --allow-origin {target.origin}; "
+                         "a proxy must not replace the frame's Content-Security-Policy or add X-Frame-Options")
+        if frame.headers.get("X-Frame-Options"):
+            return Check("embed", FAIL, f"the widget's frame carries X-Frame-Options: {frame.headers['X-Frame-Options']}",
+                         "remove X-Frame-Options for /embed/ at the proxy: it forbids framing by other sites")
+        return Check("embed", PASS, f"/embed.js is JavaScript and {target.origin} may frame the widget")
+
     async def check_fallback(self):
         """The HTTP fallback (docs/protocol.md): open a channel, say hello, get the welcome by long-poll, and
         close the channel again, however that went."""
@@ -527,3 +552,29 @@ def _ms_since(started):
 def check_names(idle):
     """Every check's name in running order; idle only when asked for."""
     return ["url"] + [name for name in DEPENDS_ON if name != "idle" or idle]
+
+
+def _directive(policy, name):
+    """The sources of one CSP directive, or None when the policy does not have it."""
+    for part in policy.split(";"):
+        words = part.split()
+        if words and words[0].lower() == name:
+            return words[1:]
+    return None
+
+
+def _origin_listed(origin, sources, server_url):
+    """Whether a frame-ancestors source list admits ``origin`` ('self' is the server's own origin)."""
+    for source in sources:
+        if source == "*" or source == origin or (source == "'self'" and origin == _origin_of(server_url)):
+            return True
+        if "://*." in source:
+            scheme, suffix = source.split("://*.", 1)
+            if origin.startswith(scheme + "://") and origin.split("://", 1)[1].endswith("." + suffix):
+                return True
+    return False
+
+
+def _origin_of(url):
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

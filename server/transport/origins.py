@@ -116,7 +116,7 @@ class OriginPolicy:
         except OriginError:
             return False, f"malformed Origin {origin!r}"
         # The chat server's own pages (the widget's frame, the demo) may always use it.
-        if host_header and parsed == _host_origin(scheme, host_header):
+        if host_header and _same_host(parsed, scheme, host_header):
             return True, "same origin"
         if self.same_origin_only:
             return False, f"origin {origin} is not this server's own origin and no allowed origins are configured"
@@ -129,6 +129,18 @@ class OriginPolicy:
         """The value for Access-Control-Allow-Origin, or None when no CORS headers may be sent."""
         allowed, _ = self.check(origin, host_header, scheme)
         return origin if allowed and origin not in (None, "", "null") else None
+
+
+def _same_host(parsed, scheme, host_header):
+    """The Origin names the host the request was sent to. Behind a proxy that terminates TLS the app
+    sees http for an https page, so a Host without a port matches on the host name alone; a Host with
+    a port must match it too. Only this server's own pages live on its host and port."""
+    origin_scheme, host, port = parsed
+    own = _host_origin(scheme, host_header)
+    if own is None or own[1] != host:
+        return False
+    explicit_port = host_header.rsplit("]", 1)[-1].count(":") == 1
+    return port == own[2] if explicit_port else port == DEFAULT_PORTS[origin_scheme]
 
 
 def _host_origin(scheme, host_header):
