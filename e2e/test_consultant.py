@@ -15,20 +15,20 @@ from openai_stub import OpenAIStub  # noqa: E402
 CONSULTANT = '[data-author="consultant"]'
 
 
-def ask(page, text):
-    page.fill('textarea[name="message"]', text)
-    page.press('textarea[name="message"]', "Enter")
+def ask(frame, text):
+    frame.fill('textarea[name="message"]', text)
+    frame.press('textarea[name="message"]', "Enter")
 
 
 def test_knowledge_consultant_answers_site_questions_and_admits_what_it_does_not_know(start_server, open_chat):
     """Offline: a site question gets the knowledge file's answer; an off-topic one gets 'don't know' with contacts."""
     server = start_server("--contact-email", "hello@lantern-loom.example")
-    page = open_chat(server.url + "/")
-    ask(page, "How long does delivery take?")
-    expect(page.locator(CONSULTANT).nth(0)).to_contain_text("2 to 4 working days")
-    ask(page, "What is the capital of France?")
-    expect(page.locator(CONSULTANT).nth(1)).to_contain_text("don't know")
-    expect(page.locator(CONSULTANT).nth(1)).to_contain_text("hello@lantern-loom.example")
+    frame = open_chat(server.url + "/")
+    ask(frame, "How long does delivery take?")
+    expect(frame.locator(CONSULTANT).nth(0)).to_contain_text("2 to 4 working days")
+    ask(frame, "What is the capital of France?")
+    expect(frame.locator(CONSULTANT).nth(1)).to_contain_text("don't know")
+    expect(frame.locator(CONSULTANT).nth(1)).to_contain_text("hello@lantern-loom.example")
 
 
 @pytest.fixture
@@ -56,12 +56,12 @@ def test_openai_reply_streams_into_the_widget_with_typing_indicator(start_server
     """Pointed at an OpenAI-compatible server, the reply appears piece by piece, then complete."""
     server = start_server("--consultant", "openai", "--openai-base-url", openai_stub.base_url,
                           "--openai-model", "test-model")
-    page = open_chat(server.url + "/")
-    ask(page, "Where are your lamps made?")
-    expect(page.locator("[data-typing]")).to_be_visible()
-    streaming = page.locator(f"{CONSULTANT}[data-streaming]")
+    frame = open_chat(server.url + "/")
+    ask(frame, "Where are your lamps made?")
+    expect(frame.locator("[data-typing]")).to_be_visible()
+    streaming = frame.locator(f"{CONSULTANT}[data-streaming]")
     expect(streaming).to_have_text(re.compile(r"^Our lamps"))  # mid-stream: part of the answer, still streaming
-    expect(page.locator(CONSULTANT)).to_have_text(["Our lamps are made in Ghent."])
+    expect(frame.locator(CONSULTANT)).to_have_text(["Our lamps are made in Ghent."])
     expect(streaming).to_have_count(0)
-    expect(page.locator("[data-typing]")).to_be_hidden()
+    expect(frame.locator("[data-typing]")).to_be_hidden()
     assert openai_stub.requests[0].body["model"] == "test-model"

@@ -151,6 +151,16 @@
     if (/[?&]chat-debug=1/.test(location.search)) looks.set("debug", "1");
     // The looks travel in the fragment: never sent to the server, never part of a cache key.
     frame.src = server + FRAME_PATH + "?lang=" + encodeURIComponent(lang) + "#" + looks.toString();
+    // The frame says "ready" while it parses, before its load event: a frame that loaded without
+    // saying so is the browser's error page (the page's CSP has no frame-src for us, say). Say why once.
+    frame.addEventListener("load", function () {
+      setTimeout(function () {
+        if (frameReady) return;
+        console.error("Chat widget: the chat's frame from " + server + " did not start on this page. If the page " +
+          "has a Content-Security-Policy, it needs frame-src " + server + " (and script-src, connect-src " + server +
+          "); see docs/embedding.md.");
+      }, 2000);
+    }, {once: true});
     box.appendChild(frame);
   }
   function tell(message) {
@@ -186,7 +196,11 @@
       frame.classList.add("open");
       launcher.hidden = true;
       fitViewport();
-      frame.focus();  // focus goes into the frame; the frame moves it to the message box
+      // Focus goes into the frame, which moves it to the message box. Only once the frame is ready: a
+      // frame focused while its cross-site page still loads hands focus back to the host page when that
+      // page arrives (Chromium), and the visitor's typing goes nowhere. A loading frame focuses its
+      // message box itself when it gets the "open" queued for it.
+      if (frameReady) frame.focus();
     } else if (frame) {
       frame.classList.remove("open");
       launcher.hidden = false;
