@@ -45,6 +45,10 @@ class HostSite:
             def do_GET(self):  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
                 site.requests.append(path)
+                if path == "/favicon.ico":  # browsers ask for it; a 404 would be a console line
+                    self.send_response(204)
+                    self.end_headers()
+                    return
                 if path in site.pages:
                     body, kind, headers = site.pages[path]
                 elif path.startswith("/node_modules/") and ".." not in path:
@@ -94,3 +98,30 @@ class HostSite:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# A site's own catalogue for a right-to-left language (server setting `catalogues`, `--catalogues DIR`):
+# a few keys translated, the rest falls back to English.
+HEBREW = {
+    "dir": "rtl",
+    "launcher": "שוחחו איתנו",
+    "unread_one": "הודעה חדשה אחת",
+    "unread_other": "{count} הודעות חדשות",
+    "new_message": "הודעה חדשה מהיועץ שלנו",
+    "title": "שאלו את היועץ שלנו",
+    "panel": "צ'אט עם היועץ שלנו",
+    "close": "סגירת הצ'אט",
+    "message_label": "ההודעה שלכם",
+    "placeholder": "הקלידו את שאלתכם…",
+    "send": "שליחה",
+    "status": {"idle": "הצ'אט מוכן", "connecting": "מתחבר…", "connected": "מחובר", "reconnecting": "מתחבר מחדש…"},
+}
+
+
+def write_catalogue(folder, lang, words):
+    """Write ``<folder>/<lang>.json`` (a site's catalogue); returns the folder, for ``--catalogues``."""
+    import json
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{lang}.json").write_text(json.dumps(words, ensure_ascii=False, indent=2), encoding="utf-8")
+    return str(folder)
