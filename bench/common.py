@@ -13,14 +13,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "e2e"))
 
+from host_site import HostSite  # noqa: E402  (e2e/host_site.py)
 from server_process import ServerProcess  # noqa: E402  (e2e/server_process.py)
 
 # The launch arguments of e2e/conftest.py (system Chromium, as root, no background networking).
@@ -128,49 +127,24 @@ EMBED_PAGE = """<!doctype html>
 
 
 def embed_snippet(chat_port):
-    """The one tag, pointing at the chat server by another name (localhost) than the host page's (127.0.0.1)."""
-    return f'<script src="http://localhost:{chat_port}/embed.js" async></script>'
+    """The one tag, pointing at the chat server: another origin (port) than the host page's, on the same
+    site (127.0.0.1). A frame from another *site* runs in its own process, which the page's CDP session
+    (and so the network emulation) does not reach: its requests would go unthrottled and look fast."""
+    return f'<script src="http://127.0.0.1:{chat_port}/embed.js" async></script>'
 
 
-class BaselineSite:
-    """A page on its own loopback port: by default the minimal plain-JS page that opens the real server's
-    /ws (the floor); ``html`` serves another page (a host page embedding the widget, say)."""
+def baseline_site(chat_port):
+    """The minimal plain-JS page (the floor) on its own loopback port, opening the real server's /ws."""
+    site = HostSite(cache_control="no-cache")
+    site.page("/", BASELINE_PAGE % {"port": chat_port})
+    return site.start()
 
-    def __init__(self, chat_port, html=None):
-        page = (html if html is not None else BASELINE_PAGE % {"port": chat_port}).encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                if self.path.split("?")[0] != "/":
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *args):
-                pass
-
-        self.port = free_port()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def origin(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def embed_site(chat_port):
+    """A page of another site (http://127.0.0.1:A) with the one tag pointing at the chat server."""
+    site = HostSite(cache_control="no-cache")
+    site.page("/", EMBED_PAGE % {"snippet": embed_snippet(chat_port)})
+    return site.start()
 
 
 # Records when the widget first reaches "connected", in ms since the host page's navigation start: on a

@@ -1,8 +1,9 @@
 """Time to ``data-state="connected"`` in headless Chromium against the real server, cold and warm.
 
 Variants: the demo page with the MicroPython widget, with the Pyodide widget, ``embed`` (a host page on
-another site, http://127.0.0.1:A, with the one tag pointing at the MicroPython server as
-http://localhost:B: the embedded case), and a minimal plain-JS page that opens the same WebSocket (the
+another origin, http://127.0.0.1:A, with the one tag pointing at the MicroPython server at
+http://127.0.0.1:B: the embedded case; same site, so that the network emulation reaches the frame,
+see common.embed_snippet), and a minimal plain-JS page that opens the same WebSocket (the
 floor, served by a tiny loopback server on another port whose origin the chat server allows). Widget
 pages are opened as soon as ``window.chatWidget`` exists (a visitor who opens the chat at once). Network profiles through CDP ``Network.emulateNetworkConditions`` (and
 ``Emulation.setCPUThrottlingRate`` 4 for ``10mbit-cpu4x``). Cold = a fresh browser context (empty
@@ -25,8 +26,8 @@ import time
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from common import (CONNECTED_PROBE, EMBED_PAGE, PROFILES, BaselineSite, Visit, apply_profile, embed_snippet, free_port,
-                    launch_chromium, load_and_time, start_server, summary, table, write_results)
+from common import (CONNECTED_PROBE, PROFILES, Visit, apply_profile, baseline_site, embed_site, free_port, launch_chromium,
+                    load_and_time, start_server, summary, table, write_results)
 
 RUNTIMES = ("micropython", "pyodide")
 TIMEOUT_MS = {"micropython": 30_000, "pyodide": 120_000, "embed": 30_000, "baseline": 15_000}
@@ -139,9 +140,9 @@ def main(argv=None):
         # The baseline page and the embedding host page live on their own ports; the first chat server
         # (on chat_port) must allow their origins.
         if "baseline" in variants:
-            baseline = BaselineSite(chat_port).start()
+            baseline = baseline_site(chat_port)
         if embed:
-            host = BaselineSite(chat_port, EMBED_PAGE % {"snippet": embed_snippet(chat_port)}).start()
+            host = embed_site(chat_port)
         origins = [site.origin for site in (baseline, host) if site]
         for runtime in sorted(args.runtimes or ["micropython"], key=lambda name: name != "micropython"):
             port = chat_port if not servers else None

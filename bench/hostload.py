@@ -3,8 +3,8 @@ the snippet, and when the launcher appears.
 
 A host page on its own loopback port (http://127.0.0.1:A; a heading, text and a 60 KB image, like a
 small shop page) is loaded cold (fresh context) in three variants, interleaved run by run:
-``bare`` (no snippet), ``snippet`` (the one tag, async, pointing at the chat server as
-http://localhost:B) and ``snippet-click`` (the same with ``data-load="click"``). For each run:
+``bare`` (no snippet), ``snippet`` (the one tag, async, pointing at the chat server at
+http://127.0.0.1:B) and ``snippet-click`` (the same with ``data-load="click"``). For each run:
 ``load`` = the navigation entry's loadEventStart, ``launcher`` = when the launcher button was in the
 page, ``idle`` = when the widget reported ``idle`` (its runtime loaded in the frame, nothing
 connected), all in ms since navigation start.
@@ -20,14 +20,13 @@ run; writes bench/results/hostload-<time>.json (and hostload-latest.json).
 import argparse
 import signal
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from common import PROFILES, apply_profile, free_port, launch_chromium, start_server, summary, table, write_results
+from common import (PROFILES, HostSite, apply_profile, free_port, launch_chromium, start_server, summary, table,
+                    write_results)
 
 VARIANTS = ("bare", "snippet", "snippet-click")
 IMAGE = bytes(range(256)) * 240  # 60 KB of something: the host page's own weight
@@ -61,46 +60,16 @@ PROBE = """
 """
 
 
-class HostPages:
-    """The host site: ``/<variant>`` is the page of that variant; ``/photo.bin`` its image."""
-
-    def __init__(self, chat_port):
-        base = f"http://localhost:{chat_port}/embed.js"
-        snippets = {"bare": "", "snippet": f'<script src="{base}" async></script>',
-                    "snippet-click": f'<script src="{base}" async data-load="click"></script>'}
-        pages = {f"/{name}": (PAGE % {"variant": name, "snippet": tag}).encode() for name, tag in snippets.items()}
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                body, kind = (IMAGE, "application/octet-stream") if path == "/photo.bin" else (pages.get(path), "text/html")
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.port = free_port()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.origin = f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def host_pages(chat_port):
+    """The host site: ``/<variant>`` is the page of that variant, ``/photo.bin`` its image."""
+    site = HostSite()
+    base = f"http://127.0.0.1:{chat_port}/embed.js"  # same site, another origin: see common.embed_snippet
+    snippets = {"bare": "", "snippet": f'<script src="{base}" async></script>',
+                "snippet-click": f'<script src="{base}" async data-load="click"></script>'}
+    for name, tag in snippets.items():
+        site.page(f"/{name}", PAGE % {"variant": name, "snippet": tag})
+    site.page("/photo.bin", IMAGE, content_type="application/octet-stream")
+    return site.start()
 
 
 def one_load(browser, url, profile, variant):
@@ -145,7 +114,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown profile: {', '.join(unknown)}")
     chat_port = free_port()
-    site = HostPages(chat_port).start()
+    site = host_pages(chat_port)
     server = start_server("micropython", port=chat_port, origins=[site.origin])
     samples = {}
     started = time.time()

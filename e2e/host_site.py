@@ -36,17 +36,23 @@ def page_html(body, head="", lang="en"):
 
 
 class HostSite:
-    def __init__(self):
+    """``cache_control`` goes on every answer (``no-store``: each test's page is fetched anew; the
+    benchmarks use ``no-cache``). HTTP/1.1 with keep-alive, as a real site's server."""
+
+    def __init__(self, cache_control="no-store"):
         self.pages = {}  # path -> (bytes, content type, headers)
         self.requests = []
         site = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self):  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
                 site.requests.append(path)
                 if path == "/favicon.ico":  # browsers ask for it; a 404 would be a console line
                     self.send_response(204)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if path in site.pages:
@@ -66,7 +72,7 @@ class HostSite:
                 self.send_response(200)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
+                self.send_header("Cache-Control", cache_control)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -81,8 +87,9 @@ class HostSite:
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="host-site", daemon=True)
 
     def page(self, path, html, headers=None, content_type="text/html; charset=utf-8"):
-        """Serve ``html`` at ``path``; returns its URL."""
-        self.pages[path] = (html.encode("utf-8"), content_type, dict(headers or {}))
+        """Serve ``html`` (text, or bytes) at ``path``; returns its URL."""
+        body = html if isinstance(html, bytes) else html.encode("utf-8")
+        self.pages[path] = (body, content_type, dict(headers or {}))
         return self.origin + path
 
     def start(self):

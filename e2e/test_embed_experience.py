@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from host_site import HEBREW, ROOT, HostSite, page_html, snippet, write_catalogue
+from host_site import HEBREW, ROOT, HostSite, chat_url, page_html, snippet, write_catalogue
 from widget_page import FRAME, chat, launcher, root
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -435,3 +435,31 @@ def test_title_greeting_accent_and_position_from_the_tag(embed, page):
     assert frame_element(page).bounding_box()["x"] < viewport["width"] / 2
     # On the left, an English panel still reads left to right.
     expect(frame.locator("html")).to_have_attribute("dir", "ltr")
+
+
+def test_accent_and_font_from_the_sites_css_custom_properties(embed, page):
+    """Without attributes, the site's --chat-widget-accent and --chat-widget-font reach the launcher and the panel."""
+    body = ("<style>:root { --chat-widget-accent: #8a1538; --chat-widget-font: Georgia, serif; }</style>"
+            + SHOP)
+    _, url = embed(body=body)
+    page.goto(url)
+    expect(launcher(page)).to_have_css("background-color", "rgb(138, 21, 56)")
+    launcher(page).click()
+    frame = chat(page)
+    expect(root(page)).to_have_attribute("data-state", "connected", timeout=15000)
+    expect(frame.locator(".cw-header")).to_have_css("background-color", "rgb(138, 21, 56)")
+    expect(frame.locator(".cw-title")).to_have_css("font-family", "Georgia, serif")
+
+
+def test_the_tag_added_after_the_pages_load_works_the_same(site, start_server, page):
+    """docs/embedding.md's way to keep even the tag's script out of the page's load: add it from a
+    load handler, with its attributes in dataset."""
+    server = start_server("--allow-origin", site.origin, "--store", "memory")
+    script = chat_url(server).rstrip("/") + "/embed.js"
+    body = SHOP + ("<script>addEventListener('load', function () { var tag = document.createElement('script');"
+                   f" tag.src = '{script}'; tag.dataset.lang = 'de'; document.body.appendChild(tag); }});</script>")
+    page.goto(site.page("/after-load.html", page_html(body)))
+    page.get_by_role("button", name="Chatten Sie mit uns").click()
+    frame = chat(page)
+    expect(root(page)).to_have_attribute("data-state", "connected", timeout=15000)
+    expect(frame.get_by_role("textbox")).to_be_focused()

@@ -7,8 +7,8 @@
 // `load` (or on the first hover, focus or click with data-load="click"), so the widget never delays
 // it. Host page and frame talk by postMessage, each checking the other's origin.
 //
-// Public API: window.chatWidget.open(), .close(), .state, .unread, and "statechange" events
-// (event.detail: {state, open, unread}). docs/embedding.md has the rest.
+// Public API: window.chatWidget.open(), .close(), .state, .isOpen, .unread, and "statechange" events
+// (event.detail: {state, open, unread, previous}). docs/embedding.md has the rest.
 (function () {
   "use strict";
   if (window.chatWidget) return;  // the snippet twice on one page: the first one wins
@@ -31,8 +31,8 @@
   }
   var lang = language(), words = WORDS[lang];
   var side = attr("position") === "left" || (attr("position") !== "right" && words.dir === "rtl") ? "left" : "right";
-  // Looks: the tag's attributes, else the host's CSS custom properties --chat-widget-accent and
-  // --chat-widget-font (custom properties inherit into our shadow root and are read when the frame is made).
+  // Looks: the tag's attributes, else the custom properties --chat-widget-accent and --chat-widget-font
+  // of the page's root element as this script runs (the frame gets them in its URL's fragment).
   function look(name, property, kind) {
     var value = attr(name) || getComputedStyle(document.documentElement).getPropertyValue(property).trim();
     return value && window.CSS && CSS.supports(kind, value) ? value : "";

@@ -22,6 +22,10 @@ from .compression import COMPRESSIBLE, SUFFIX, available_encodings, compress
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
+# /embed.js: every page view of a site loads it, so a round trip per view to revalidate would be paid
+# by every visitor; a new release reaches sites within five minutes (and at once for a stale copy
+# used once, which the browser revalidates behind the page's back).
+SHORT_LIVED = "public, max-age=300, stale-while-revalidate=86400"
 SMALL = 256 * 1024           # files up to this size are compressed while the first request waits
 MEMORY_LIMIT = 64 << 20      # bytes of file bodies kept in memory
 MEMORY_FILE_LIMIT = 8 << 20  # larger bodies are streamed from disk

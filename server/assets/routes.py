@@ -15,7 +15,7 @@ from werkzeug.security import safe_join
 
 from .bundle import BUNDLE_NAME
 from .fileinfo import content_version
-from .http import IMMUTABLE, REVALIDATE, content_type
+from .http import IMMUTABLE, REVALIDATE, SHORT_LIVED, content_type
 from .page import FRAME_PATH, render_embed_script, render_frame, render_page
 from .runtime import VENDOR
 
@@ -69,10 +69,10 @@ async def index():
 
 @bp.route("/embed.js")
 async def embed_script():
-    """The one tag's script (public contract). Revalidated, so a site picks up a new release at once."""
+    """The one tag's script (public contract). Cached for minutes: it is on every page view of a site."""
     assets = _assets()
     return await assets.http.serve_generated(render_embed_script(assets.config).encode("utf-8"),
-                                             "text/javascript; charset=utf-8", REVALIDATE)
+                                             "text/javascript; charset=utf-8", SHORT_LIVED)
 
 
 @bp.route(FRAME_PATH)
