@@ -463,3 +463,33 @@ def test_the_tag_added_after_the_pages_load_works_the_same(site, start_server, p
     frame = chat(page)
     expect(root(page)).to_have_attribute("data-state", "connected", timeout=15000)
     expect(frame.get_by_role("textbox")).to_be_focused()
+
+
+def test_a_reply_still_unread_after_a_reload_is_counted_again_but_not_announced_again(embed, page):
+    """The badge survives a reload (the reply is still unread); its announcement was made once, on the
+    page where it arrived, and a replay does not repeat it."""
+    _, url = embed(env={"CHAT_WIDGET_FAULTS": "reply_delay=2"})
+    frame = open_connected(page, url)
+    ask(frame, "When are you open?")
+    page.keyboard.press("Escape")
+    expect(page.locator(".launcher .badge")).to_have_text("1", timeout=15000)
+    expect(announcer(page)).to_have_text("New message from our consultant")
+
+    page.reload()
+    announcer(page).evaluate(RECORD)
+    expect(root(page)).to_have_attribute("data-state", "connected", timeout=15000)  # a conversation in progress
+    expect(page.locator(".launcher .badge")).to_have_text("1", timeout=15000)
+    expect(page.get_by_role("button", name="Chat with us, 1 new message")).to_be_visible()
+    assert announcer(page).evaluate("(element) => element.__said") == []
+    expect(announcer(page)).to_have_text("")
+
+
+def test_a_broken_accent_cannot_break_the_launchers_styles(embed, page):
+    """data-accent="red /*" (a typo that CSS.supports lets through) stays a colour, not a comment that
+    swallows the rest of the launcher's stylesheet."""
+    _, url = embed(accent="red /*")
+    page.goto(url)
+    box = launcher(page).bounding_box()
+    assert (box["width"], box["height"]) == (60, 60)
+    assert box["y"] + box["height"] > page.viewport_size["height"] - 40  # still in its corner
+    expect(launcher(page)).to_have_css("background-color", "rgb(255, 0, 0)")

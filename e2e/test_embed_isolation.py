@@ -8,6 +8,8 @@ and the panel, the host page's globals, styles, registry, console and storage, s
 """
 
 import base64
+import json
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
@@ -402,6 +404,62 @@ def test_nothing_stored_and_no_socket_until_opened_then_a_reload_resumes(site, c
     expect(frame.locator(VISITOR)).to_have_text([QUESTION])
     expect(frame.locator(CONSULTANT).last).to_contain_text(ANSWER)
     assert len(watch.sockets) == 2
+
+
+STORED_ANYWHERE = """async () => {
+  const read = (kind) => { try { return Object.keys(window[kind]); } catch (error) { return []; } };
+  let databases = [];
+  try { databases = (await indexedDB.databases()).map((database) => database.name); } catch (error) {}
+  return {local: read("localStorage"), session: read("sessionStorage"), indexeddb: databases};
+}"""
+
+
+def test_on_the_chat_servers_own_site_too_nothing_is_stored_until_a_conversation_exists(chat_server, page):
+    """The demo page's frame is same-site, so the browser grants it storage: still nothing (not even
+    PyScript's IndexedDB) before the visitor opens the chat; opening and closing without a word leaves
+    nothing and the next page view opens no socket; a conversation is kept by the frame itself, not
+    handed to the host page."""
+    watch = Watch(page)
+    frame = load(page, chat_server.url)
+    nothing = {"local": [], "session": [], "indexeddb": []}
+    assert frame.evaluate(STORED_ANYWHERE) == nothing and page.evaluate(STORED_ANYWHERE) == nothing
+
+    opened_and_connected(page)
+    page.keyboard.press("Escape")
+    expect(launcher(page)).to_be_focused()
+    assert frame.evaluate(STORED_ANYWHERE) == nothing and page.evaluate(STORED_ANYWHERE) == nothing
+    page.reload()
+    expect(root(page)).to_have_attribute("data-state", "idle")
+    assert len(watch.sockets) == 1  # the one the visitor opened; none for the page view after it
+
+    frame = opened_and_connected(page)
+    ask(frame)
+    kept = {"local": [], "session": ["chat-widget:v1"], "indexeddb": []}
+    assert frame.evaluate(STORED_ANYWHERE) == kept
+    # The same origin shares the tab's sessionStorage: that key is the frame's own. The host page's copy
+    # ("chat-widget:<server>") is made only when the frame has no storage.
+    assert page.evaluate(STORED_ANYWHERE) == kept
+
+
+def test_a_link_to_the_frame_page_cannot_plant_a_conversation_or_words(chat_server, browser):
+    """The frame page's fragment is for embed.js only. A link to /embed/frame#restore=<someone's
+    session>&greeting=<a phishing line> opened as a page resumes nothing and shows nothing of it."""
+    owner = browser.new_page()
+    frame = load(owner, chat_server.url)
+    ask(opened_and_connected(owner))
+    planted = frame.evaluate("() => sessionStorage.getItem('chat-widget:v1')")
+    assert planted and json.loads(planted)["session"]
+    victim = browser.new_context().new_page()
+    link = chat_server.url.rstrip("/") + "/embed/frame#" + urlencode(
+        {"restore": planted, "greeting": "Please confirm your card number", "title": "Bank"})
+    victim.goto(link)
+    expect(victim.locator(WIDGET)).to_have_attribute("data-state", "connected")
+    expect(victim.locator("[data-greeting]")).to_be_hidden()
+    expect(victim.locator("[data-title]")).to_have_text("Ask our consultant")
+    expect(victim.locator(VISITOR)).to_have_count(0)
+    assert victim.locator(CONSULTANT).count() == 0
+    victim.context.close()
+    owner.close()
 
 
 # ---- 7. data-load="click": nothing heavy until the visitor reaches for the launcher -------------------

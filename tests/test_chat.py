@@ -124,8 +124,9 @@ def test_outbox_is_bounded_by_count_and_bytes():
         chat.compose("123456")
 
 
-def test_snapshot_round_trip_keeps_session_read_mark_and_waiting_messages_only():
-    """What survives a reload: the session id, how far the visitor has read, and the unacknowledged messages."""
+def test_snapshot_round_trip_keeps_session_read_mark_seq_and_waiting_messages_only():
+    """What survives a reload: the session id, how far the visitor has read, the newest entry the tab had
+    (seq), and the unacknowledged messages."""
     chat = new()
     chat.welcomed("s1", resumed=False)
     chat.compose("one")
@@ -135,18 +136,67 @@ def test_snapshot_round_trip_keeps_session_read_mark_and_waiting_messages_only()
     chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "hi", "seq": 2})
     assert chat.mark_read() is True and chat.mark_read() is False  # moved once, then nothing new
     snapshot = chat.snapshot()
-    assert snapshot == {"session": "s1", "read": 2, "outbox": [{"id": "m2", "text": "two"}]}
+    assert snapshot == {"session": "s1", "read": 2, "seq": 2, "outbox": [{"id": "m2", "text": "two"}]}
     other = new()
     shows = other.restore(snapshot)
     assert [type(u) for u in shows] == [Show] and other.session == "s1" and other.read_seq == 2
+    assert other.known_seq == 2 and other.last_seq == 0  # the hello asks for the whole replay
+    assert other.in_progress and other.snapshot() == snapshot  # saved again before the replay: nothing lost
     assert other.restore("garbage") == [] and other.restore({"outbox": [{"id": 5}]}) == []
 
 
-@pytest.mark.parametrize("read", ["3", True, None, 2.5])
+@pytest.mark.parametrize("read", ["3", True, None, 2.5, -4])
 def test_a_read_mark_that_is_not_a_number_reads_as_nothing_read(read):
     chat = new()
     chat.restore({"session": "s1", "read": read, "outbox": []})
     assert chat.read_seq == 0
+
+
+@pytest.mark.parametrize("seq", ["3", True, None, 2.5, -4])
+def test_a_stored_seq_that_is_not_a_number_reads_as_nothing_said(seq):
+    chat = new()
+    chat.restore({"session": "s1", "read": 0, "seq": seq, "outbox": []})
+    assert chat.known_seq == 0 and not chat.in_progress and chat.snapshot()["seq"] == 0
+
+
+def test_a_conversation_is_in_progress_once_joined_and_something_was_said_or_waits():
+    """Worth keeping over a reload: a session, and an entry stored or a message waiting."""
+    chat = new()
+    assert not chat.in_progress
+    chat.welcomed("s1", resumed=False)
+    assert not chat.in_progress  # joined, nothing said
+    chat.compose("hello")
+    assert chat.in_progress  # waiting to be sent
+    chat.frames_to_send()
+    chat.received({"type": "ack", "id": "m1", "seq": 1})
+    assert chat.pending() == [] and chat.in_progress  # said
+    later = new()
+    later.restore({"session": "s1", "read": 0, "seq": 1, "outbox": []})
+    assert later.in_progress  # said on an earlier page, before the replay brings it back
+    bare = new()
+    bare.restore({"session": "s1", "read": 0, "seq": 0, "outbox": []})
+    assert not bare.in_progress  # a session where nothing was said
+
+
+def test_an_expired_session_forgets_the_stored_seq_too():
+    """A new session numbers from 1 again: the old page's seq says nothing about it."""
+    chat = new()
+    chat.restore({"session": "old", "read": 3, "seq": 5, "outbox": []})
+    chat.welcomed("old", resumed=True)
+    assert chat.known_seq == 5 and chat.in_progress
+    chat.welcomed("new", resumed=False)
+    assert chat.known_seq == 0 and chat.read_seq == 0 and not chat.in_progress
+    assert chat.snapshot() == {"session": "new", "read": 0, "seq": 0, "outbox": []}
+
+
+def test_the_stored_seq_is_the_newest_the_tab_has_seen():
+    """Part-way through the replay the restored number holds; past it, the newest replayed entry counts."""
+    chat = new()
+    chat.restore({"session": "s1", "read": 1, "seq": 3, "outbox": []})
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "x", "text": "a", "seq": 2})
+    assert chat.snapshot()["seq"] == 3
+    chat.received({"type": "reply", "id": "r2", "in_reply_to": "x", "text": "b", "seq": 4})
+    assert chat.snapshot()["seq"] == 4
 
 
 def test_a_new_session_starts_unread():

@@ -41,10 +41,12 @@ class Browser:
         self.reconnect = None
         self.notices = []
         self.logs = []
-        self.saved = None
+        self.saved = None       # the stored text, as the shell keeps it (None: nothing stored, or forgotten)
+        self.saves = []         # every SaveSession's snapshot, in order (None: forget)
         self.probes = []
         self.cleared = 0
         self.unread = []        # the counts shown on the launcher, in order
+        self.fresh = []         # with each count: how many of this page view's replies the host announced so far
         self.announced = []     # what the live region said
         self.actions = []
         self.do(self.client.start(self.now, online, saved, opened))
@@ -61,10 +63,10 @@ class Browser:
             A.HideReconnect: lambda a: setattr(self, "reconnect", None),
             A.OfferRetry: lambda a: setattr(self, "reconnect", "retry"),
             A.ShowNotice: lambda a: self.notices.append(a.key),
-            A.ShowUnread: lambda a: self.unread.append(a.count),
+            A.ShowUnread: lambda a: (self.unread.append(a.count), self.fresh.append(a.fresh)),
             A.Announce: lambda a: self.announced.append(a.text),
             A.Log: lambda a: self.logs.append((a.level, a.text)),
-            A.SaveSession: lambda a: setattr(self, "saved", json.dumps(a.snapshot)),
+            A.SaveSession: self.store,
             A.ProbeServer: lambda a: self.probes.append(a.url),
             A.ClearInput: lambda a: setattr(self, "cleared", self.cleared + 1),
             A.ShowMessages: lambda a: None, A.RemoveMessages: lambda a: None, A.ShowTyping: lambda a: None,
@@ -73,6 +75,11 @@ class Browser:
             self.actions.append(action)
             handlers[type(action)](action)
         return actions
+
+    def store(self, action):
+        # As widget/shell/main.py and boot.js: the snapshot as JSON, or "" to forget (the item is removed).
+        self.saves.append(action.snapshot)
+        self.saved = None if action.snapshot is None else json.dumps(action.snapshot)
 
     # ---- events ---------------------------------------------------------------------------------
     def at(self, now):
@@ -231,7 +238,7 @@ def test_ack_delivers_and_saves_the_outbox_for_a_reload():
     assert json.loads(browser.saved)["outbox"] == [{"id": "m1", "text": "hello"}]
     browser.receive({"type": "ack", "id": "m1", "seq": 1})
     assert browser.delivery("m1") == "delivered"
-    assert json.loads(browser.saved) == {"session": "s1", "read": 0, "outbox": []}
+    assert json.loads(browser.saved) == {"session": "s1", "read": 0, "seq": 1, "outbox": []}
 
 
 def test_a_reload_restores_the_session_and_resends_the_outbox():
@@ -610,14 +617,18 @@ def test_a_page_where_the_chat_is_not_opened_connects_nothing_and_stores_nothing
     assert browser.status.state == "idle"
 
 
-def test_opening_the_panel_connects_and_the_session_is_stored_only_then():
+def test_opening_the_panel_connects_and_the_session_is_stored_once_something_is_said():
+    """Opening connects; the session is kept for a reload only when the visitor has said something."""
     browser = Browser(opened=False)
     browser.do(browser.client.panel_opened(browser.at(10.0).now))
     assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
-    assert browser.saved is None  # nothing to keep before the server names a session
+    assert browser.saves == []  # nothing to keep before the server names a session
     browser.open()
     browser.welcome()
-    assert browser.status.state == "connected" and json.loads(browser.saved)["session"] == "s1"
+    assert browser.status.state == "connected" and browser.saved is None  # joined, but nothing said yet
+    browser.type("hello")
+    assert json.loads(browser.saved) == {"session": "s1", "read": 0, "seq": 0,
+                                         "outbox": [{"id": "m1", "text": "hello"}]}
     browser.do(browser.client.panel_closed(browser.now))
     browser.do(browser.client.panel_opened(browser.now))
     assert list(browser.sockets) == [1]  # opening again does not connect again
@@ -633,8 +644,9 @@ def test_opening_the_panel_while_offline_waits_for_the_network():
 
 
 def test_a_conversation_in_progress_reconnects_at_page_load_without_opening():
-    """A saved session (the visitor chatted on an earlier page) connects at once, so replies keep arriving."""
-    browser = Browser(saved=json.dumps({"session": "s9", "read": 0, "outbox": []}), opened=False)
+    """A saved session where something was said (seq > 0: the visitor chatted on an earlier page) connects
+    at once, so replies keep arriving; the hello asks for everything again (the replay fills the list)."""
+    browser = Browser(saved=json.dumps({"session": "s9", "read": 0, "seq": 3, "outbox": []}), opened=False)
     assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
     browser.open()
     assert browser.sent == [(1, {"type": "hello", "last_seq": 0, "session": "s9"})]
@@ -643,17 +655,19 @@ def test_a_conversation_in_progress_reconnects_at_page_load_without_opening():
 
 
 def test_replies_while_closed_are_counted_and_opening_reads_them():
-    browser = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
+    """On a later page (the visitor's message was seq 1), new replies while closed are counted and each is
+    fresh (the host announces it); opening clears the count and remembers them as read."""
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 1, "seq": 1, "outbox": []}), opened=False)
     browser.open()
     browser.welcome(resumed=True)
-    reply(browser, "r1", 1, "First")
-    reply(browser, "r2", 2, "Second")
-    assert browser.unread == [1, 2] and browser.announced == []
-    reply(browser, "r2", 2, "Second")  # the same reply again (a replay): not counted twice
+    reply(browser, "r1", 2, "First")
+    reply(browser, "r2", 3, "Second")
+    assert browser.unread == [1, 2] and browser.fresh == [1, 2] and browser.announced == []
+    reply(browser, "r2", 3, "Second")  # the same reply again (a replay): not counted twice
     assert browser.unread == [1, 2]
     browser.do(browser.client.panel_opened(browser.now))
-    assert browser.unread == [1, 2, 0]
-    assert json.loads(browser.saved)["read"] == 2  # read, and remembered for a reload
+    assert browser.unread == [1, 2, 0] and A.ShowUnread(0, 2) in browser.actions
+    assert json.loads(browser.saved)["read"] == 3  # read, and remembered for a reload
     assert browser.announced == []  # the visitor reads them in the panel; nothing to announce
 
 
@@ -682,40 +696,157 @@ def test_closing_the_panel_counts_the_next_replies_again():
     assert browser.announced == ["An answer"] and browser.unread == [1]
 
 
-def test_after_a_reload_replayed_replies_already_read_are_not_counted():
-    """The read mark survives a reload: the replay of what the visitor saw is not new to them."""
-    first = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
-    first.open()
-    first.welcome(resumed=True)
-    reply(first, "r1", 1)
-    first.do(first.client.panel_opened(first.now))
-    first.do(first.client.panel_closed(first.now))
-    reply(first, "r2", 2)  # arrives after the visitor closed the panel: unread
-    assert first.unread == [1, 0, 1]
+def said_something_then_closed():
+    """A visitor opened the chat, asked (seq 1), read the answer (seq 2) in the open panel, and closed it."""
+    browser = Browser(opened=False)
+    browser.do(browser.client.panel_opened(browser.now))
+    browser.open()
+    browser.welcome()
+    browser.type("question")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    reply(browser, "r1", 2)
+    browser.do(browser.client.panel_closed(browser.now))
+    assert browser.announced == ["An answer"] and browser.unread == []
+    return browser
+
+
+def reload(first):
+    """The next page of the same tab: the client starts with what the first one stored, and is rejoined."""
     reloaded = Browser(saved=first.saved, opened=False)
+    assert reloaded.sockets == {1: "ws://shop.test/ws?v=1"}  # a conversation in progress reconnects at load
     reloaded.open()
     assert reloaded.sent[0] == (1, {"type": "hello", "last_seq": 0, "session": "s1"})  # everything is replayed
     reloaded.welcome(resumed=True)
-    reply(reloaded, "r1", 1)
-    reply(reloaded, "r2", 2)
+    reloaded.receive({"type": "message", "id": "m1", "text": "question", "seq": 1})
+    return reloaded
+
+
+def test_after_a_reload_replayed_replies_already_read_are_not_counted():
+    """The read mark survives a reload: the replay of what the visitor saw is not new to them."""
+    first = said_something_then_closed()
+    reply(first, "r2", 3)  # arrives after the visitor closed the panel: unread
+    assert first.unread == [1]
+    reloaded = reload(first)
+    reply(reloaded, "r1", 2)
+    reply(reloaded, "r2", 3)
     assert reloaded.unread == [1]  # r2 only
 
 
 def test_an_expired_session_counts_its_new_replies_from_the_start():
-    browser = Browser(saved=json.dumps({"session": "old", "read": 5, "outbox": []}), opened=False)
+    """The new session numbers from 1 again: its replies are unread, and fresh, whatever the old marks were."""
+    browser = Browser(saved=json.dumps({"session": "old", "read": 5, "seq": 5, "outbox": []}), opened=False)
     browser.open()
     browser.welcome(session="new", resumed=False)
     reply(browser, "r1", 1)
-    assert browser.unread == [1]
+    assert browser.unread == [1] and browser.fresh == [1]
 
 
 def test_visitor_entries_are_never_unread():
     """Only the consultant's replies count; the visitor's own messages (their echo or ack) do not."""
-    browser = Browser(saved=json.dumps({"session": "s1", "read": 0, "outbox": []}), opened=False)
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 1, "seq": 1, "outbox": []}), opened=False)
     browser.open()
     browser.welcome(resumed=True)
-    browser.receive({"type": "message", "id": "x1", "text": "from another tab", "seq": 1})
+    browser.receive({"type": "message", "id": "x1", "text": "from another tab", "seq": 2})
     assert browser.unread == [] and browser.announced == []
+
+
+# ---- what is kept for the next page: only a conversation where something was said ------------------
+
+def test_opening_and_closing_without_typing_leaves_nothing_stored_and_the_next_page_stays_idle():
+    """A visitor who looked at the chat and said nothing leaves nothing behind: the only save forgets,
+    and the next page of the tab neither connects nor stores anything until the chat is opened."""
+    browser = Browser(opened=False)
+    browser.do(browser.client.panel_opened(1.0))
+    browser.open()
+    browser.welcome()
+    browser.live_for(5)
+    browser.do(browser.client.panel_closed(browser.now))
+    assert browser.saves == [None] and browser.saved is None
+    for stored in (browser.saved, ""):  # removed from storage; or an empty text, read the same way
+        next_page = Browser(saved=stored, opened=False)
+        assert next_page.status.state == "idle" and next_page.sockets == {} and next_page.timers == {}
+        assert next_page.saves == []
+
+
+def test_a_saved_conversation_with_something_said_reconnects_and_one_without_does_not():
+    """At page load a saved seq > 0 (or a message still waiting) reconnects; a bare session does not."""
+    for snapshot in ({"session": "s9", "read": 0, "seq": 1, "outbox": []},
+                     {"session": "s9", "read": 0, "seq": 0, "outbox": [{"id": "w1", "text": "waiting"}]}):
+        browser = Browser(saved=json.dumps(snapshot), opened=False)
+        assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
+    for snapshot in ({"session": "s9", "read": 0, "seq": 0, "outbox": []}, {"session": "s9"},
+                     {"session": "s9", "read": 0, "seq": "4", "outbox": []}, {"seq": 4, "outbox": []}):
+        browser = Browser(saved=json.dumps(snapshot), opened=False)
+        assert browser.status.state == "idle" and browser.sockets == {} and browser.timers == {}, snapshot
+        assert browser.saves == []
+        browser.do(browser.client.panel_opened(1.0))  # opening still joins the saved session
+        browser.open()
+        assert browser.sent[0][1]["type"] == "hello"
+
+
+def test_an_expired_conversation_with_nothing_waiting_is_forgotten():
+    """The server no longer knows the saved session: with nothing waiting there is nothing to keep, so
+    storage is emptied and the next page stays idle; a message still waiting keeps the new session."""
+    browser = Browser(saved=json.dumps({"session": "old", "read": 2, "seq": 2, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(session="new", resumed=False)
+    assert browser.saves == [None] and browser.saved is None
+    assert Browser(saved=browser.saved, opened=False).status.state == "idle"
+    waiting = {"session": "old", "read": 2, "seq": 2, "outbox": [{"id": "w1", "text": "still there?"}]}
+    browser = Browser(saved=json.dumps(waiting), opened=False)
+    browser.open()
+    browser.welcome(session="new", resumed=False)
+    assert browser.saves[0] == {"session": "new", "read": 0, "seq": 0, "outbox": [{"id": "w1", "text": "still there?"}]}
+    assert browser.messages_sent() == [{"type": "message", "id": "w1", "text": "still there?"}]
+    browser.receive({"type": "ack", "id": "w1", "seq": 1})
+    assert json.loads(browser.saved) == {"session": "new", "read": 0, "seq": 1, "outbox": []}
+
+
+def test_replies_replayed_after_a_reload_are_counted_but_only_newer_ones_are_fresh():
+    """The host announces each reply once: those the tab had before the reload (up to the saved seq)
+    come back in the replay and go on the badge, unannounced; a reply newer than that is fresh."""
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 1, "seq": 3, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(resumed=True)
+    reply(browser, "r1", 1)  # read before the reload: neither counted nor fresh
+    reply(browser, "r2", 2)
+    assert browser.client.conversation.snapshot()["seq"] == 3  # part-way through the replay: the number holds
+    reply(browser, "r3", 3)
+    assert browser.unread == [1, 2] and browser.fresh == [0, 0]
+    reply(browser, "r4", 4)  # new in this page view
+    assert browser.unread == [1, 2, 3] and browser.fresh == [0, 0, 1]
+    browser.do(browser.client.panel_opened(browser.now))
+    assert (browser.unread[-1], browser.fresh[-1]) == (0, 1)  # the host's tally holds: nothing announced again
+    assert json.loads(browser.saved) == {"session": "s1", "read": 4, "seq": 4, "outbox": []}
+
+
+def test_a_reply_announced_while_closed_is_not_announced_again_after_a_reload():
+    """A reply that arrived while the panel was closed was announced on that page; after a reload the
+    replay brings it back on the badge, but not as fresh."""
+    first = said_something_then_closed()
+    reply(first, "r2", 3)
+    assert first.unread == [1] and first.fresh == [1]
+    reloaded = reload(first)
+    reply(reloaded, "r1", 2)
+    reply(reloaded, "r2", 3)
+    assert reloaded.unread == [1] and reloaded.fresh == [0]
+
+
+def test_text_typed_before_the_first_welcome_survives_a_reload():
+    """Offline (or still connecting), the visitor's typed message waits; a reload must not lose it."""
+    browser = Browser(online=False, opened=False)
+    browser.do(browser.client.panel_opened(1.0))
+    browser.type("are you there?")
+    reloaded = Browser(saved=browser.saved, opened=False)
+    assert [m.text for m in reloaded.client.conversation.pending()] == ["are you there?"]
+
+
+def test_a_conversation_that_expired_across_a_reload_is_told_to_the_visitor():
+    """The earlier page showed a conversation; the server no longer has it: the empty list is explained."""
+    browser = Browser(saved=json.dumps({"session": "old", "read": 4, "seq": 4, "outbox": []}), opened=False)
+    browser.open()
+    browser.welcome(session="new", resumed=False)
+    assert browser.notices == ["session_expired"]
 
 
 def test_a_connected_chat_writes_nothing_to_the_console():
@@ -730,3 +861,14 @@ def test_a_connected_chat_writes_nothing_to_the_console():
     debug.open()
     debug.welcome()
     assert ("debug", "chat: connected") in debug.logs
+
+
+def test_replies_replayed_into_an_open_panel_after_a_reload_are_not_read_out_again():
+    """The panel is open at once after a reload: the replay shows the earlier replies, unread ones
+    included, but only a reply new to this tab goes to the live region."""
+    browser = Browser(saved=json.dumps({"session": "s1", "read": 2, "seq": 4, "outbox": []}), opened=True)
+    browser.welcome(session="s1", resumed=True)
+    reply(browser, "r1", 2, "earlier, read")
+    reply(browser, "r2", 4, "earlier, not yet read")
+    reply(browser, "r3", 6, "new")
+    assert browser.announced == ["new"]

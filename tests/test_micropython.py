@@ -126,14 +126,34 @@ assert acts[-1] == ShowStatus("idle", None, {}, None)
 assert not [a for a in acts if isinstance(a, (OpenSocket, SaveSession, StartTimer))]
 assert OpenSocket(1, "wss://shop.example.com/ws?v=1", "websocket") in client.panel_opened(1.0)
 client.socket_opened(1.1, 1)
-client.socket_received(1.2, 1, '{"type": "welcome", "session": "s1", "resumed": false}')
+acts = client.socket_received(1.2, 1, '{"type": "welcome", "session": "s1", "resumed": false}')
+assert SaveSession(None) in acts  # joined, nothing said: nothing kept
 assert client.panel_closed(2.0) == []
 acts = client.socket_received(2.1, 1, '{"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Hi", "seq": 1}')
-assert ShowUnread(1) in acts
+assert ShowUnread(1, 1) in acts and ShowUnread(1) != ShowUnread(1, 1)
 acts = client.panel_opened(3.0)
-assert ShowUnread(0) in acts and SaveSession({"session": "s1", "read": 1, "outbox": []}) in acts
+assert ShowUnread(0, 1) in acts and SaveSession({"session": "s1", "read": 1, "seq": 1, "outbox": []}) in acts
 acts = client.socket_received(3.1, 1, '{"type": "reply", "id": "r2", "in_reply_to": "m1", "text": "Again", "seq": 2}')
 assert Announce("Again") in acts
+# the next page: a saved seq reconnects without opening; the replay is counted, only newer replies are fresh
+client = Client({"socket_url": "/ws"}, Page("https:", "shop.example.com", "https://shop.example.com"), lambda: "m1")
+acts = client.start(0.0, True, '{"session": "s1", "read": 1, "seq": 2, "outbox": []}')
+assert OpenSocket(1, "wss://shop.example.com/ws?v=1") in acts
+client.socket_opened(0.1, 1)
+client.socket_received(0.2, 1, '{"type": "welcome", "session": "s1", "resumed": true}')
+acts = client.socket_received(0.3, 1, '{"type": "reply", "id": "r2", "in_reply_to": "m1", "text": "Again", "seq": 2}')
+assert ShowUnread(1, 0) in acts
+acts = client.socket_received(0.4, 1, '{"type": "reply", "id": "r3", "in_reply_to": "m1", "text": "New", "seq": 3}')
+assert ShowUnread(2, 1) in acts
+# a session where nothing was said does not reconnect; an expired one with nothing waiting is forgotten
+for saved in ('{"session": "s1", "read": 0, "seq": 0, "outbox": []}', ""):
+    client = Client({"socket_url": "/ws"}, Page("https:", "shop.example.com", "https://shop.example.com"), lambda: "m1")
+    assert client.start(0.0, True, saved)[-1] == ShowStatus("idle", None, {}, None)
+client = Client({"socket_url": "/ws"}, Page("https:", "shop.example.com", "https://shop.example.com"), lambda: "m1")
+client.start(0.0, True, '{"session": "old", "read": 3, "seq": 3, "outbox": []}')
+client.socket_opened(0.1, 1)
+acts = client.socket_received(0.2, 1, '{"type": "welcome", "session": "new", "resumed": false}')
+assert SaveSession(None) in acts and not client.conversation.in_progress
 
 # words: a small catalogue, then the shipped ones (read with MicroPython's json)
 import json

@@ -3,15 +3,11 @@
 // snippet's title, greeting, accent and font before the first paint, keeps Send from submitting natively,
 // and says so if the runtime never starts (Python cannot report that).
 (function () {
-  // PyScript opens the IndexedDB "IDBMap/@pyscript.fs" as it loads (for fs.mount, which the widget does not
-  // use). A frame on another site may be denied storage (third-party storage blocked); PyScript's error
-  // handler then throws twice into the console. Where storage is denied, that one open never answers.
-  try {
-    window.localStorage.length;
-  } catch (denied) {
-    var open = indexedDB.open.bind(indexedDB);
-    indexedDB.open = function (name) { return name === "IDBMap/@pyscript.fs" ? {} : open.apply(null, arguments); };
-  }
+  // PyScript opens the IndexedDB "IDBMap/@pyscript.fs" as it loads, for fs.mount, which the widget does
+  // not use: that open would store a database before the visitor opened the chat, and where a frame on
+  // another site is denied storage, PyScript's error handler throws twice into the console. It never answers.
+  var open = indexedDB.open.bind(indexedDB);
+  indexedDB.open = function (name) { return name === "IDBMap/@pyscript.fs" ? {} : open.apply(null, arguments); };
 })();
 
 (function () {
@@ -19,8 +15,10 @@
   if (!root) return;
   var settings = JSON.parse(document.getElementById("chat-widget-settings").textContent);
   var words = settings.words;
-  var params = new URLSearchParams(location.hash.slice(1));
   var framed = window.parent !== window;
+  // The fragment is embed.js's (looks, the conversation to resume): only the page that embeds us, which
+  // frame-ancestors limits to the allowed sites, may set it. A link to this page cannot.
+  var params = new URLSearchParams(framed ? location.hash.slice(1) : "");
   // Messages go only to the page that embeds us, and are taken only from it.
   var host = !framed ? null : (location.ancestorOrigins && location.ancestorOrigins.length)
     ? location.ancestorOrigins[0] : params.get("host");
@@ -66,35 +64,40 @@
     else if (event.data.type === "close") setOpen(false);
   });
 
-  // Storage for the Python shell. A frame on another site may be denied its own storage (third-party
-  // storage blocked: incognito, Safari, Brave), so the host page keeps a copy in its sessionStorage,
-  // written only once a conversation exists, and hands it back in the fragment when it makes the frame.
+  // Storage for the Python shell: this frame's sessionStorage. A frame on another site may be denied
+  // storage (third-party storage blocked: incognito, Safari, Brave); then, and only then, the host page
+  // keeps the snapshot first-party and hands it back in the fragment when it makes the frame.
   var KEY = "chat-widget:v1";
-  function tryStorage(kind, call) {
-    try { return call(window[kind]); } catch (error) { return null; }
+  function local(kind, call) {
+    try { return call(window[kind]); } catch (error) { return undefined; }
   }
   window.chatWidgetStorage = {
     load: function () {
-      return params.get("restore") || tryStorage("sessionStorage", function (store) { return store.getItem(KEY); });
+      return local("sessionStorage", function (store) { return store.getItem(KEY); }) || params.get("restore");
     },
-    save: function (text) {
-      tryStorage("sessionStorage", function (store) { store.setItem(KEY, text); });
-      tell({type: "save", snapshot: text});
+    save: function (text) {  // "" forgets: the conversation is over
+      var kept = local("sessionStorage", function (store) {
+        if (text) store.setItem(KEY, text); else store.removeItem(KEY);
+        return true;
+      });
+      if (!kept || !text) tell(text ? {type: "save", snapshot: text} : {type: "forget"});
     },
     debug: function () {
       return /[?&]chat-debug=1/.test(location.search) || params.get("debug") === "1" ||
-        tryStorage("localStorage", function (store) { return store.getItem("chat-widget-debug"); }) === "1";
+        local("localStorage", function (store) { return store.getItem("chat-widget-debug"); }) === "1";
     }
   };
 
   var last = "";
   function report() {
     var state = root.getAttribute("data-state"), unread = Number(root.getAttribute("data-unread")) || 0;
-    if (state + "/" + unread === last) return;
-    last = state + "/" + unread;
-    tell({type: "state", state: state, unread: unread});
+    var fresh = Number(root.getAttribute("data-unread-fresh")) || 0;  // replies new to this tab: announce them
+    if ([state, unread, fresh].join("/") === last) return;
+    last = [state, unread, fresh].join("/");
+    tell({type: "state", state: state, unread: unread, fresh: fresh});
   }
-  new MutationObserver(report).observe(root, {attributes: true, attributeFilter: ["data-state", "data-unread"]});
+  new MutationObserver(report).observe(root, {attributes: true,
+                                              attributeFilter: ["data-state", "data-unread", "data-unread-fresh"]});
   tell({type: "ready"});
   report();
 

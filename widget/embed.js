@@ -41,14 +41,14 @@
   var font = look("font", "--chat-widget-font", "font-family");
   var lazy = attr("load") === "click";
 
-  var state = "loading", isOpen = false, unread = 0, frame = null, frameReady = false, pending = null;
-  // The conversation in progress, kept first-party (the frame may be denied storage of its own): written
-  // only by the frame, and only once the visitor has opened the chat and a conversation exists.
+  var state = "loading", isOpen = false, unread = 0, fresh = 0, frame = null, frameReady = false, pending = null;
+  // The conversation in progress, kept first-party only when the frame is denied storage of its own
+  // (third-party storage blocked): written only by the frame, once a conversation exists ("" forgets it).
   var KEY = "chat-widget:" + server;
   function stored(value) {
     try {
       if (value === undefined) return sessionStorage.getItem(KEY);
-      sessionStorage.setItem(KEY, value);
+      if (value) sessionStorage.setItem(KEY, value); else sessionStorage.removeItem(KEY);
     } catch (error) { /* storage disabled: a reload starts a new conversation */ }
     return null;
   }
@@ -67,7 +67,7 @@
     // The host's `div::after { content: ... }` would draw on (and take clicks from) our launcher:
     // !important from inside a shadow tree beats the page's, even its !important.
     ":host::before, :host::after { content: none !important; display: none !important; }",
-    ".cw-host { --accent: " + (accent || "#2b4acb") + "; font: 15px/1.4 " + (font || "system-ui, sans-serif") + "; }",
+    ".cw-host { --accent: #2b4acb; font: 15px/1.4 var(--font, system-ui, sans-serif); }",
     ".launcher { all: initial; position: fixed; bottom: 20px; " + side + ": 20px; width: 60px; height: 60px; border-radius: 50%;",
     "  background: var(--accent); color: #fff; cursor: pointer; display: flex; align-items: center; justify-content: center;",
     "  box-shadow: 0 4px 14px rgba(0,0,0,.25); box-sizing: border-box; }",
@@ -90,6 +90,9 @@
   shadow.adoptedStyleSheets = [sheet];
   var box = document.createElement("div");
   box.className = "cw-host";
+  // As declarations, never pasted into the stylesheet's text: a value like `red /*` must not end it.
+  if (accent) box.style.setProperty("--accent", accent);
+  if (font) box.style.setProperty("--font", font);
   box.dir = words.dir;
   box.lang = lang;
   var launcher = document.createElement("button");
@@ -174,12 +177,19 @@
       frameReady = true;
       if (pending) { frame.contentWindow.postMessage(pending, server); pending = null; }
     } else if (data.type === "state") {
-      var count = Number(data.unread) || 0;
-      if (count > unread && !isOpen) announcer.textContent = words.new_message;
-      unread = isOpen ? 0 : count;
+      // Each reply new to this tab is announced once; those replayed after a reload are only counted.
+      var arrived = Number(data.fresh) || 0;
+      if (arrived > fresh && !isOpen) {
+        announcer.textContent = "";
+        announcer.textContent = words.new_message;
+      }
+      fresh = arrived;
+      unread = isOpen ? 0 : Number(data.unread) || 0;
       changed(String(data.state));
     } else if (data.type === "save" && typeof data.snapshot === "string") {
       stored(data.snapshot);
+    } else if (data.type === "forget") {
+      stored("");
     } else if (data.type === "close") {
       setOpen(false);
       launcher.focus();

@@ -305,7 +305,10 @@ class Probe:
                          f"(frame-ancestors {' '.join(ancestors)})", f"add it with --allow-origin {target.origin}; "
                          "a proxy must not replace the frame's Content-Security-Policy or add X-Frame-Options")
         if frame.headers.get("X-Frame-Options"):
-            return Check("embed", FAIL, f"the widget's frame carries X-Frame-Options: {frame.headers['X-Frame-Options']}",
+            # Browsers ignore it when frame-ancestors is there; without it, it forbids framing by other sites.
+            status = WARN if ancestors is not None else FAIL
+            return Check("embed", status, f"the widget's frame carries X-Frame-Options: {frame.headers['X-Frame-Options']}"
+                         + (" (ignored by browsers that read the frame's frame-ancestors)" if ancestors is not None else ""),
                          "remove X-Frame-Options for /embed/ at the proxy: it forbids framing by other sites")
         return Check("embed", PASS, f"/embed.js is JavaScript and {target.origin} may frame the widget")
 

@@ -90,10 +90,12 @@ ShowTyping = value_class("ShowTyping", ("typing",))
 # A line from the widget itself in the message list: ``key`` names its words (words.py's catalogue).
 ShowNotice = value_class("ShowNotice", ("key",))
 # Consultant replies that arrived while the panel was closed (0: none; the launcher shows the count).
-ShowUnread = value_class("ShowUnread", ("count",))
+# ``fresh`` counts those that arrived during this page view (not replayed after a reload): each new one
+# is announced once.
+ShowUnread = value_class("ShowUnread", ("count", "fresh"), {"fresh": 0})
 # Say this once to screen readers: a consultant reply completed while the visitor has the panel open.
 Announce = value_class("Announce", ("text",))
 # The typed text was taken: empty the message box.
 ClearInput = value_class("ClearInput", ())
-# Keep this (session id and outbox) in the tab's storage, to survive a reload.
+# Keep this (session id, read mark, outbox) in the tab's storage, to survive a reload; None forgets it.
 SaveSession = value_class("SaveSession", ("snapshot",))

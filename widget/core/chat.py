@@ -68,6 +68,7 @@ class Conversation:
         self.session = None
         self.last_seq = 0
         self.read_seq = 0  # the newest entry the visitor has seen with the panel open (kept over reloads)
+        self.known_seq = 0  # the newest entry this tab had before a reload (the replay brings them again)
         self.messages = []     # display order
         self._by_id = {}
 
@@ -128,10 +129,11 @@ class Conversation:
 
     def welcomed(self, session, resumed):
         """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""
-        lost = self.session is not None and not resumed and self.last_seq > 0
+        lost = self.session is not None and not resumed and (self.last_seq > 0 or self.known_seq > 0)
         if not resumed:
             self.last_seq = 0
             self.read_seq = 0
+            self.known_seq = 0
         self.session = session
         return lost
 
@@ -218,6 +220,13 @@ class Conversation:
         message = Message(reply_id, "consultant", text, None, seq, in_reply_to)
         return [Show(message, self._add_stored(message))]
 
+    @property
+    def in_progress(self):
+        """A conversation worth keeping: something was said in a session, or is waiting to be sent. (A
+        visitor who opened the chat and typed nothing leaves nothing behind.)"""
+        said = self.session is not None and (self.last_seq > 0 or self.known_seq > 0)
+        return said or len(self.pending()) > 0  # typed before the first welcome counts too
+
     def mark_read(self):
         """The visitor sees everything so far. Returns True when that moved the mark."""
         if self.last_seq <= self.read_seq:
@@ -236,7 +245,7 @@ class Conversation:
     # ---- storage --------------------------------------------------------------------------------
     def snapshot(self):
         """What must survive a page reload: the session and the unacknowledged messages."""
-        return {"session": self.session, "read": self.read_seq,
+        return {"session": self.session, "read": self.read_seq, "seq": max(self.last_seq, self.known_seq),
                 "outbox": [{"id": m.id, "text": m.text} for m in self.pending()]}
 
     def restore(self, snapshot):
@@ -246,8 +255,8 @@ class Conversation:
             return updates
         session = snapshot.get("session")
         self.session = session if isinstance(session, str) else None
-        read = snapshot.get("read")
-        self.read_seq = read if isinstance(read, int) and not isinstance(read, bool) else 0
+        self.read_seq = _count(snapshot.get("read"))
+        self.known_seq = _count(snapshot.get("seq"))
         for item in snapshot.get("outbox") or []:
             if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("text"), str):
                 if item["id"] not in self._by_id:
@@ -276,3 +285,8 @@ class Conversation:
     def _add(self, message):
         self.messages.append(message)
         self._by_id[message.id] = message
+
+
+def _count(value):
+    """A stored sequence number, or 0 when it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -99,6 +99,7 @@ class Client:
         self.opened = False          # the panel is open
         self._begun = False          # the lifecycle was started (the visitor opened the panel, or a conversation is in progress)
         self.unread = 0
+        self.unread_fresh = 0        # of those, how many arrived in this page view (announced once each)
         self._last_log = None
         self._repeats = 0
 
@@ -110,7 +111,7 @@ class Client:
         self.opened = opened
         if not online:
             acts += self._run(self.lifecycle.went_offline(now), now)  # remembered: start waits for the network
-        if opened or self.conversation.session is not None:
+        if opened or self.conversation.in_progress:
             return acts + self._begin(now)
         return acts + [ShowStatus(IDLE, None, self.contact, None)]
 
@@ -127,9 +128,9 @@ class Client:
         acts = []
         if self.unread:
             self.unread = 0
-            acts.append(ShowUnread(0))
+            acts.append(ShowUnread(0, self.unread_fresh))
         if self.conversation.mark_read():
-            acts.append(self._save())
+            acts += self._save()
         if not self._begun:
             acts += self._begin(now)
         return acts
@@ -145,9 +146,13 @@ class Client:
             return []  # replayed, and seen before
         if self.opened:
             self.conversation.mark_read()
-            return [Announce(str(frame.get("text", ""))), self._save()]
+            if seq <= self.conversation.known_seq:  # replayed after a reload: shown, not read out again
+                return self._save()
+            return [Announce(str(frame.get("text", "")))] + self._save()
         self.unread += 1
-        return [ShowUnread(self.unread)]
+        if seq > self.conversation.known_seq:  # not one this tab counted before a reload: say it
+            self.unread_fresh += 1
+        return [ShowUnread(self.unread, self.unread_fresh)] + self._save()  # its seq: not fresh after a reload
 
     # ---- the socket ------------------------------------------------------------------------------
     @property
@@ -211,7 +216,7 @@ class Client:
         acts.append(ShowMessages(updates))
         acts.append(ShowTyping(self.conversation.typing))
         if kind == "ack" or kind == "message":
-            acts.append(self._save())
+            acts += self._save()
         if kind == "reply" and updates:
             acts += self._read_or_count(frame)
         return acts
@@ -226,7 +231,7 @@ class Client:
         if self.conversation.welcomed(str(frame.get("session")), frame.get("resumed") is True):
             acts.append(ShowNotice("session_expired"))
         self._joined = socket_id
-        acts.append(self._save())
+        acts += self._save()
         acts += self._report()
         if self._transports.get(socket_id) == POLL and self.fallback == "auto":
             acts += self._start(UPGRADE_TIMER, self.upgrade_interval)
@@ -242,7 +247,7 @@ class Client:
             update = self.conversation.compose(text)
         except OutboxFull:
             return [ShowNotice("outbox_full")]
-        return [ClearInput(), ShowMessages([update]), self._save()] + self._flush(now)
+        return [ClearInput(), ShowMessages([update])] + self._save() + self._flush(now)
 
     def retry_pressed(self, now):
         return self._run(self.lifecycle.retry_pressed(now), now)
@@ -539,7 +544,9 @@ class Client:
         return [CancelTimer(name)]
 
     def _save(self):
-        return SaveSession(self.conversation.snapshot())
+        """Keep the conversation for a reload; one where nothing was said is not kept (and a kept one
+        that expired is forgotten), so a later page view does not reconnect for nothing."""
+        return [SaveSession(self.conversation.snapshot() if self.conversation.in_progress else None)]
 
     def _log(self, level, text):
         if level == "debug" and not self.page.debug:

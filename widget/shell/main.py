@@ -52,7 +52,7 @@ class Shell:
             A.RemoveMessages: lambda action: view.remove(action.messages),
             A.ShowTyping: lambda action: view.show_typing(action.typing),
             A.ShowNotice: lambda action: view.show_notice(action.key),
-            A.ShowUnread: lambda action: view.show_unread(action.count),
+            A.ShowUnread: lambda action: view.show_unread(action.count, action.fresh),
             A.Announce: lambda action: view.announce(action.text),
             A.ClearInput: lambda action: view.take_input(), A.SaveSession: self.save,
         }
@@ -157,8 +157,9 @@ class Shell:
 
     # ---- the view, storage, console ------------------------------------------------------------
     def save(self, action):
-        # widget/boot.js keeps it: in this frame's sessionStorage when allowed, and with the host page.
-        js.window.chatWidgetStorage.save(json.dumps(action.snapshot))
+        # widget/boot.js keeps it: in this frame's sessionStorage, or with the host page when the frame
+        # is denied storage. "" forgets it.
+        js.window.chatWidgetStorage.save("" if action.snapshot is None else json.dumps(action.snapshot))
 
     def load(self):
         saved = js.window.chatWidgetStorage.load()

@@ -142,9 +142,10 @@ class View:
         item.textContent = self.words.text(key)
         self.list.appendChild(item)
 
-    def show_unread(self, count):
-        # boot.js passes data-unread on to the host page's launcher (its badge and announcement).
+    def show_unread(self, count, fresh):
+        # boot.js passes these on to the host page's launcher: its badge, and an announcement per fresh one.
         self.root.setAttribute("data-unread", str(count))
+        self.root.setAttribute("data-unread-fresh", str(fresh))
 
     def announce(self, text):
         """Say a completed reply once: the message list itself is not a live region, so streamed
