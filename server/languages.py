@@ -2,8 +2,9 @@
 replaces languages with JSON files of its own (setting ``catalogues``: a folder of ``<lang>.json``).
 
 A site's catalogue is merged over the shipped one of its language, else over English, so a key it
-leaves out reads in that language (or English) rather than breaking the widget; a key English does not have, or a value of the wrong shape, is refused at start
-with a message naming the file and the key. ``launcher_words`` is the part the host page's launcher
+leaves out reads in that language (or English) rather than breaking the widget; a key English does
+not have, or a value of the wrong shape, is refused at start with a message naming the file and the
+key. ``launcher_words`` is the part the host page's launcher
 (``/embed.js``) needs before the frame exists.
 """
 
@@ -65,23 +66,24 @@ def _read(path):
     return data
 
 
-def _checked(english, words, path):
+def _checked(base, words, path):
     lang = path.stem.lower()
     if not LANG_TAG.match(lang):
         raise CatalogueError(f"catalogues: {path.name}: name the file by its language tag, such as fr.json or pt-br.json")
-    merged = _merge(english, words, path, "")
+    merged = _merge(base, words, path, "")
     merged["lang"] = lang
     if merged["dir"] not in DIRECTIONS:
         raise CatalogueError(f"catalogues: {path.name}: dir must be ltr or rtl, got {merged['dir']!r}")
     return merged
 
 
-def _merge(english, words, path, where):
+def _merge(base, words, path, where):
+    """``words`` over ``base`` (same keys, same shapes), checked."""
     merged = {}
-    for key, value in words.items():
-        if key not in english:
+    for key in words:
+        if key not in base:
             raise CatalogueError(f"catalogues: {path.name}: unknown key {(where + key)!r} (the keys are those of widget/lang/en.json)")
-    for key, default in english.items():
+    for key, default in base.items():
         value = words.get(key, default)
         name = where + key
         if isinstance(default, dict):

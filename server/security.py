@@ -90,8 +90,8 @@ def content_security_policy(policy, config=None, style_hashes=(), script_hashes=
       socket (CSP3 'self' covers ws:/wss: to the same host and port); plus --socket-url's host.
     - form-action 'none': the widget never submits a form natively (Python calls preventDefault);
       before Python runs, a click on Send would otherwise navigate to /?message=<the text>.
-    - frame-src 'self': the demo page frames the widget; frame-ancestors: only the allowed sites
-      (``--allow-origin``) and this server may frame the widget.
+    - frame-ancestors: only the allowed sites (``--allow-origin``) and this server may frame the
+      widget. (The demo page, which frames it, has the host page's policy: ``host_page_policy``.)
     """
     directives = {
         "default-src": ["'none'"],
@@ -102,7 +102,6 @@ def content_security_policy(policy, config=None, style_hashes=(), script_hashes=
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "form-action": ["'none'"],
-        "frame-src": ["'self'"],
         "frame-ancestors": ["'self'", *(rule.text for rule in policy.rules)],
     }
     for name, value in (overrides or {}).items():

@@ -13,7 +13,7 @@ import pytest
 from protocol import close
 from widget.core import actions as A
 from widget.core import lifecycle
-from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, IDLE, PROBE_TIMER, Client, Page
+from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, PROBE_TIMER, Client, Page
 from widget.core.words import Words
 
 LIMITS = {"messages": 20, "per": 10, "burst": 10, "max_message_bytes": 16384}
@@ -441,7 +441,7 @@ def test_every_failure_class_has_words_for_the_visitor(lang):
 
 def test_every_state_and_notice_the_client_shows_has_words():
     """Each state the client can show (idle included) and each notice key reads in the catalogue."""
-    for state in (IDLE, lifecycle.CONNECTING, lifecycle.CONNECTED, lifecycle.RECONNECTING, lifecycle.OFFLINE,
+    for state in (lifecycle.IDLE, lifecycle.CONNECTING, lifecycle.CONNECTED, lifecycle.RECONNECTING, lifecycle.OFFLINE,
                   lifecycle.FAILED):
         assert ENGLISH.status(state)
     for key in ("session_expired", "outbox_full"):

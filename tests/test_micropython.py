@@ -130,7 +130,7 @@ acts = client.socket_received(1.2, 1, '{"type": "welcome", "session": "s1", "res
 assert SaveSession(None) in acts  # joined, nothing said: nothing kept
 assert client.panel_closed(2.0) == []
 acts = client.socket_received(2.1, 1, '{"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Hi", "seq": 1}')
-assert ShowUnread(1, 1) in acts and ShowUnread(1) != ShowUnread(1, 1)
+assert ShowUnread(1, 1) in acts and ShowUnread(1, 0) != ShowUnread(1, 1)
 acts = client.panel_opened(3.0)
 assert ShowUnread(0, 1) in acts and SaveSession({"session": "s1", "read": 1, "seq": 1, "outbox": []}) in acts
 acts = client.socket_received(3.1, 1, '{"type": "reply", "id": "r2", "in_reply_to": "m1", "text": "Again", "seq": 2}')
@@ -160,19 +160,17 @@ import json
 from widget.core.words import Words, fill
 words = Words({"status": {"idle": "Ready"}, "alerts": {"origin": ["Not allowed", ["Ask the site"]]},
                "contact": {"email": "Email: "}, "reconnect_now": "Now ({attempt})",
-               "reconnect_in": "In {seconds} s ({attempt})", "unread_one": "1 new", "unread_other": "{count} new",
-               "typing": "Typing\u2026"})
+               "reconnect_in": "In {seconds} s ({attempt})", "typing": "Typing\u2026"})
 assert words.status("idle") == "Ready" and words.text("typing") == "Typing\u2026"
 assert words.alert("origin") == ("Not allowed", ["Ask the site"])
 assert words.contact("email") == "Email: "
 assert words.reconnect_text(2, None) == "Now (2)" and words.reconnect_text(3, 4) == "In 4 s (3)"
-assert words.unread(1) == "1 new" and words.unread(5) == "5 new"
 assert fill("{a} and {b}", a=1) == "1 and {b}"
 for lang in ("en", "de"):
     with open("/widget/lang/" + lang + ".json") as f:
         shipped = Words(json.load(f))
     assert shipped.status("connected") and shipped.alert("origin")[1] and shipped.contact("phone")
-    assert "5" in shipped.unread(5) and "3" in shipped.reconnect_text(3, 7)
+    assert "3" in shipped.reconnect_text(3, 7)
 assert Words(None).catalogue == {}
 
 # the HTTP fallback's channel

@@ -92,8 +92,9 @@
   function report() {
     var state = root.getAttribute("data-state"), unread = Number(root.getAttribute("data-unread")) || 0;
     var fresh = Number(root.getAttribute("data-unread-fresh")) || 0;  // replies new to this tab: announce them
-    if ([state, unread, fresh].join("/") === last) return;
-    last = [state, unread, fresh].join("/");
+    var now = [state, unread, fresh].join("/");
+    if (now === last) return;
+    last = now;
     tell({type: "state", state: state, unread: unread, fresh: fresh});
   }
   new MutationObserver(report).observe(root, {attributes: true,

@@ -258,20 +258,20 @@
       reason + ". To allow it, start the server with --allow-origin " + location.origin +
       " (or add it to CHAT_WIDGET_ALLOW_ORIGINS).");
   }
-  function whenLoaded(start) {
+  function createFrameAfterLoad() {
     if (lazy && !stored()) return;  // a conversation in progress reconnects at page load, lazy or not
-    if (document.readyState === "complete") start();
-    else window.addEventListener("load", start, {once: true});
+    if (document.readyState === "complete") createFrame();
+    else window.addEventListener("load", createFrame, {once: true});
   }
   if (location.origin === server) {
-    whenLoaded(createFrame);
+    createFrameAfterLoad();
   } else {
     fetch(server + "/ws-check?origin=" + encodeURIComponent(location.origin), {credentials: "omit", cache: "no-store"})
       .then(function (response) { return response.json(); })
       .then(function (answer) {
         if (answer.allowed === false) refuse(answer.reason || "origin not allowed");
-        else whenLoaded(createFrame);
-      }, function () { whenLoaded(createFrame); });  // unreachable now: the frame will say so when opened
+        else createFrameAfterLoad();
+      }, createFrameAfterLoad);  // no answer: make the frame anyway; it says what is wrong when opened  // unreachable now: the frame will say so when opened
   }
 
   api.open = function () { setOpen(true); };

@@ -36,6 +36,7 @@ class Assets:
         self.python = WidgetPython(config, self.files)
         self.store = CompressedStore(config.asset_cache)
         self.http = Responder(self.files, self.store)
+        self.templates = {}  # template text -> compiled Jinja template (page.compiled)
 
     def preloads(self):
         """[(rel, url)] for everything PyScript will request for this app's page."""

@@ -92,7 +92,7 @@ ShowNotice = value_class("ShowNotice", ("key",))
 # Consultant replies that arrived while the panel was closed (0: none; the launcher shows the count).
 # ``fresh`` counts those that arrived during this page view (not replayed after a reload): each new one
 # is announced once.
-ShowUnread = value_class("ShowUnread", ("count", "fresh"), {"fresh": 0})
+ShowUnread = value_class("ShowUnread", ("count", "fresh"))
 # Say this once to screen readers: a consultant reply completed while the visitor has the panel open.
 Announce = value_class("Announce", ("text",))
 # The typed text was taken: empty the message box.

@@ -48,7 +48,6 @@ TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER, UPGRADE_TIMER, TRIAL_TIMER)
 WEBSOCKET = "websocket"
 POLL = "poll"
 FALLBACK_MODES = ("auto", "off", "always")
-IDLE = "idle"            # shown until the visitor first opens the panel: no socket yet
 UPGRADE_INTERVAL = 120.0  # seconds between trials of WebSocket while on the fallback
 TRIAL_TIMEOUT = 8.0
 
@@ -113,7 +112,7 @@ class Client:
             acts += self._run(self.lifecycle.went_offline(now), now)  # remembered: start waits for the network
         if opened or self.conversation.in_progress:
             return acts + self._begin(now)
-        return acts + [ShowStatus(IDLE, None, self.contact, None)]
+        return acts + [ShowStatus(lifecycle.IDLE, None, self.contact, None)]
 
     def _begin(self, now):
         self._begun = True

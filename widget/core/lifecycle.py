@@ -62,7 +62,7 @@ from widget.core.backoff import next_delay, paced_delay
 from widget.core.settings import Settings
 
 
-IDLE = "idle"  # before start() / after stop(); not a rendered state
+IDLE = "idle"  # before start() / after stop(); rendered by the client until the visitor opens the chat
 CONNECTING = "connecting"
 CONNECTED = "connected"
 RECONNECTING = "reconnecting"

@@ -1,7 +1,7 @@
 """Everything the widget says to the visitor comes from one catalogue: ``widget/lang/<lang>.json``.
 
-The server puts the visitor's catalogue (English, German, or a site's own, merged over English so no
-key is ever missing) into the page's settings; ``Words`` reads it. Keys of ``status`` come from the
+The server puts the visitor's catalogue (English, German, or a site's own, merged over the shipped one
+of its language or English, so no key is ever missing) into the page's settings; ``Words`` reads it. Keys of ``status`` come from the
 lifecycle's states, keys of ``alerts`` from ``protocol/close.py``'s failure classes.
 """
 
@@ -29,9 +29,6 @@ class Words:
         if seconds_left is None:
             return fill(self.catalogue["reconnect_now"], attempt=attempt)
         return fill(self.catalogue["reconnect_in"], attempt=attempt, seconds=seconds_left)
-
-    def unread(self, count):
-        return fill(self.catalogue["unread_one" if count == 1 else "unread_other"], count=count)
 
 
 def fill(template, **values):

@@ -24,6 +24,7 @@ from widget.core.client import POLL, Client, Page
 from widget.core.words import Words
 from widget.shell.view import View
 
+
 def is_missing(value):
     # JS null is None in MicroPython but a falsy jsnull in Pyodide; undefined is the reverse.
     return value is None or str(value) in ("undefined", "null", "None")
