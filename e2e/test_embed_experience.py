@@ -338,7 +338,8 @@ GERMAN = {"launcher": "Chatten Sie mit uns", "panel": "Chat mit unserer Beratung
 
 @pytest.mark.parametrize("source", ["data-lang", "html-lang", "browser"])
 def test_german_from_the_tag_the_page_or_the_browser(source, embed, new_context):
-    """data-lang="de", else the host page's <html lang="de">, else the browser's German: all German."""
+    """data-lang="de", else the host page's <html lang="de">, else the browser's German: all German, and
+    the consultant answers a German question from the German knowledge file (hello carries the language)."""
     if source == "data-lang":
         _, url = embed(lang="de")
     elif source == "html-lang":
@@ -359,6 +360,9 @@ def test_german_from_the_tag_the_page_or_the_browser(source, embed, new_context)
     expect(frame.get_by_role("textbox", name=GERMAN["message"])).to_be_focused()
     expect(frame.get_by_role("button", name=GERMAN["send"])).to_be_visible()
     expect(frame.get_by_role("button", name=GERMAN["close"])).to_be_visible()
+    frame.get_by_role("textbox", name=GERMAN["message"]).fill("Wann habt ihr geöffnet?")
+    frame.get_by_role("button", name=GERMAN["send"]).click()
+    expect(frame.locator('[data-author="consultant"]').last).to_contain_text("9:00 bis 18:00 Uhr geöffnet")
 
 
 def left_and_right_gaps(outer, inner):

@@ -7,12 +7,14 @@ this module, so it is not shipped to the browser.
 """
 
 import json
+import re
 
 from .frames import MAX_REPORT_BYTES, MAX_REPORT_FAILURES
 
 MAX_ID_LENGTH = 64
 MAX_SESSION_LENGTH = 64
 MAX_SEQ = 2 ** 53
+LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,4}$")  # BCP 47, the forms browsers send
 
 # A ``report`` (frames.report): what failed before a connection got through, for the server's log.
 MAX_REPORT_ATTEMPTS = 10_000
@@ -30,7 +32,7 @@ _NUMBER = (int, float)
 
 # Widget -> server. type -> {field: (allowed python types, required)}
 CLIENT_FRAMES = {
-    "hello": {"session": ((str, type(None)), False), "last_seq": ((int,), False)},
+    "hello": {"session": ((str, type(None)), False), "last_seq": ((int,), False), "lang": (_STR, False)},
     "ping": {"t": (_NUMBER, False)},
     "message": {"id": (_STR, True), "text": (_STR, True)},
     "report": {"attempts": ((int,), True), "failures": ((list,), True), "transport": (_STR, True),
@@ -53,7 +55,7 @@ SERVER_FRAMES = {
 ERROR_CODES = (
     "binary_not_supported", "invalid_json", "invalid_frame", "unknown_type", "unknown_field",
     "missing_field", "wrong_type", "invalid_id", "empty_text", "text_too_long", "invalid_session",
-    "invalid_seq", "hello_required", "already_joined", "rate_limited", "invalid_report", "report_too_large",
+    "invalid_seq", "invalid_lang", "hello_required", "already_joined", "rate_limited", "invalid_report", "report_too_large",
     "report_limit",
 )
 
@@ -95,6 +97,9 @@ def check_client_frame(frame, max_text_chars):
             raise FrameError("invalid_session", "session id must be 1 to %d characters" % MAX_SESSION_LENGTH)
         if not 0 <= frame.get("last_seq", 0) <= MAX_SEQ:
             raise FrameError("invalid_seq", "last_seq must be between 0 and %d" % MAX_SEQ)
+        # "$" also matches before a final "\n", so a trailing newline is refused on its own.
+        if "lang" in frame and (frame["lang"].endswith("\n") or not LANG_TAG.match(frame["lang"])):
+            raise FrameError("invalid_lang", "lang must be a language tag such as en or de-AT")
     elif frame_type == "message":
         if not 1 <= len(frame["id"]) <= MAX_ID_LENGTH:
             raise FrameError("invalid_id", "message id must be 1 to %d characters" % MAX_ID_LENGTH)

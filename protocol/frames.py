@@ -10,10 +10,13 @@ VERSION = 1
 
 # ---- widget -> server ------------------------------------------------------------------------------
 
-def hello(session, last_seq):
+def hello(session, last_seq, lang=None):
+    """``lang``: the language tag of the widget's words, so the consultant answers in that language."""
     frame = {"type": "hello", "last_seq": last_seq}
     if session:
         frame["session"] = session
+    if lang:
+        frame["lang"] = lang
     return frame
 
 

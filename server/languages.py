@@ -47,13 +47,14 @@ def launcher_words(catalogues):
     return {lang: {key: words[key] for key in LAUNCHER_KEYS} for lang, words in catalogues.items()}
 
 
-def choose(catalogues, wanted):
-    """The catalogue for a language tag (``de-AT`` falls back to ``de``), else English."""
+def choose(options, wanted, default="en"):
+    """The entry of ``options`` (by language tag) for ``wanted`` (``de-AT`` falls back to ``de``), else
+    the ``default`` language's."""
     tag = str(wanted or "").strip().lower()
     for candidate in (tag, tag.split("-")[0]):
-        if candidate in catalogues:
-            return catalogues[candidate]
-    return catalogues["en"]
+        if candidate in options:
+            return options[candidate]
+    return options[default]
 
 
 def _read(path):

@@ -197,6 +197,16 @@ FRAMES = [
     pytest.param('{"type":"hello","last_seq":-1}', {}, Error("invalid_seq"), id="hello-negative-seq"),
     pytest.param('{"type":"hello","last_seq":1e3}', {}, Error("wrong_type"), id="hello-float-seq"),
     pytest.param('{"type":"hello"}', {}, Error("already_joined"), id="hello-twice"),
+    # lang is checked before the second hello is refused: a valid tag gets already_joined, a bad one its code.
+    pytest.param('{"type":"hello","lang":"de-AT"}', {}, Error("already_joined"), id="hello-lang-valid"),
+    pytest.param('{"type":"hello","lang":"123"}', {}, Error("invalid_lang"), id="hello-lang-digits"),
+    pytest.param('{"type":"hello","lang":""}', {}, Error("invalid_lang"), id="hello-lang-empty"),
+    pytest.param('{"type":"hello","lang":"' + "a" * 100 + '"}', {}, Error("invalid_lang"), id="hello-lang-100-chars"),
+    pytest.param('{"type":"hello","lang":"de_AT"}', {}, Error("invalid_lang"), id="hello-lang-underscore"),
+    pytest.param('{"type":"hello","lang":"de-AT\\n"}', {}, Error("invalid_lang"), id="hello-lang-newline"),
+    pytest.param('{"type":"hello","lang":7}', {}, Error("wrong_type"), id="hello-lang-number"),
+    pytest.param('{"type":"hello","lang":["de"]}', {}, Error("wrong_type"), id="hello-lang-list"),
+    pytest.param('{"type":"hello","lang":null}', {}, Error("wrong_type"), id="hello-lang-null"),
 ]
 
 
@@ -220,6 +230,29 @@ async def test_frame(server, payload, options, expected):
         while (answer := await receive(ws))["type"] != "pong":
             assert answer["type"] in ("reply_start", "reply_chunk", "reply"), answer
         assert answer["t"] == 42
+
+
+@pytest.mark.parametrize("lang", ["de", "de-AT", "DE-at", "en-GB", "zh-Hant-TW", "gsw"])
+async def test_first_hello_with_a_language_tag_is_welcomed(server, lang):
+    """A first hello carrying a language tag joins like any other, on the socket and over HTTP."""
+    async with opened(server) as ws:
+        await ws.send(json.dumps({"type": "hello", "lang": lang}))
+        welcome = await receive(ws)
+        assert welcome["type"] == "welcome" and welcome["resumed"] is False, welcome
+    async with poll_client.client(server) as http, poll_client.opened(http, ALLOWED) as channel:
+        assert (await channel.join(lang=lang))["resumed"] is False
+
+
+@pytest.mark.parametrize("lang, code", [("123", "invalid_lang"), ("", "invalid_lang"), ("a" * 100, "invalid_lang"),
+                                        (7, "wrong_type")])
+async def test_first_hello_with_a_bad_lang_is_refused_and_may_be_sent_again(server, lang, code):
+    """A first hello with a bad lang gets its error and no welcome; a corrected hello then joins."""
+    async with opened(server) as ws:
+        await ws.send(json.dumps({"type": "hello", "lang": lang}))
+        error = await receive(ws)
+        assert error["type"] == "error" and error["code"] == code, error
+        await ws.send(json.dumps({"type": "hello", "lang": "de"}))
+        assert (await receive(ws))["type"] == "welcome"
 
 
 async def test_message_before_hello_is_refused(server):

@@ -154,6 +154,41 @@ def test_opens_the_socket_with_the_protocol_version_and_says_hello_on_open():
     assert browser.status.state == "connected"
 
 
+GERMAN = json.loads((LANG / "de.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("lang", ["de", "de-AT"])
+def test_hello_carries_the_language_of_the_widgets_words(lang):
+    """hello says the language of settings["words"] (so the consultant answers in it): on the first socket,
+    on the socket after a reconnect, and on the HTTP fallback."""
+    words = {**GERMAN, "lang": lang}
+    browser = Browser({"socket_url": "/ws", "words": words})
+    browser.open()
+    assert browser.sent == [(1, {"type": "hello", "last_seq": 0, "lang": lang})]
+    browser.welcome()
+    browser.close(1006)
+    browser.advance(browser.timers["retry"] - browser.now)
+    browser.open()
+    assert browser.sent[-1] == (browser.socket, {"type": "hello", "session": "s1", "last_seq": 0, "lang": lang})
+    fallback = through_silent_proxy({"socket_url": "/ws", "words": words})
+    fallback.open()
+    assert fallback.sockets == {2: "http://shop.test/poll"}
+    assert fallback.sent[-1] == (2, {"type": "hello", "last_seq": 0, "lang": lang})
+
+
+@pytest.mark.parametrize("settings", [
+    {"socket_url": "/ws"},
+    {"socket_url": "/ws", "words": None},
+    {"socket_url": "/ws", "words": {}},
+    {"socket_url": "/ws", "words": {**GERMAN, "lang": ""}},
+])
+def test_hello_has_no_lang_without_words_that_name_one(settings):
+    """Without words (or words without a lang) hello has no lang field at all: the server's main file answers."""
+    browser = Browser(settings)
+    browser.open()
+    assert browser.sent == [(1, {"type": "hello", "last_seq": 0})]
+
+
 def test_https_page_uses_wss_and_an_absolute_socket_url_is_kept():
     browser = Browser(page=Page("https:", "shop.test", "https://shop.test"))
     assert browser.sockets[1] == "wss://shop.test/ws?v=1"

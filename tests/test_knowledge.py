@@ -1,4 +1,5 @@
-"""The knowledge consultant: retrieval on the shipped knowledge.md, greetings, unknowns, reloading, errors."""
+"""The knowledge consultant: retrieval on the shipped knowledge.md and knowledge.de.md, greetings, unknowns,
+languages, reloading, errors."""
 
 import os
 from pathlib import Path
@@ -7,11 +8,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from server.config import Config, ConfigError
-from server.consultants import HelpDeskConsultant, KnowledgeBase, KnowledgeConsultant, build
-from server.consultants.knowledge import markdown_to_text, parse_knowledge, stem, tokenize
+from server.consultants import HelpDeskConsultant, Knowledge, KnowledgeBase, KnowledgeConsultant, build
+from server.consultants.knowledge import KnowledgeText, markdown_to_text, parse_knowledge
+from server.consultants.retrieval import Analyzer
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = ROOT / "knowledge.md"
+KNOWLEDGE_DE = ROOT / "knowledge.de.md"
 CONTACT = {"email": "hello@lantern-loom.example", "phone": "+1 555 0100", "url": ""}
 
 
@@ -20,12 +23,12 @@ def consultant():
     return KnowledgeConsultant(KNOWLEDGE, contact=CONTACT)
 
 
-async def chunks_for(consultant, question, history=()):
-    return [chunk async for chunk in consultant.reply([*history, {"author": "visitor", "text": question}])]
+async def chunks_for(consultant, question, history=(), lang=None):
+    return [chunk async for chunk in consultant.reply([*history, {"author": "visitor", "text": question}], lang)]
 
 
-async def ask(consultant, question):
-    return "".join(await chunks_for(consultant, question))
+async def ask(consultant, question, lang=None):
+    return "".join(await chunks_for(consultant, question, lang=lang))
 
 
 def assert_unknown(reply):
@@ -142,6 +145,30 @@ async def test_only_the_latest_question_is_answered(consultant):
     assert "9:00" not in reply
 
 
+async def test_two_questions_in_one_message_get_both_answers(consultant):
+    """A message asking two things gets both sections' answers, in the order asked, with a blank line between."""
+    reply = await ask(consultant, "what are your opening hours? and do you ship to the UK?")
+    hours, shipping = reply.index("Monday to Saturday, 9:00 to 18:00"), reply.index("United Kingdom")
+    assert hours < reply.index("\n\n") < shipping
+    assert "I don't know" not in reply
+
+
+# Questions the old tokenizer answered wrongly or not at all, and phrases of which the right answer has one.
+FORMERLY_FAILING = [
+    ("I want to send back the lamp I bought last week", ["full refund"]),
+    ("can I get a rug in 3x4 meters", ["five standard sizes", "custom rug"]),
+    ("I changed my mind, please cancel order 1234", ["cancel or change an order free of charge"]),
+]
+
+
+@pytest.mark.parametrize("question, expected", FORMERLY_FAILING)
+async def test_formerly_failing_questions_get_the_right_section(consultant, question, expected):
+    """Returns worded as 'send back', sizes in meters, and a cancellation that mentions changing one's mind."""
+    reply = await ask(consultant, question)
+    assert any(phrase in reply for phrase in expected), reply
+    assert "I don't know" not in reply
+
+
 async def test_unknown_reply_lists_only_the_contacts_given():
     """Missing contact entries are left out; with none, the reply still points to the team."""
     email_only = KnowledgeConsultant(KNOWLEDGE, contact={"email": "team@example.com", "phone": ""})
@@ -231,16 +258,23 @@ def test_undecodable_file_raises_value_error(tmp_path):
 
 
 def test_parser_reads_name_sections_keywords_and_skips_comments():
-    """The parser takes the '# ' name, one section per '## ', the keywords, and drops HTML comments."""
-    name, sections = parse_knowledge(
-        "<!-- format notes\n## not a section -->\n# Shop\nintro ignored\n"
+    """The parser takes the '# ' name, the Language and Synonyms lines before the first section, one
+    section per '## ', the keywords, and drops HTML comments."""
+    parsed = parse_knowledge(
+        "<!-- format notes\nLanguage: fr\n## not a section -->\n# Shop\nLanguage: DE\nintro ignored\n"
+        "Synonyms: Größe, Groesse, Format\nsynonyms: alone\nSYNONYMS: zurückgeben, zurückschicken\n"
         "## First?\nKeywords: alpha, beta gamma\nAnswer one.\n\n## Empty\n\n## Second\r\nAnswer two.\r\n"
     )
-    assert name == "Shop"
-    assert [(s.title, s.keywords, s.body) for s in sections] == [
+    assert isinstance(parsed, KnowledgeText)
+    assert parsed.name == "Shop"
+    assert parsed.language == "de"
+    assert parsed.synonyms == [["Größe", "Groesse", "Format"], ["zurückgeben", "zurückschicken"]]
+    assert [(s.title, s.keywords, s.body) for s in parsed.sections] == [
         ("First?", ["alpha", "beta gamma"], "Answer one."),
         ("Second", [], "Answer two."),
     ]
+    undeclared = parse_knowledge("## Only\nAnswer.\n")
+    assert (undeclared.name, undeclared.language, undeclared.synonyms) == ("", None, [])
 
 
 def test_markdown_is_rendered_as_plain_text():
@@ -251,16 +285,53 @@ def test_markdown_is_rendered_as_plain_text():
     assert text == "We have three kinds:\n• small\n• large rugs\n\nSee our page (https://example.com) or call."
 
 
-def test_tokenizer_and_stemmer():
-    """Tokens are lowercase stems without stopwords, so word variants meet."""
-    assert tokenize("What are your Opening HOURS?") == ["open", "hour"]
-    assert tokenize("What's the shop's address?") == ["shop", "address"]
+def test_analyzer_stems_and_drops_stop_words():
+    """Tokens are lowercase stems without stop words (the language's and a chat's), so word variants meet;
+    German stems fold umlauts and ß, so "Größe" and "Groesse" are one token."""
+    english = Analyzer("en")
+    assert english.tokens("What are your Opening HOURS?") == ["open", "hour"]
+    assert english.tokens("What's the shop's address?") == ["shop", "address"]
+    assert english.tokens("hi, could you please tell me the price") == ["price"]
+    assert english.tokens("changed") == english.tokens("change") == english.tokens("changing")
     for variants in (("lamp", "lamps"), ("box", "boxes"), ("delivery", "deliveries"),
                      ("ship", "shipping", "shipped", "ships"), ("close", "closes", "closed", "closing"),
                      ("cancel", "cancelled", "cancelling"), ("size", "sizes")):
-        assert len({stem(word) for word in variants}) == 1, variants
-    for unchanged in ("glass", "bus", "sell", "care", "rug"):
-        assert stem(unchanged) == unchanged
+        assert len({english.stem(word) for word in variants}) == 1, variants
+    german = Analyzer("de-AT")
+    assert german.language == "de"
+    assert german.tokens("Größe") == german.tokens("Groesse") == german.tokens("Größen")
+    assert german.tokens("Welche Größen haben die Teppiche?") == german.tokens("welche groessen haben die teppiche")
+    assert german.tokens("Hallo, ich möchte bitte eine Lampe kaufen") == [german.stem("lampe"), german.stem("kaufen")]
+    assert "und" in german.stopwords and "the" not in german.stopwords
+
+
+SYNONYM_KNOWLEDGE = """# Test Shop
+Synonyms: metre, meter, m
+Synonyms: return, send back, bring back
+
+## Can I return something?
+You can return anything within 14 days.
+
+## How big are the rugs?
+Keywords: size
+Our rugs are 2 metre long.
+"""
+
+
+async def test_synonyms_line_maps_a_visitors_word_onto_the_files_word(tmp_path):
+    """A 'Synonyms:' line makes the visitor's words (one word or a phrase) the same token as the file's word,
+    so a question using them finds the section written with the file's word."""
+    path = tmp_path / "knowledge.md"
+    path.write_text(SYNONYM_KNOWLEDGE, encoding="utf-8")
+    parsed = parse_knowledge(SYNONYM_KNOWLEDGE)
+    analyzer = Analyzer(parsed.language or "en", parsed.synonyms)
+    assert analyzer.tokens("meters") == analyzer.tokens("metres") == analyzer.tokens("metre")
+    assert analyzer.tokens("can I send it back?") == analyzer.tokens("return")
+    assert analyzer.tokens("can I bring back the rug") == analyzer.tokens("return rug")
+    assert Analyzer("en").tokens("send back") != Analyzer("en").tokens("return")  # only with the file's line
+    consultant = KnowledgeConsultant(path)
+    assert await ask(consultant, "can I send it back?") == "You can return anything within 14 days."
+    assert await ask(consultant, "how many meters is a rug?") == "Our rugs are 2 metre long."
 
 
 def test_shipped_knowledge_file_documents_its_format():
@@ -270,17 +341,29 @@ def test_shipped_knowledge_file_documents_its_format():
     header = text[: text.index("-->")]
     for phrase in ("## ", "Keywords:", "heading"):
         assert phrase in header
-    name, sections = parse_knowledge(text)
-    assert name == "Lantern & Loom"
-    assert 15 <= len(sections) <= 20
+    parsed = parse_knowledge(text)
+    assert parsed.name == "Lantern & Loom"
+    assert parsed.language in (None, "en")
+    assert 15 <= len(parsed.sections) <= 20
+
+
+def test_shipped_german_file_is_the_main_files_translation():
+    """knowledge.de.md is German (by its name, and its Language line if any) and has the main file's topics."""
+    german = parse_knowledge(KNOWLEDGE_DE.read_text(encoding="utf-8"))
+    assert german.language in (None, "de")
+    assert german.name == "Lantern & Loom"
+    assert len(german.sections) == len(parse_knowledge(KNOWLEDGE.read_text(encoding="utf-8")).sections)
+    knowledge = Knowledge(KNOWLEDGE)
+    assert sorted(knowledge.files) == ["de", "en"]
+    assert knowledge.for_language("de").path == KNOWLEDGE_DE
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(max_size=200))
-def test_any_text_gets_a_non_empty_answer(text):
-    """Whatever a visitor types, the consultant answers with some text and never crashes."""
+@given(st.text(max_size=200), st.sampled_from([None, "en", "de", "de-AT", "fr"]))
+def test_any_text_gets_a_non_empty_answer(text, lang):
+    """Whatever a visitor types, in whatever language, the consultant answers with some text and never crashes."""
     consultant = _shared_consultant()
-    reply = consultant.answer(text)
+    reply = consultant.answer(text, lang)
     assert isinstance(reply, str) and reply.strip()
 
 
@@ -293,6 +376,90 @@ def _shared_consultant():
     return _SHARED[0]
 
 
+# -- languages -----------------------------------------------------------------------------------
+
+GERMAN_HOURS = "Unser Laden ist von Montag bis Samstag von 9:00 bis 18:00 Uhr geöffnet"
+
+
+@pytest.mark.parametrize("lang", ["de", "de-AT", "DE-at"])
+async def test_german_visitors_get_german_answers_and_small_talk(consultant, lang):
+    """For a German widget (de, and de-AT falling back to de) answers come from knowledge.de.md, and the
+    greeting, thanks and 'I don't know' (with the contacts) are German too."""
+    assert GERMAN_HOURS in await ask(consultant, "Wann habt ihr geöffnet?", lang)
+    assert "Wir liefern in alle EU-Länder" in await ask(consultant, "Liefert ihr auch nach Österreich?", lang)
+    assert await ask(consultant, "Hallo", lang) == "Hallo und herzlich willkommen bei Lantern & Loom! Wie kann ich Ihnen helfen?"
+    reply = await ask(consultant, "Guten Tag, wann habt ihr geöffnet?", lang)
+    assert reply.startswith("Hallo! ") and GERMAN_HOURS in reply
+    assert await ask(consultant, "Danke!", lang) == "Gern geschehen! Kann ich sonst noch etwas für Sie tun?"
+    assert await ask(consultant, "Vielen Dank, tschüss", lang) == "Gern geschehen! Auf Wiedersehen und einen schönen Tag!"
+    assert await ask(consultant, "Wer hat die Fußball-WM gewonnen?", lang) == (
+        "Das weiß ich leider nicht. Unser Team hilft Ihnen gern weiter: "
+        "schreiben Sie an hello@lantern-loom.example oder rufen Sie +1 555 0100 an.")
+
+
+@pytest.mark.parametrize("lang", [None, "en", "en-GB", "fr", "fr-BE"])
+async def test_other_languages_get_the_english_main_file(consultant, lang):
+    """A widget in a language without its own file (or without lang) gets the main file's English answers."""
+    assert "Monday to Saturday, 9:00 to 18:00" in await ask(consultant, "when are you open?", lang)
+    assert await ask(consultant, "hi", lang) == "Hello, and welcome to Lantern & Loom! How can I help you today?"
+    assert await ask(consultant, "thanks!", lang) == "You're welcome! Is there anything else I can help you with?"
+    reply = await ask(consultant, "Wann habt ihr geöffnet?", lang)
+    assert "geöffnet" not in reply and "Das weiß ich" not in reply
+
+
+def test_for_language_picks_the_file_of_the_language():
+    """Knowledge.for_language: de and de-AT give knowledge.de.md; anything else, or nothing, the main file."""
+    knowledge = Knowledge(KNOWLEDGE)
+    assert knowledge.for_language("de").path == knowledge.for_language("de-AT").path == KNOWLEDGE_DE
+    assert knowledge.for_language("de").language == "de"
+    for lang in (None, "", "en", "fr", "nl-BE"):
+        assert knowledge.for_language(lang) is knowledge.main
+    assert knowledge.main.language == "en"
+
+
+GERMAN_V1 = """# Test-Laden
+
+## Wann haben Sie geöffnet?
+Keywords: Öffnungszeiten
+Wir haben werktags von 8 bis 17 Uhr geöffnet.
+"""
+
+
+@pytest.mark.parametrize("files, culprit", [
+    ({"knowledge.de.md": "Language: fr\n" + GERMAN_V1}, "knowledge.de.md"),
+    ({"knowledge.de.md": GERMAN_V1.replace("# Test-Laden", "# Test-Laden\nLanguage: 123")}, "knowledge.de.md"),
+    ({"knowledge.md": "Language: de\n" + KNOWLEDGE_V1, "knowledge.de.md": GERMAN_V1}, "knowledge.de.md"),
+    ({"knowledge.md": "Language: english!\n" + KNOWLEDGE_V1}, "knowledge.md"),
+])
+async def test_a_bad_set_of_files_is_refused_naming_the_file(tmp_path, files, culprit):
+    """A sibling whose Language line disagrees with its name, a bad Language tag, or two files of one
+    language: ValueError naming the file; build() (knowledge or openai) turns it into a ConfigError."""
+    (tmp_path / "knowledge.md").write_text(KNOWLEDGE_V1, encoding="utf-8")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as caught:
+        Knowledge(tmp_path / "knowledge.md")
+    assert str(tmp_path / culprit) in str(caught.value)
+    with pytest.raises(ConfigError, match="knowledge_path") as caught:
+        build(Config(root=tmp_path))
+    assert str(tmp_path / culprit) in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        build(Config(consultant="openai", openai_base_url="http://127.0.0.1:9/v1", openai_model="m",
+                     knowledge_path=str(tmp_path / "knowledge.md")))
+    assert str(tmp_path / culprit) in str(caught.value)
+
+
+async def test_sibling_files_are_found_beside_any_main_file(tmp_path):
+    """A main file named shop.md has shop.de.md as its German file; a matching Language line is accepted."""
+    (tmp_path / "shop.md").write_text(KNOWLEDGE_V1, encoding="utf-8")
+    (tmp_path / "shop.de.md").write_text("Language: de\n" + GERMAN_V1, encoding="utf-8")
+    (tmp_path / "knowledge.de.md").write_text("not a sibling of shop.md\n", encoding="utf-8")
+    consultant = KnowledgeConsultant(tmp_path / "shop.md")
+    assert await ask(consultant, "Was sind Ihre Öffnungszeiten?", "de-CH") == "Wir haben werktags von 8 bis 17 Uhr geöffnet."
+    assert await ask(consultant, "what are your opening times?", "de-CH") != "We are open on weekdays from 8 to 5."
+    assert await ask(consultant, "what are your opening times?") == "We are open on weekdays from 8 to 5."
+
+
 # -- registry ------------------------------------------------------------------------------------
 
 
@@ -301,7 +468,7 @@ async def test_build_makes_the_knowledge_consultant_by_default():
     consultant = build(Config(contact_email=CONTACT["email"], contact_phone=CONTACT["phone"]))
     assert isinstance(consultant, KnowledgeConsultant)
     assert consultant.name == "knowledge"
-    assert consultant.knowledge.path == KNOWLEDGE
+    assert consultant.knowledge.main.path == KNOWLEDGE
     assert "within 2 to 4 working days" in await ask(consultant, "how fast is delivery?")
     assert_unknown(await ask(consultant, "can you fix my car?"))
 

@@ -10,7 +10,7 @@ from server.consultants import (
     AuthenticationFailed,
     ConsultantError,
     ConsultantTimeout,
-    KnowledgeBase,
+    Knowledge,
     OpenAIConsultant,
     RateLimited,
     ReplyCutOff,
@@ -30,8 +30,8 @@ HISTORY = [
 SECRET = "sk-test-secret-0123456789"
 
 
-async def collect(consultant, history=HISTORY):
-    return [piece async for piece in consultant.reply(history)]
+async def collect(consultant, history=HISTORY, lang=None):
+    return [piece async for piece in consultant.reply(history, lang)]
 
 
 async def collect_until_error(consultant, history=HISTORY):
@@ -112,8 +112,8 @@ async def test_authorization_header_sent_only_with_a_key():
 
 
 async def test_knowledge_grounds_the_system_message():
-    """With a knowledge base, the sections matching the latest question and the contacts go into the system message."""
-    knowledge = KnowledgeBase(ROOT / "knowledge.md")
+    """With knowledge files, the sections matching the latest question and the contacts go into the system message."""
+    knowledge = Knowledge(ROOT / "knowledge.md")
     async with OpenAIStub() as stub:
         async with consultant_for(stub, knowledge=knowledge, contact={"email": "hello@lantern-loom.example"}) as consultant:
             await collect(consultant)
@@ -122,6 +122,24 @@ async def test_knowledge_grounds_the_system_message():
     assert "We ship to all EU countries" in system
     assert system.count("\n## ") <= 3
     assert "hello@lantern-loom.example" in system
+
+
+async def test_knowledge_in_the_visitors_language_grounds_the_system_message():
+    """With lang "de" (or "de-AT") the sections come from knowledge.de.md; without lang, or with a language
+    that has no file, from the main file; request_body(history) alone still works."""
+    knowledge = Knowledge(ROOT / "knowledge.md")
+    history = [{"author": "visitor", "text": "Liefern Sie auch nach Österreich?"}]
+    async with OpenAIStub() as stub:
+        async with consultant_for(stub, knowledge=knowledge) as consultant:
+            await collect(consultant, history, "de")
+            await collect(consultant, history, "de-AT")
+            await collect(consultant, HISTORY, "fr")
+            assert consultant.request_body(HISTORY) == consultant.request_body(HISTORY, None)
+    for request in stub.requests[:2]:
+        system = request.body["messages"][0]["content"]
+        assert "## Liefern Sie ins Ausland?" in system
+        assert "Wir liefern in alle EU-Länder" in system
+    assert "We ship to all EU countries" in stub.requests[2].body["messages"][0]["content"]
 
 
 async def test_401_raises_authentication_failed_without_the_key():
@@ -296,7 +314,9 @@ async def test_build_grounds_openai_in_the_knowledge_path_when_given():
     async with build(Config(**settings)) as plain:
         assert plain.knowledge is None
     async with build(Config(knowledge_path=str(ROOT / "knowledge.md"), **settings)) as grounded:
-        assert grounded.knowledge.path == ROOT / "knowledge.md"
+        assert isinstance(grounded.knowledge, Knowledge)
+        assert grounded.knowledge.main.path == ROOT / "knowledge.md"
+        assert grounded.knowledge.for_language("de").path == ROOT / "knowledge.de.md"
 
 
 async def test_build_takes_the_api_key_from_the_environment():

@@ -1,11 +1,11 @@
 """Consultants: who answers the visitors. ``build(config)`` makes the one the settings name.
 
-* ``knowledge`` (default): answers from a Markdown knowledge file with BM25 retrieval, offline
-  (:mod:`.knowledge`).
+* ``knowledge`` (default): answers from Markdown knowledge files (one per language) with BM25
+  retrieval, offline (:mod:`.knowledge`).
 * ``openai``: any OpenAI-compatible chat-completions endpoint, streamed (:mod:`.openai`).
 * ``helpdesk``: built-in keyword rules for the demo shop (:mod:`.helpdesk`).
 
-Each is a :class:`Consultant` whose ``reply(history)`` yields text chunks; a reply that fails raises a
+Each is a :class:`Consultant` whose ``reply(history, lang=None)`` yields text chunks; a reply that fails raises a
 :class:`ConsultantError` subclass (:mod:`.base`). Names and defaults are decided in :mod:`.registry`.
 """
 
@@ -19,7 +19,7 @@ from .base import (
     UpstreamError,
 )
 from .helpdesk import HelpDeskConsultant
-from .knowledge import KnowledgeBase, KnowledgeConsultant
+from .knowledge import Knowledge, KnowledgeBase, KnowledgeConsultant
 from .openai import OpenAIConsultant
 from .registry import build
 
@@ -27,6 +27,7 @@ __all__ = [
     "build",
     "Consultant",
     "HelpDeskConsultant",
+    "Knowledge",
     "KnowledgeBase",
     "KnowledgeConsultant",
     "OpenAIConsultant",

@@ -1,4 +1,4 @@
-"""What every consultant is: ``reply(history)`` as an async stream of text, and the errors it may raise.
+"""What every consultant is: ``reply(history, lang)`` as an async stream of text, and the errors it may raise.
 
 A consultant turns the conversation so far into a reply, yielded in chunks, so a streaming language
 model and an offline responder plug into the conversation service the same way. A reply that fails
@@ -8,14 +8,16 @@ contains a secret such as an API key.
 
 
 class Consultant:
-    """Interface: ``reply(history)`` yields the reply's text in chunks.
+    """Interface: ``reply(history, lang=None)`` yields the reply's text in chunks.
 
     ``history`` is a list of ``{"author": "visitor"|"consultant", "text": str}``, oldest first.
+    ``lang`` is the language tag of the visitor's widget (``hello``'s ``lang``, e.g. ``de-AT``), or None
+    when the widget did not say; a consultant answers in it when it can.
     """
 
     name = "base"
 
-    async def reply(self, history):
+    async def reply(self, history, lang=None):
         raise NotImplementedError
         yield  # pragma: no cover - makes this an async generator
 

@@ -29,7 +29,8 @@ class HelpDeskConsultant(Consultant):
     def __init__(self):
         self._rules = [(re.compile(pattern, re.IGNORECASE), answer) for pattern, answer in self.RULES]
 
-    async def reply(self, history):
+    async def reply(self, history, lang=None):
+        # English only: the demo rules have no other language.
         question = history[-1]["text"] if history else ""
         for pattern, answer in self._rules:
             if pattern.search(question):

@@ -1,4 +1,4 @@
-"""The ``knowledge`` consultant: answers visitors from a Markdown knowledge file, offline.
+"""The ``knowledge`` consultant: answers visitors from Markdown knowledge files, offline, in their language.
 
 Knowledge file format
 =====================
@@ -6,126 +6,62 @@ Knowledge file format
 Plain Markdown, UTF-8::
 
     # Lantern & Loom                 <- optional: the business name, used when greeting
+    Language: en                     <- optional: the file's language (default: en, or the file name's)
+    Synonyms: metre, meter, m        <- optional, repeatable: words visitors use for the file's word
 
     ## When are you open?            <- one "## " section per topic or question
-    Keywords: opening hours, closing time, Sunday
+    Keywords: opening hours, closing time, Sunday, what time do you close
     Our shop is open Monday to Saturday, 9:00 to 18:00.
 
     ## Can I return something?
+    Asked: i want to send back the lamp i bought last week
     You can return any item within 30 days for a full refund.
 
 * Each ``## `` heading starts a section: the heading is the topic or question, the lines below it (up
   to the next ``## ``) are the answer, sent to the visitor as written.
-* An optional ``Keywords: a, b, c`` line in a section adds synonyms and phrases visitors might use.
-  They count for retrieval only and are never shown.
+* ``Keywords: a, b, c`` lines in a section add the words and phrases that visitors use for this
+  topic; ``Asked: …`` lines add questions as visitors really asked them (one per line, typos and
+  all: paste them from your inbox). Both count for finding the section and are never shown.
+* Before the first section, ``Synonyms: word, other, other`` says that visitors' ``other`` words mean
+  the file's ``word`` everywhere in the file (spelling variants, regional words, phrases such as
+  ``return, send back``); ``Language: de`` names the file's language (for stemming and stop words).
 * Blank lines separate paragraphs; lines starting with ``- `` or ``* `` become bullet points;
   ``**bold**``, ``*italics*``, ```code``` and ``[links](https://…)`` are shown as plain text.
-* HTML comments (``<!-- … -->``) and any text before the first ``## `` are ignored.
+* HTML comments (``<!-- … -->``) and any other text before the first ``## `` are ignored.
 
-Retrieval
-=========
+One file per language
+=====================
 
-Each section is indexed as its heading + keywords + body, tokenised by :func:`tokenize` (lowercase,
-letters and digits, a small stopword list, a light suffix stemmer), and ranked with BM25
-(``rank_bm25.BM25Okapi``, with Lucene's always-positive IDF so small files work). The best section is
-used only when:
+``knowledge.md`` is the site's main file. Files beside it named ``knowledge.<lang>.md`` (for example
+``knowledge.de.md``) answer visitors whose widget speaks that language (the ``lang`` of ``hello``;
+``de-AT`` falls back to ``de``); every other visitor gets the main file. A site with one language keeps
+one file. Files are found at start; each file is re-read when its modification time or size changes
+(checked on a reply, at most every ``reload_interval`` seconds; no background threads), and if a reload
+fails the previous version is kept.
 
-* it shares at least one content word with the question;
-* at least :data:`MIN_COVERAGE` (0.5) of the question's content words, weighted by their IDF, occur in
-  it. Words the knowledge file never mentions weigh the most, so "what's the capital of Belgium" (only
-  "belgium" is known) is not answered with the address, while filler words the file lacks ("how do I
-  get a *wine* stain out") don't sink a question whose key words match; and
-* its BM25 score is at least :data:`MIN_SCORE` (0.4) times the IDF of a word found in one section only
-  (a normalised floor: one distinctive word is enough, one word found in most sections is not).
-
-Tuned on the shipped knowledge.md with ~110 visitor questions and ~20 off-topic ones: right answers
-covered ≥ 0.54 of the question, off-topic ones ≤ 0.45.
-
-Otherwise the consultant says it doesn't know and offers the configured contacts. Greetings and thanks
-are recognised and stripped first, so "hi, when are you open?" greets and then answers the hours.
-
-The file is re-read when its modification time or size changes (checked on a reply, at most every
-``reload_interval`` seconds; no background threads). If a reload fails, the previous knowledge is kept.
+Retrieval is :mod:`.retrieval` (stemming, synonyms, compounds, misspellings, BM25 with bm25s, and the
+thresholds below which the consultant says it doesn't know and offers the configured contacts).
+Greetings and thanks are recognised and stripped first (:mod:`.small_talk`), so "hi, when are you
+open?" greets and then answers the hours; a message asking two things gets both answers.
 """
 
 import asyncio
 import logging
-import math
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rank_bm25 import BM25Okapi
-
+from .. import languages
+from . import small_talk
 from .base import Consultant
+from .retrieval import Retriever
 
 log = logging.getLogger("chat_widget.knowledge")
 
-#: Smallest BM25 score of the best section, as a share of the IDF of a word found in one section only
-#: (so one distinctive word matching once is enough, while one word found in most sections is not).
-MIN_SCORE = 0.4
-#: Smallest IDF-weighted share of the question's content words that must occur in the best section.
-MIN_COVERAGE = 0.5
-
-STOPWORDS = frozenset("""
-a about above after again all also am an and any anything are aren arent as at be been being before
-but by can cant could couldn couldnt d did didn didnt do does doesn doesnt doing don dont down during
-each else ever for from further get gets getting got had has have having he her here hers him his how
-i id if ill im in into is isn isnt it its ive just know let lets like ll m may me might more most
-must my need no nor not now of off on once only or other our ours out over own please pls re s same
-say shall she should so some such t tell than that thats the their them then there theres these they
-this those through to too u under until up us ve very want was wasn wasnt way we well were what whats
-when wheres which while whos whom why will with won wont would wouldn wouldnt y yes you youd
-youll your youre yours ok okay hey hi hello thank thanks thx cheers great good nice lot really
-kind sort type go goes going real actually thing things something anything possible able one ones
-""".split())
-
-_WORD = re.compile(r"[^\W_]+")
-_APOSTROPHES = re.compile(r"[\u2019'`]")
-_US = re.compile(r"\bU\.?S\.?(?:A\.?)?(?![\w.])")  # "US"/"U.S." is a country, not the stopword "us"
-_DOUBLED = re.compile(r"([b-df-hj-np-tv-z])\1$")
-
-
-def stem(word):
-    """A light suffix stemmer: plural -s/-es/-ies, -ing and -ed, and a final -e on longer words.
-
-    It only has to map a word and its common variants onto the same token ("lamps" → "lamp",
-    "shipping"/"shipped" → "ship", "closing"/"closes"/"closed" → "clos"); it doesn't need real stems.
-    """
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("sses"):
-        word = word[:-2]
-    elif word.endswith(("xes", "ches", "shes", "zzes")):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    elif word.endswith("ing") and len(word) >= 6:
-        word = _undouble(word[:-3])
-    elif word.endswith("ed") and len(word) >= 5 and not word.endswith("eed"):
-        word = _undouble(word[:-2])
-    if len(word) >= 5 and word.endswith("e") and not word.endswith("ee"):
-        word = word[:-1]
-    return word
-
-
-def _undouble(word):
-    """"shipp" → "ship", "cancell" → "cancel"; keeps "ss", "zz" and short "ll" ("sell", "dress")."""
-    if _DOUBLED.search(word) and (word[-1] not in "lsz" or (word.endswith("ell") and len(word) >= 6)):
-        return word[:-1]
-    return word
-
-
-def tokenize(text):
-    """Lowercase content-word tokens of ``text``: stopwords dropped, each word stemmed."""
-    if not text.isupper():  # in ALL CAPS "US" is just "us"
-        text = _US.sub("usa", text)
-    text = _APOSTROPHES.sub("", text.lower())
-    return [stem(word) for word in _WORD.findall(text) if word not in STOPWORDS]
+#: At most this many sections answer one message (one per question in it).
+MAX_ANSWERS = 2
 
 
 @dataclass
@@ -135,6 +71,7 @@ class Section:
     title: str
     body: str
     keywords: list = field(default_factory=list)
+    asked: list = field(default_factory=list)
 
     @property
     def answer(self):
@@ -143,43 +80,58 @@ class Section:
 
     @property
     def index_text(self):
-        return " ".join([self.title, " ".join(self.keywords), self.body])
+        return "\n".join([self.title, ", ".join(self.keywords), *self.asked, self.body])
 
 
 @dataclass
-class Match:
-    """A retrieval result: the section, its BM25 ``score``, the share of the question it covers, and
-    whether both pass the thresholds (``confident``)."""
+class KnowledgeText:
+    """A parsed knowledge file: business ``name`` ("" if none), declared ``language`` (None if not
+    declared), ``synonyms`` (lists of words, the file's word first) and ``sections``."""
 
-    section: Section
-    score: float
-    coverage: float
-    confident: bool
+    name: str
+    language: str
+    synonyms: list
+    sections: list
 
 
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_KEYWORDS = re.compile(r"^\s*keywords\s*:\s*(.*)$", re.IGNORECASE)
+_MARKED = re.compile(r"^\s*(keywords|asked)\s*:\s*(.*)$", re.IGNORECASE)
+_DECLARATION = re.compile(r"^\s*(language|synonyms)\s*:\s*(.*)$", re.IGNORECASE)
 
 
 def parse_knowledge(text):
-    """Split knowledge-file text into ``(name, [Section, ...])``; ``name`` is the ``# `` heading or ""."""
+    """Split knowledge-file text into a :class:`KnowledgeText`."""
     text = _COMMENT.sub("", text.replace("\r\n", "\n"))
-    name = ""
-    parts = []  # (title, keywords, body lines)
+    found = KnowledgeText("", None, [], [])
+    parts = []  # (title, keywords, asked, body lines)
     for line in text.split("\n"):
         if line.startswith("## "):
-            parts.append((line[3:].strip().rstrip("#").strip(), [], []))
+            parts.append((line[3:].strip().rstrip("#").strip(), [], [], []))
         elif not parts:
-            if line.startswith("# ") and not name:
-                name = line[2:].strip().rstrip("#").strip()
+            declared = _DECLARATION.match(line)
+            if line.startswith("# ") and not found.name:
+                found.name = line[2:].strip().rstrip("#").strip()
+            elif declared and declared.group(1).lower() == "language":
+                found.language = declared.group(2).strip().lower() or None
+            elif declared:
+                group = _comma_list(declared.group(2))
+                if len(group) > 1:
+                    found.synonyms.append(group)
         else:
-            found = _KEYWORDS.match(line)
-            if found:
-                parts[-1][1].extend(word.strip() for word in found.group(1).split(",") if word.strip())
+            marked = _MARKED.match(line)
+            if marked and marked.group(1).lower() == "keywords":
+                parts[-1][1].extend(_comma_list(marked.group(2)))
+            elif marked:
+                parts[-1][2].append(marked.group(2).strip())
             else:
-                parts[-1][2].append(line)
-    sections = [Section(title, "\n".join(lines).strip(), keywords) for title, keywords, lines in parts]
-    return name, [section for section in sections if section.title and section.body]
+                parts[-1][3].append(line)
+    sections = [Section(title, "\n".join(lines).strip(), keywords, asked) for title, keywords, asked, lines in parts]
+    found.sections = [section for section in sections if section.title and section.body]
+    return found
+
+
+def _comma_list(text):
+    return [word.strip() for word in text.split(",") if word.strip()]
 
 
 _BOLD = re.compile(r"(\*\*|__)(.+?)\1")
@@ -224,35 +176,17 @@ def _inline(text):
     return _ITALIC.sub(r"\2", _BOLD.sub(r"\2", text))
 
 
-class _BM25(BM25Okapi):
-    """``BM25Okapi`` with the always-positive IDF ``log(1 + (N - n + 0.5) / (n + 0.5))`` (as in Lucene).
-
-    rank_bm25's own IDF is 0 or floored for words found in half of the sections or more, which makes
-    small knowledge files (a handful of sections) unanswerable.
-    """
-
-    def _calc_idf(self, nd):
-        n = self.corpus_size
-        self.idf = {word: math.log(1 + (n - freq + 0.5) / (freq + 0.5)) for word, freq in nd.items()}
-        self.average_idf = sum(self.idf.values()) / len(self.idf) if self.idf else 0.0
-
-    def unseen_idf(self):
-        """IDF of a word that no section contains (the highest possible)."""
-        return math.log(1 + (self.corpus_size + 0.5) / 0.5)
-
-    def unique_idf(self):
-        """IDF of a word that exactly one section contains."""
-        return math.log(1 + (self.corpus_size - 0.5) / 1.5)
-
-
 class KnowledgeBase:
-    """The sections of one knowledge file and a BM25 index over them; reloads itself when the file changes.
+    """One knowledge file, its sections and their index; reloads itself when the file changes.
 
-    Raises ``ValueError`` naming the path if the file is missing, unreadable or has no sections.
+    ``language``: what the file's name says (``knowledge.de.md``), None for the main file; a
+    ``Language:`` line in the file must agree with it. Raises ``ValueError`` naming the path if the file
+    is missing, unreadable, has no sections or declares another language than its name.
     """
 
-    def __init__(self, path, reload_interval=2.0, clock=time.monotonic):
+    def __init__(self, path, language=None, reload_interval=2.0, clock=time.monotonic):
         self.path = Path(path)
+        self._named_language = language
         self.reload_interval = reload_interval
         self._clock = clock
         self._stamp = None
@@ -273,15 +207,19 @@ class KnowledgeBase:
             raise ValueError(f"knowledge file not found: {self.path}") from None
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read knowledge file {self.path}: {error}") from None
-        name, sections = parse_knowledge(text)
-        if not sections:
+        parsed = parse_knowledge(text)
+        if not parsed.sections:
             raise ValueError(f"knowledge file {self.path} has no sections (start each topic with a '## ' heading)")
-        tokens = [tokenize(section.index_text) for section in sections]
-        self.name = name
-        self.sections = sections
-        self._tokens = [set(doc) for doc in tokens]
-        self._bm25 = _BM25(tokens)
-        self._min_score = MIN_SCORE * self._bm25.unique_idf()
+        language = parsed.language or self._named_language or "en"
+        if not languages.LANG_TAG.match(language):
+            raise ValueError(f"knowledge file {self.path}: 'Language: {parsed.language}' is not a language tag such as en or de")
+        if self._named_language and language != self._named_language:
+            raise ValueError(f"knowledge file {self.path} says 'Language: {language}' but its name says {self._named_language}")
+        retriever = Retriever([section.index_text for section in parsed.sections], language, parsed.synonyms)
+        self.name = parsed.name
+        self.language = language
+        self.sections = parsed.sections
+        self.retriever = retriever
         self._stamp = stamp
 
     def reload_if_changed(self, force=False):
@@ -306,55 +244,124 @@ class KnowledgeBase:
 
     # -- retrieval -----------------------------------------------------------------------------
 
-    def _idf(self, token):
-        """IDF as BM25 computes it; words absent from the file get the highest weight."""
-        return self._bm25.idf.get(token) or self._bm25.unseen_idf()
-
     def search(self, question, limit=3):
-        """The ``limit`` best-matching sections for ``question`` as :class:`Match` es, best first.
-
-        Sections sharing no content word with the question are never returned.
-        """
-        query = tokenize(question)
-        if not query:
-            return []
-        unique = list(dict.fromkeys(query))
-        total = sum(self._idf(token) for token in unique)
-        scores = self._bm25.get_scores(query)
-        ranked = sorted(range(len(self.sections)), key=lambda i: scores[i], reverse=True)
-        matches = []
-        for index in ranked[:limit]:
-            present = [token for token in unique if token in self._tokens[index]]
-            if not present or scores[index] <= 0:
-                continue
-            coverage = sum(self._idf(token) for token in present) / total
-            matches.append(Match(self.sections[index], float(scores[index]), coverage,
-                                 float(scores[index]) >= self._min_score and coverage >= MIN_COVERAGE))
+        """The ``limit`` best-matching sections for ``question``, best first, as
+        :class:`~.retrieval.Match` es with their ``section``. Sections sharing no word with the
+        question are never returned."""
+        matches = self.retriever.search(question, limit)
+        for match in matches:
+            match.section = self.sections[match.index]
         return matches
 
     def best(self, question):
-        """The section that answers ``question`` confidently, or None."""
+        """The match that answers ``question`` confidently, or None."""
         matches = self.search(question, limit=1)
         if matches and matches[0].confident:
             return matches[0]
         return None
 
+    def answers(self, question):
+        """The sections that answer ``question``, one per question asked in it (at most
+        :data:`MAX_ANSWERS`); empty when none answers confidently.
 
-_GREETING = re.compile(
-    r"^\W*(?:hi|hello|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening|day))\b"
-    r"(?:\s+there)?[\s,.!?;:-]*",
-    re.IGNORECASE,
-)
-_THANKS = re.compile(
-    r"\b(?:thank\s*(?:you|u)|thanks|thx|cheers|much\s+appreciated|appreciate\s+it)\b"
-    r"(?:\s+(?:so|very)\s+much|\s+a\s+lot|\s+a\s+bunch)?[\s,.!?;:-]*",
-    re.IGNORECASE,
-)
-_FAREWELL = re.compile(
-    r"\b(?:good\s*bye|bye(?:\s*bye)?|see\s+you(?:\s+(?:later|soon))?|have\s+a\s+(?:nice|good|great|lovely)\s+(?:day|evening|weekend))\b"
-    r"[\s,.!?;:-]*",
-    re.IGNORECASE,
-)
+        A message of several questions ("what are your hours? do you ship to the UK?") gets an answer
+        to each (a sentence without a question mark is context, not a question); otherwise the whole message is matched, and only when that is not confident is each
+        side of an "and" tried on its own ("hours and shipping to the UK").
+        """
+        found = self._each(_QUESTIONS.findall(question))
+        if len(found) >= 2:
+            return found[:MAX_ANSWERS]
+        whole = self.best(question)
+        if whole:
+            return [whole.section]
+        return self._each(_AND.split(question))[:MAX_ANSWERS]
+
+    def _each(self, parts):
+        """The distinct sections that confidently answer each of ``parts`` (when there are two or more)."""
+        parts = [part for part in parts if self.retriever.analyzer.content_words(part)]
+        found = []
+        for part in parts if len(parts) >= 2 else ():
+            match = self.best(part)
+            if match and match.section not in found:
+                found.append(match.section)
+        return found
+
+
+_QUESTIONS = re.compile(r"[^?]+\?")  # each question of a message, up to its question mark
+_AND = re.compile(r"\s(?:and|also|plus|und|sowie|außerdem|ausserdem)\s", re.IGNORECASE)
+
+
+class Knowledge:
+    """The site's knowledge files: the main ``path`` and the ``<stem>.<lang>.md`` files beside it.
+
+    Raises ``ValueError`` (naming the file) when one cannot be used, or two are of one language.
+    """
+
+    def __init__(self, path, reload_interval=2.0, clock=time.monotonic):
+        path = Path(path)
+        self.main = KnowledgeBase(path, reload_interval=reload_interval, clock=clock)
+        self.files = {self.main.language: self.main}
+        for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
+            language = other.name[len(path.stem) + 1:-len(path.suffix) or None].lower()
+            if other == path or not languages.LANG_TAG.match(language):
+                continue
+            if language in self.files:
+                raise ValueError(f"knowledge files {self.files[language].path} and {other} are both in language {language}")
+            self.files[language] = KnowledgeBase(other, language, reload_interval=reload_interval, clock=clock)
+        for knowledge in self.files.values():
+            log.info("knowledge file path=%s language=%s stemmer=%s sections=%d", knowledge.path, knowledge.language,
+                     knowledge.retriever.analyzer.stemmer_name, len(knowledge.sections))
+
+    def for_language(self, lang):
+        """The file for the widget's language ``lang`` (``de-AT``: ``de``), else the main file; reloaded
+        first if it changed."""
+        knowledge = languages.choose(self.files, lang, default=self.main.language)
+        knowledge.reload_if_changed()
+        return knowledge
+
+
+class KnowledgeConsultant(Consultant):
+    """Answers from the knowledge files in the visitor's language; says so (and offers contacts) when unsure.
+
+    ``contact`` is ``{"email": ..., "phone": ..., "url": ...}``; empty or missing entries are left out.
+    """
+
+    name = "knowledge"
+
+    def __init__(self, path, contact=None, reload_interval=2.0, clock=time.monotonic):
+        self.knowledge = Knowledge(path, reload_interval=reload_interval, clock=clock)
+        self.contact = {key: value for key, value in (contact or {}).items() if value}
+
+    def answer(self, question, lang=None):
+        """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
+        knowledge = self.knowledge.for_language(lang)
+        talk = small_talk.for_language(knowledge.language.split("-")[0])
+        greeting = talk.greeting.match(question)
+        if greeting:
+            question = question[greeting.end():]
+        question, thanked = talk.thanks.subn(" ", question)
+        question, farewell = talk.farewell.subn(" ", question)
+        if not knowledge.retriever.analyzer.content_words(question):
+            if farewell:
+                return (talk.words["welcome_back"] if thanked else "") + talk.words["goodbye"]
+            if thanked:
+                return talk.words["thanks"]
+            if greeting:
+                return talk.welcome(knowledge.name)
+            return talk.words["vague"]
+        sections = knowledge.answers(question)
+        text = "\n\n".join(section.answer for section in sections) if sections else talk.unknown(self.contact)
+        if greeting:
+            text = talk.words["hello"] + text
+        elif thanked and sections:
+            text = talk.words["welcome_back"] + text
+        return text
+
+    async def reply(self, history, lang=None):
+        question = history[-1]["text"] if history else ""
+        for piece in split_sentences(self.answer(question, lang)):
+            yield piece
+            await asyncio.sleep(0)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\n+")
 
 
@@ -370,75 +377,3 @@ def split_sentences(text):
     return pieces
 
 
-class KnowledgeConsultant(Consultant):
-    """Answers from a knowledge file with BM25 retrieval; says so (and offers contacts) when unsure.
-
-    ``contact`` is ``{"email": ..., "phone": ..., "url": ...}``; empty or missing entries are left out.
-    """
-
-    name = "knowledge"
-
-    def __init__(self, path, contact=None, reload_interval=2.0, clock=time.monotonic):
-        self.knowledge = KnowledgeBase(path, reload_interval=reload_interval, clock=clock)
-        self.contact = {key: value for key, value in (contact or {}).items() if value}
-
-    # -- wording -------------------------------------------------------------------------------
-
-    def greeting(self):
-        where = f" to {self.knowledge.name}" if self.knowledge.name else ""
-        return f"Hello, and welcome{where}! How can I help you today?"
-
-    @staticmethod
-    def thanks():
-        return "You're welcome! Is there anything else I can help you with?"
-
-    def contact_sentence(self):
-        ways = []
-        if "email" in self.contact:
-            ways.append(f"email {self.contact['email']}")
-        if "phone" in self.contact:
-            ways.append(f"call {self.contact['phone']}")
-        if "url" in self.contact:
-            ways.append(f"visit {self.contact['url']}")
-        if not ways:
-            return "Please get in touch with our team directly; they will be glad to help."
-        if len(ways) > 1:
-            listed = ", ".join(ways[:-1]) + " or " + ways[-1]
-        else:
-            listed = ways[0]
-        return f"Our team will be glad to help: you can {listed}."
-
-    def unknown(self):
-        return "I'm sorry, I don't know the answer to that. " + self.contact_sentence()
-
-    # -- answering -----------------------------------------------------------------------------
-
-    def answer(self, question):
-        """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
-        greeting = _GREETING.match(question)
-        if greeting:
-            question = question[greeting.end():]
-        question, thanked = _THANKS.subn(" ", question)
-        question, farewell = _FAREWELL.subn(" ", question)
-        if not tokenize(question):
-            if farewell:
-                return ("You're welcome! " if thanked else "") + "Goodbye, and have a lovely day!"
-            if thanked:
-                return self.thanks()
-            if greeting:
-                return self.greeting()
-            return "How can I help you? Ask me anything about our shop, products, orders or delivery."
-        match = self.knowledge.best(question)
-        text = match.section.answer if match else self.unknown()
-        if greeting:
-            text = "Hello! " + text
-        elif thanked and match:
-            text = "You're welcome! " + text
-        return text
-
-    async def reply(self, history):
-        self.knowledge.reload_if_changed()
-        question = history[-1]["text"] if history else ""
-        for piece in split_sentences(self.answer(question)):
-            yield piece
-            await asyncio.sleep(0)

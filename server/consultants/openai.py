@@ -62,8 +62,9 @@ _KNOWLEDGE_INTRO = (
 class OpenAIConsultant(Consultant):
     """Streams replies from ``{base_url}/chat/completions``; one ``httpx.AsyncClient`` per instance.
 
-    ``knowledge``: an optional :class:`~server.consultants.knowledge.KnowledgeBase`; its (up to) 3
-    sections that best match the visitor's latest question are added to the system message.
+    ``knowledge``: optional :class:`~server.consultants.knowledge.Knowledge` (the site's knowledge
+    files); the (up to) 3 sections of the file in the visitor's language (``lang``; else the main file)
+    that best match the visitor's latest question are added to the system message.
     ``contact``: optional ``{"email", "phone", "url"}`` the model may suggest. Call :meth:`aclose`
     when done.
     """
@@ -124,33 +125,33 @@ class OpenAIConsultant(Consultant):
 
     # -- request -------------------------------------------------------------------------------
 
-    def system_message(self, question):
-        """The system message: the prompt, the contacts, and the knowledge sections matching ``question``."""
+    def system_message(self, question, lang=None):
+        """The system message: the prompt, the contacts, and the knowledge sections matching ``question``
+        (from the knowledge file for the widget's language ``lang``)."""
         parts = [self.system_prompt.strip()]
         if self.contact:
             labels = {"email": "Email", "phone": "Phone", "url": "Contact page"}
             lines = [f"- {labels.get(key, key)}: {value}" for key, value in self.contact.items()]
             parts.append("The team can be reached at:\n" + "\n".join(lines))
         if self.knowledge is not None and question:
-            self.knowledge.reload_if_changed()
-            matches = self.knowledge.search(question, limit=3)
+            matches = self.knowledge.for_language(lang).search(question, limit=3)
             if matches:
                 sections = "\n\n".join(f"## {m.section.title}\n{m.section.answer}" for m in matches)
                 parts.append(f"{_KNOWLEDGE_INTRO}\n\n{sections}")
         return "\n\n".join(parts)
 
-    def messages(self, history):
+    def messages(self, history, lang=None):
         """``history`` as chat messages: the system message, then visitor → user, consultant → assistant."""
         recent = [item for item in history if str(item.get("text") or "").strip()][-self.max_history:]
         question = next((item["text"] for item in reversed(recent) if item.get("author") == "visitor"), "")
-        messages = [{"role": "system", "content": self.system_message(question)}]
+        messages = [{"role": "system", "content": self.system_message(question, lang)}]
         for item in recent:
             role = "user" if item.get("author") == "visitor" else "assistant"
             messages.append({"role": role, "content": str(item["text"])})
         return messages
 
-    def request_body(self, history):
-        body = {"model": self.model, "messages": self.messages(history), "stream": True}
+    def request_body(self, history, lang=None):
+        body = {"model": self.model, "messages": self.messages(history, lang), "stream": True}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -165,8 +166,8 @@ class OpenAIConsultant(Consultant):
 
     # -- reply ---------------------------------------------------------------------------------
 
-    async def reply(self, history):
-        body = self.request_body(history)
+    async def reply(self, history, lang=None):
+        body = self.request_body(history, lang)
         clock = asyncio.get_running_loop().time
         deadline = clock() + self.total_timeout
         retried = False

@@ -6,7 +6,8 @@ This is the one place that turns settings into a consultant. ``config.consultant
 * ``knowledge``: the file ``config.knowledge_path``, else ``config.root / "knowledge.md"``.
 * ``openai``: needs ``openai_base_url`` (an http(s) URL) and ``openai_model``; the key is
   ``config.openai_api_key`` (empty: no Authorization header, for local servers). A ``knowledge_path``
-  is optional here: when set, its best-matching sections ground each reply.
+  is optional here: when set, the best-matching sections of that file (or of its
+  ``knowledge.<lang>.md`` sibling in the visitor's language) ground each reply.
 * ``helpdesk``: no settings.
 
 A relative ``knowledge_path`` is opened from the current directory, as a path typed on the command
@@ -17,7 +18,7 @@ the classes directly.
 
 from ..config import ConfigError, setting_hint
 from .helpdesk import HelpDeskConsultant
-from .knowledge import KnowledgeBase, KnowledgeConsultant
+from .knowledge import Knowledge, KnowledgeConsultant
 from .openai import OpenAIConsultant
 
 DEFAULT_KNOWLEDGE_FILE = "knowledge.md"  # in config.root
@@ -48,7 +49,7 @@ def _openai(config):
     knowledge = None
     if config.knowledge_path:
         try:
-            knowledge = KnowledgeBase(config.knowledge_path)
+            knowledge = Knowledge(config.knowledge_path)
         except ValueError as error:
             raise _knowledge_file_error(error) from None
     return OpenAIConsultant(
@@ -66,7 +67,8 @@ def _helpdesk(config):
 
 
 def _knowledge_file_error(error):
-    """A knowledge file that is missing, unreadable or has no sections (the message names the file)."""
+    """A knowledge file that is missing, unreadable, has no sections, or declares the wrong language (the
+    message names the file)."""
     return ConfigError(f"consultant: {error}; check {setting_hint('knowledge_path')}")
 
 

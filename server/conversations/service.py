@@ -61,27 +61,27 @@ class Conversations:
                 self.unwatch(session_id, send)
 
     # ---- messages ------------------------------------------------------------------------------
-    async def visitor_message(self, session_id, message_id, text):
-        """Store (once) and answer (once). Returns the stored entry."""
+    async def visitor_message(self, session_id, message_id, text, lang=None):
+        """Store (once) and answer (once), in the widget's language ``lang``. Returns the stored entry."""
         entry, is_new = await self.store.add_visitor_message(session_id, message_id, text)
         if is_new:
-            self.start_answer(session_id, message_id)
+            self.start_answer(session_id, message_id, lang)
         return entry
 
-    async def answer_unanswered(self, session_id):
+    async def answer_unanswered(self, session_id, lang=None):
         """After a crash or restart, answer what was stored but never answered."""
         for message_id in await self.store.unanswered(session_id):
-            self.start_answer(session_id, message_id)
+            self.start_answer(session_id, message_id, lang)
 
-    def start_answer(self, session_id, message_id):
+    def start_answer(self, session_id, message_id, lang=None):
         key = (session_id, message_id)
         if key in self.answering:
             return
-        task = asyncio.create_task(self._answer(session_id, message_id))
+        task = asyncio.create_task(self._answer(session_id, message_id, lang))
         self.answering[key] = task
         task.add_done_callback(lambda _: self.answering.pop(key, None))
 
-    async def _answer(self, session_id, message_id):
+    async def _answer(self, session_id, message_id, lang):
         reply_id = f"r{self._reply_prefix}-{next(self._reply_ids)}"
         history = []
         for entry in await self.store.entries_after(session_id, 0):
@@ -92,7 +92,7 @@ class Conversations:
         self.streaming.setdefault(session_id, {})[reply_id] = partial
         await self.publish(session_id, dict(partial))
         try:
-            text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial), self.reply_timeout)
+            text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang), self.reply_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a consultant failure must never reach the socket
@@ -110,9 +110,9 @@ class Conversations:
         entry = await self.store.add_reply(session_id, reply_id, message_id, text)
         await self.publish(session_id, entry.frame(live=True))
 
-    async def _stream(self, session_id, reply_id, history, partial):
+    async def _stream(self, session_id, reply_id, history, partial, lang):
         chunks = []
-        async for chunk in self.consultant.reply(history):
+        async for chunk in self.consultant.reply(history, lang):
             if not chunk:
                 continue
             chunks.append(chunk)

@@ -62,7 +62,7 @@ class SlowConsultant:
     def __getattr__(self, name):
         return getattr(self._consultant, name)
 
-    async def reply(self, history):
+    async def reply(self, history, lang=None):
         await asyncio.sleep(self._delay)
-        async for chunk in self._consultant.reply(history):
+        async for chunk in self._consultant.reply(history, lang):
             yield chunk

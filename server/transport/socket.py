@@ -136,6 +136,7 @@ class ChatConnection:
         self.conversations = conversations
         self.origin = origin
         self.session_id = None
+        self.lang = None  # the widget's language (hello), for the consultant
         # The hub's counts (a private one when not given: the report is still logged).
         self.reports = reports if reports is not None else FailureReports()
         self.reported = False
@@ -189,7 +190,7 @@ class ChatConnection:
         elif kind == "message":
             if not await self._within_rate(frame):
                 return
-            entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"])
+            entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"], self.lang)
             await self.acknowledge(entry)
         elif kind == "report":
             self.report(frame)
@@ -211,6 +212,7 @@ class ChatConnection:
         session_id, resumed, expired, replay = await self.conversations.open_session(
             frame.get("session"), frame.get("last_seq", 0), self.origin)
         self.session_id = session_id
+        self.lang = frame.get("lang")
         if replay:
             last_seq = replay[-1].seq
         else:
@@ -224,7 +226,7 @@ class ChatConnection:
         for partial in self.conversations.watch(session_id, self.send):
             await self.send(partial)
         if resumed:
-            await self.conversations.answer_unanswered(session_id)
+            await self.conversations.answer_unanswered(session_id, self.lang)
 
     async def _within_rate(self, frame):
         """Refuse a message over the rate with an error frame; close 1008 if the client keeps going."""

@@ -61,8 +61,9 @@ class Update:
 
 
 class Conversation:
-    def __init__(self, make_id, max_pending=MAX_PENDING, max_pending_bytes=MAX_PENDING_BYTES):
+    def __init__(self, make_id, max_pending=MAX_PENDING, max_pending_bytes=MAX_PENDING_BYTES, lang=None):
         self._make_id = make_id
+        self.lang = lang  # the widget's language, sent in hello so the consultant answers in it
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.session = None
@@ -125,7 +126,7 @@ class Conversation:
 
     # ---- session --------------------------------------------------------------------------------
     def hello_frame(self):
-        return frames.hello(self.session, self.last_seq)
+        return frames.hello(self.session, self.last_seq, self.lang)
 
     def welcomed(self, session, resumed):
         """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""

@@ -80,7 +80,7 @@ class Client:
         self.fallback = settings.get("fallback") if settings.get("fallback") in FALLBACK_MODES else "auto"
         self.upgrade_interval = page_settings.positive(settings.get("upgrade_interval"), UPGRADE_INTERVAL)
         self.lifecycle = lifecycle.Lifecycle(timing, random=random)
-        self.conversation = Conversation(new_id)
+        self.conversation = Conversation(new_id, lang=(settings.get("words") or {}).get("lang"))
         self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
         self.pacer = TokenBucket()
         self._conditions = conditions or (lambda: {})
