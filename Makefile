@@ -50,7 +50,7 @@ screenshots: setup browser
 	$(BIN)/python scripts/screenshots --out docs/screenshots
 
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-compress bench-smoke
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-compress bench-smoke
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -70,6 +70,9 @@ bench-fallback: setup
 bench-hostload: setup browser
 	$(BIN)/python bench/hostload.py $(BENCH_ARGS)
 
+bench-consultant: setup
+	$(BIN)/python bench/consultant.py $(BENCH_ARGS)
+
 bench-compress: setup
 	$(BIN)/python scripts/compress-assets
 
@@ -80,3 +83,4 @@ bench-smoke: setup browser
 	$(BIN)/python bench/capacity.py --smoke
 	$(BIN)/python bench/fallback.py --smoke
 	$(BIN)/python bench/hostload.py --smoke
+	$(BIN)/python bench/consultant.py --smoke

@@ -1,0 +1,64 @@
+"""The knowledge consultant on the evaluation questions (tests/consultant_eval/, docs/consultant.md).
+
+The held-out questions (round 4, written blind and never tuned on) are below the issue's target of
+92 % (docs/consultant.md says why), so these tests hold the line where it was measured: a change
+that answers fewer held-out questions rightly, or refuses fewer off-topic ones, fails here. Raise
+the floors when a change measures better; the target stays in TARGET_RECALL for the day it is met.
+"""
+
+import pytest
+
+from consultant_eval import evaluate
+from server.consultants import KnowledgeConsultant
+
+TARGET_RECALL = 0.92
+# Measured on the held-out round (docs/consultant.md): right answers and refusals, per language.
+HELD_OUT_FLOOR = {"en": {"right": 63, "refused": 16}, "de": {"right": 46, "refused": 13}}
+# Everything tuned on: a change that loses what tuning won shows here first.
+TUNING_FLOOR = {"en": 0.94, "de": 0.94}
+
+
+@pytest.fixture(scope="module")
+def consultant():
+    return KnowledgeConsultant(evaluate.ROOT / "knowledge.md", contact={"email": "hello@lantern-loom.example"})
+
+
+def outcomes(consultant, lang, split):
+    return evaluate.run(consultant, lang, evaluate.load(lang, split), evaluate.headings(lang))
+
+
+@pytest.mark.parametrize("lang", evaluate.LANGUAGES)
+def test_held_out_questions_are_answered_and_refused_as_measured(consultant, lang):
+    result = evaluate.score(outcomes(consultant, lang, "held"))
+    assert result.on_topic >= 50 and result.off_topic >= 15  # the set is all there
+    floor = HELD_OUT_FLOOR[lang]
+    assert result.right >= floor["right"], f"{lang}: {result.right}/{result.on_topic} right, was {floor['right']}"
+    assert result.refused >= floor["refused"], f"{lang}: {result.refused}/{result.off_topic} refused, was {floor['refused']}"
+
+
+@pytest.mark.parametrize("lang", evaluate.LANGUAGES)
+def test_tuning_questions_stay_answered(consultant, lang):
+    result = evaluate.score(outcomes(consultant, lang, evaluate.TUNING))
+    assert result.recall >= TUNING_FLOOR[lang], f"{lang}: recall {result.recall:.1%}"
+
+
+def test_the_evaluation_has_the_size_the_issue_asks_for():
+    """At least 150 on-topic and 40 off-topic questions in English and German together, every
+    expected heading one of its file's headings."""
+    on_topic = off_topic = 0
+    for lang in evaluate.LANGUAGES:
+        titles = set(evaluate.headings(lang))
+        for case in evaluate.load(lang):
+            assert set(case.expected) <= titles, (lang, case.question, case.expected)
+            on_topic += bool(case.expected)
+            off_topic += not case.expected
+    assert on_topic >= 150 and off_topic >= 40
+
+
+def test_a_reply_counts_as_right_only_with_accepted_sections_only():
+    case = evaluate.Case("held", ("A", "B"), "q")
+    assert evaluate.Outcome(case, ["A"]).right
+    assert evaluate.Outcome(case, ["B", "A"]).right
+    assert not evaluate.Outcome(case, ["A", "C"]).right
+    assert not evaluate.Outcome(case, []).right
+    assert evaluate.Outcome(evaluate.Case("held", (), "q"), []).right
