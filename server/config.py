@@ -62,7 +62,8 @@ SETTINGS = (
     Setting("retention", 1800, "Seconds a quiet conversation is kept and can be resumed."),
     Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
             "openai (any OpenAI-compatible API), helpdesk."),
-    Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md)."),
+    Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md); "
+            "knowledge.<lang>.md files beside it answer visitors in that language."),
     Setting("openai_base_url", "", "e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1; "
             "key from CHAT_WIDGET_OPENAI_API_KEY."),
     Setting("openai_model", "", "Model name for --consultant openai."),
