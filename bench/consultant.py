@@ -313,7 +313,7 @@ def markdown_table(headers, rows, right=()):
 def versions():
     found = {}
     from importlib.metadata import PackageNotFoundError, version
-    for name in ("bm25s", "PyStemmer", "rapidfuzz", "numpy", "scipy"):
+    for name in ("bm25s", "PyStemmer", "numpy", "scipy"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

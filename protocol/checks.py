@@ -14,7 +14,7 @@ from .frames import MAX_REPORT_BYTES, MAX_REPORT_FAILURES
 MAX_ID_LENGTH = 64
 MAX_SESSION_LENGTH = 64
 MAX_SEQ = 2 ** 53
-LANG_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,4}$")  # BCP 47, the forms browsers send
+LANG_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,4}")  # BCP 47, the forms browsers send (fullmatch)
 
 # A ``report`` (frames.report): what failed before a connection got through, for the server's log.
 MAX_REPORT_ATTEMPTS = 10_000
@@ -98,7 +98,7 @@ def check_client_frame(frame, max_text_chars):
         if not 0 <= frame.get("last_seq", 0) <= MAX_SEQ:
             raise FrameError("invalid_seq", "last_seq must be between 0 and %d" % MAX_SEQ)
         # "$" also matches before a final "\n", so a trailing newline is refused on its own.
-        if "lang" in frame and (frame["lang"].endswith("\n") or not LANG_TAG.match(frame["lang"])):
+        if "lang" in frame and not LANG_TAG.fullmatch(frame["lang"]):
             raise FrameError("invalid_lang", "lang must be a language tag such as en or de-AT")
     elif frame_type == "message":
         if not 1 <= len(frame["id"]) <= MAX_ID_LENGTH:

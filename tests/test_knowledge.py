@@ -145,12 +145,22 @@ async def test_only_the_latest_question_is_answered(consultant):
     assert "9:00" not in reply
 
 
-async def test_two_questions_in_one_message_get_both_answers(consultant):
+@pytest.mark.parametrize("message", [
+    "what are your opening hours? and do you ship to the UK?",  # an "and"
+    "what are your opening hours? do you ship to the UK?",      # two question marks
+])
+async def test_two_questions_in_one_message_get_both_answers(consultant, message):
     """A message asking two things gets both sections' answers, in the order asked, with a blank line between."""
-    reply = await ask(consultant, "what are your opening hours? and do you ship to the UK?")
+    reply = await ask(consultant, message)
     hours, shipping = reply.index("Monday to Saturday, 9:00 to 18:00"), reply.index("United Kingdom")
     assert hours < reply.index("\n\n") < shipping
     assert "I don't know" not in reply
+
+
+async def test_two_topics_joined_by_and_get_both_answers_when_the_whole_matches_neither(consultant):
+    """No question mark to split on, and the whole message is no one section's: each side of the "and"."""
+    reply = await ask(consultant, "what bulb does the floor lamp take and how do i clean a wool rug")
+    assert reply.index("E27") < reply.index("\n\n") < reply.index("Vacuum your rug")
 
 
 # Questions the old tokenizer answered wrongly or not at all, and phrases of which the right answer has one.

@@ -39,7 +39,7 @@ one file. Files are found at start; each file is re-read when its modification t
 (checked on a reply, at most every ``reload_interval`` seconds; no background threads), and if a reload
 fails the previous version is kept.
 
-Retrieval is :mod:`.retrieval` (stemming, synonyms, compounds, misspellings, BM25 with bm25s, and the
+Retrieval is :mod:`.retrieval` (stemming, synonyms, compounds, BM25 with bm25s, and the
 thresholds below which the consultant says it doesn't know and offers the configured contacts).
 Greetings and thanks are recognised and stripped first (:mod:`.small_talk`), so "hi, when are you
 open?" greets and then answers the hours; a message asking two things gets both answers.

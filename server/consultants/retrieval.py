@@ -4,8 +4,8 @@
 (bm25s's lists, NLTK's, plus the small talk of a chat), synonyms mapped onto one word, and each word
 stemmed by the Snowball stemmer of the language (PyStemmer), so "changed", "changing" and "change" are
 one token. In compounding languages (German, Dutch, the Nordic ones) a word the file does not contain
-is also tried as two words it does ("Teppichgröße" → "Teppich" + "Größe"), and a misspelt word is
-mapped onto the file's nearest word within one or two edits ("warrenty" → "warranty"; rapidfuzz).
+is also tried as two words it does ("Teppichgröße" → "Teppich" + "Größe"), and in every language as an
+inflection the stemmer missed ("schickt" → "schick").
 
 :class:`Retriever` ranks the sections with ``bm25s`` (the Lucene variant of BM25) and decides whether
 the best one is a confident answer; see :meth:`Retriever.search` for the two thresholds.
@@ -17,8 +17,6 @@ import re
 import bm25s
 import Stemmer
 from bm25s import stopwords as bm25s_stopwords
-from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
 
 #: Smallest BM25 score of the best section, as a share of the score one distinctive word (found in one
 #: section only) earns by appearing once in a section of average length.
@@ -178,17 +176,11 @@ class Retriever:
     def __init__(self, texts, language="en", synonyms=(), k1=1.5, b=0.75):
         self.analyzer = Analyzer(language, synonyms)
         self._compounding = self.analyzer.language in COMPOUNDING
-        documents = []
-        self._stem_of = {}  # every content word of the file -> its stem (for misspellings)
-        for text in texts:
-            items = self.analyzer.analyze(text)
-            self._stem_of.update((word, tokens[0]) for word, tokens in items if word)
-            documents.append([token for _, tokens in items for token in tokens])
+        documents = [self.analyzer.tokens(text) for text in texts]
         self.vocabulary = {stem for document in documents for stem in document}
         if self._compounding:  # a compound in the file also counts as its parts
             documents = [document + self._parts_of_compounds(text) for document, text in zip(documents, texts)]
             self.vocabulary = {stem for document in documents for stem in document}
-        self._known_words = list(self._stem_of)
         self._sets = [set(document) for document in documents]
         count = len(documents)
         frequency = {}
@@ -224,35 +216,30 @@ class Retriever:
                         return [head_stem, tail_stem]
         return None
 
-    def _spelling(self, word):
-        """The file's stem that ``word`` begins with, leaving at most two letters (an inflection the
-        stemmer does not know: German "schickt" → "schick"), else the file's word nearest to a misspelt
-        ``word`` (one edit, two for long words), or None."""
-        if len(word) < 5 or not word.isalpha():
-            return None
+    def _inflection(self, word):
+        """The file's stem that ``word`` begins with, leaving one or two letters (an inflection the
+        stemmer does not know: German "schickt" → "schick"), or None."""
         for cut in (1, 2):
-            if word[:-cut] in self.vocabulary and len(word) - cut >= 4:
+            if len(word) - cut >= 4 and word.isalpha() and word[:-cut] in self.vocabulary:
                 return word[:-cut]
-        limit = 1 if len(word) < 8 else 2
-        found = process.extractOne(word, self._known_words, scorer=Levenshtein.distance, score_cutoff=limit)
-        return self._stem_of[found[0]] if found else None
+        return None
 
     def query_tokens(self, question):
-        """The tokens of ``question``, each word the file lacks tried as a compound, then as a misspelling."""
+        """The tokens of ``question``, each word the file lacks tried as a compound, then as an inflection."""
         tokens = []
         for word, found in self.analyzer.analyze(question):
             stem = found[0]
             if word is None:  # a synonym phrase
                 tokens.extend(found)
                 continue
-            if stem not in self.vocabulary and word not in self._stem_of:
+            if stem not in self.vocabulary:
                 if word.isdigit():  # an order number or a quantity the file doesn't mention: no topic
                     continue
                 split = self._split(word) if self._compounding else None
                 if split:
                     tokens.extend(split)
                     continue
-                stem = self._spelling(word) or stem
+                stem = self._inflection(word) or stem
             tokens.append(stem)
         return tokens
 
