@@ -13,7 +13,7 @@ from server.consultants import KnowledgeConsultant
 
 TARGET_RECALL = 0.92
 # Measured on the held-out round (docs/consultant.md): right answers and refusals, per language.
-HELD_OUT_FLOOR = {"en": {"right": 63, "refused": 16}, "de": {"right": 46, "refused": 14}}
+HELD_OUT_FLOOR = {"en": {"right": 64, "refused": 16}, "de": {"right": 48, "refused": 14}}
 # Everything tuned on: a change that loses what tuning won shows here first.
 TUNING_FLOOR = {"en": 0.94, "de": 0.94}
 

@@ -157,6 +157,19 @@ async def test_two_questions_in_one_message_get_both_answers(consultant, message
     assert "I don't know" not in reply
 
 
+@pytest.mark.parametrize("lang, message, expected", [
+    ("en", "We are driving over from Lille with my grandmother and the children next weekend, she walks "
+           "slowly. When do you open on Saturday?", "Monday to Saturday, 9:00 to 18:00"),
+    ("de", "Wir kommen naechste Woche mit den Kindern und der Oma aus Aachen nach Gent, die Oma geht "
+           "langsam. Wann habt ihr samstags offen?", "9:00 bis 18:00 Uhr"),
+])
+async def test_the_question_is_found_in_a_long_message_of_context(consultant, lang, message, expected):
+    """The sentence that asks is answered, though the context around it shares nothing with the file."""
+    assert consultant.knowledge.for_language(lang).best(message) is None  # the whole message alone: no
+    reply = "".join([chunk async for chunk in consultant.reply([{"author": "visitor", "text": message}], lang)])
+    assert expected in reply
+
+
 async def test_two_topics_joined_by_and_get_both_answers_when_the_whole_matches_neither(consultant):
     """No question mark to split on, and the whole message is no one section's: each side of the "and"."""
     reply = await ask(consultant, "what bulb does the floor lamp take and how do i clean a wool rug")

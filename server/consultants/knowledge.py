@@ -56,7 +56,7 @@ from pathlib import Path
 from .. import languages
 from . import small_talk
 from .base import Consultant
-from .retrieval import Retriever
+from .retrieval import Retriever, base_language
 
 log = logging.getLogger("chat_widget.knowledge")
 
@@ -262,11 +262,16 @@ class KnowledgeBase:
 
     def answers(self, question):
         """The sections that answer ``question``, one per question asked in it (at most
-        :data:`MAX_ANSWERS`); empty when none answers confidently.
+        :data:`MAX_ANSWERS`); empty when none answers confidently. In this order:
 
-        A message of several questions ("what are your hours? do you ship to the UK?") gets an answer
-        to each (a sentence without a question mark is context, not a question); otherwise the whole message is matched, and only when that is not confident is each
-        side of an "and" tried on its own ("hours and shipping to the UK").
+        1. several questions, each up to its question mark ("what are your hours? do you ship to the
+           UK?"): an answer to each;
+        2. the whole message;
+        3. two topics joined by "and" ("hours and shipping to the UK"): an answer to each;
+        4. the best of the message's sentences that ask something ("Good morning, we would like to
+           visit next week. At what hour do you open?"), so that the context around a question does
+           not drown it; a sentence that asks nothing is context, not a question;
+        5. one side of an "and".
         """
         found = self._each(_QUESTIONS.findall(question))
         if len(found) >= 2:
@@ -274,7 +279,15 @@ class KnowledgeBase:
         whole = self.best(question)
         if whole:
             return [whole.section]
-        return self._each(_AND.split(question))[:MAX_ANSWERS]
+        found = self._each(_AND.split(question))
+        if len(found) >= 2:
+            return found[:MAX_ANSWERS]
+        talk = small_talk.for_language(base_language(self.language))
+        asking = [sentence for sentence in _SENTENCES.split(question) if talk.asks(sentence)]
+        matches = [match for match in map(self.best, asking) if match]
+        if matches:
+            return [max(matches, key=lambda match: match.score).section]
+        return found[:1]
 
     def _each(self, parts):
         """The distinct sections that confidently answer each of ``parts`` (when there are two or more)."""
@@ -288,6 +301,7 @@ class KnowledgeBase:
 
 
 _QUESTIONS = re.compile(r"[^?]+\?")  # each question of a message, up to its question mark
+_SENTENCES = re.compile(r"[.!?;\n]+")
 _AND = re.compile(r"\s(?:and|also|plus|und|sowie|außerdem|ausserdem)\s", re.IGNORECASE)
 
 
@@ -335,7 +349,7 @@ class KnowledgeConsultant(Consultant):
     def answer(self, question, lang=None):
         """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
         knowledge = self.knowledge.for_language(lang)
-        talk = small_talk.for_language(knowledge.language.split("-")[0])
+        talk = small_talk.for_language(base_language(knowledge.language))
         greeting = talk.greeting.match(question)
         if greeting:
             question = question[greeting.end():]

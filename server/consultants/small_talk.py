@@ -1,5 +1,6 @@
 """What the knowledge consultant says around the answers, per language: greetings, thanks, goodbyes,
-"I don't know" with the team's contacts, and how it recognises the small talk in a visitor's message.
+"I don't know" with the team's contacts, and how it recognises the small talk in a visitor's message
+(and which of its sentences ask something).
 
 One :class:`SmallTalk` per language in :data:`LANGUAGES`; :func:`for_language` falls back to English
 (the consultant speaks the language of the knowledge file it answers from, so an answer and the words
@@ -12,11 +13,17 @@ _END = r"[\s,.!?;:-]*"
 
 
 class SmallTalk:
-    def __init__(self, greeting, thanks, farewell, words):
+    def __init__(self, greeting, thanks, farewell, asking, words):
         self.greeting = re.compile(r"^\W*(?:" + greeting + r")\b" + _END, re.IGNORECASE)
+        self._asking = re.compile(r"\W*(?:" + asking + r")\b", re.IGNORECASE)
         self.thanks = re.compile(r"\b(?:" + thanks + r")\b" + _END, re.IGNORECASE)
         self.farewell = re.compile(r"\b(?:" + farewell + r")\b" + _END, re.IGNORECASE)
         self.words = words
+
+    def asks(self, sentence):
+        """Whether ``sentence`` asks something: it begins with a question word or a verb that opens a
+        question ("when", "can", "do you"; German "wann", "kann", "habt")."""
+        return bool(self._asking.match(sentence))
 
     def welcome(self, name):
         return self.words["welcome_named" if name else "welcome"].format(name=name)
@@ -40,6 +47,7 @@ LANGUAGES = {
                r"(?:\s+(?:so|very)\s+much|\s+a\s+lot|\s+a\s+bunch)?",
         farewell=r"good\s*bye|bye(?:\s*bye)?|see\s+you(?:\s+(?:later|soon))?"
                  r"|have\s+a\s+(?:nice|good|great|lovely)\s+(?:day|evening|weekend)",
+        asking=r"what|whats|when|where|wheres|how|which|who|can|could|do|does|is|are|will|would",
         words={
             "welcome": "Hello, and welcome! How can I help you today?",
             "welcome_named": "Hello, and welcome to {name}! How can I help you today?",
@@ -59,6 +67,7 @@ LANGUAGES = {
         thanks=r"(?:vielen\s+dank|danke(?:\s*schön|\s+sehr)?|dankeschön|merci)",
         farewell=r"tschüss|tschüs|tschau|auf\s+wiedersehen|bis\s+(?:bald|dann|später)"
                  r"|schönen\s+(?:tag|abend|sonntag)(?:\s+noch)?",
+        asking=r"wann|wie|was|wo|wer|welche\w*|kann|könnt|koennt|habt|gibt|gibts|ist|sind",
         words={
             "welcome": "Hallo und herzlich willkommen! Wie kann ich Ihnen helfen?",
             "welcome_named": "Hallo und herzlich willkommen bei {name}! Wie kann ich Ihnen helfen?",
