@@ -52,7 +52,7 @@ from common import ROOT, write_results
 
 sys.path.insert(0, str(ROOT))
 
-from server.consultants.knowledge import KnowledgeConsultant  # noqa: E402
+from server.consultants.knowledge import KnowledgeConsultant, parse_knowledge  # noqa: E402
 
 EVAL = ROOT / "tests" / "consultant_eval"
 MIB = 1024 * 1024
@@ -138,6 +138,8 @@ def demo_material(path):
         for line in section.split("\n")[1:]:
             if line.lower().startswith("keywords:"):
                 keywords += [entry.strip() for entry in line.split(":", 1)[1].split(",") if entry.strip()]
+            elif line.lower().startswith(("asked:", "synonyms:", "language:")):
+                continue  # not answer text: as an answer sentence it would be read as a marked line again
             elif line.strip() and not line.startswith("- "):
                 sentences += [s.strip() for s in _SENTENCE.split(line.strip()) if len(s.split()) >= 4]
     words = sorted({word for word in _LETTERS.findall("\n".join(sections)) if len(word) >= 3})
@@ -368,7 +370,9 @@ def main(argv=None):
             consultants.pop(name, None)
             memory[name] = build_memory(path)
             consultants[name], _ = build(path)
-        sections = {name: sum(len(section_texts(p)) for p in files.values()) for name, (_, files, _) in sets.items()}
+        # what the consultant indexes (a section without an answer is dropped), not what was written
+        sections = {name: sum(len(parse_knowledge(p.read_text(encoding="utf-8")).sections) for p in files.values())
+                    for name, (_, files, _) in sets.items()}
 
         # 2. + 3. answers and the naive scan, interleaved question by question
         cases = [("demo", "en"), ("demo", "de"), ("generated en", "en"), ("generated de", "de")]

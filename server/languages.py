@@ -9,10 +9,10 @@ key. ``launcher_words`` is the part the host page's launcher
 """
 
 import json
-import re
 from pathlib import Path
 
-LANG_TAG = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+from protocol.checks import LANG_TAG
+
 LAUNCHER_KEYS = ("launcher", "unread_one", "unread_other", "new_message", "panel", "dir")
 DIRECTIONS = ("ltr", "rtl")
 
@@ -47,11 +47,21 @@ def launcher_words(catalogues):
     return {lang: {key: words[key] for key in LAUNCHER_KEYS} for lang, words in catalogues.items()}
 
 
+def is_language_tag(text):
+    """Whether ``text`` is a language tag as the protocol's ``hello`` accepts it (``de``, ``pt-BR``)."""
+    return LANG_TAG.fullmatch(text) is not None
+
+
+def base_language(tag):
+    """``de-AT`` → ``de``."""
+    return str(tag or "").strip().lower().split("-")[0]
+
+
 def choose(options, wanted, default="en"):
     """The entry of ``options`` (by language tag) for ``wanted`` (``de-AT`` falls back to ``de``), else
     the ``default`` language's."""
     tag = str(wanted or "").strip().lower()
-    for candidate in (tag, tag.split("-")[0]):
+    for candidate in (tag, base_language(tag)):
         if candidate in options:
             return options[candidate]
     return options[default]
@@ -69,7 +79,7 @@ def _read(path):
 
 def _checked(base, words, path):
     lang = path.stem.lower()
-    if not LANG_TAG.match(lang):
+    if not is_language_tag(lang):
         raise CatalogueError(f"catalogues: {path.name}: name the file by its language tag, such as fr.json or pt-br.json")
     merged = _merge(base, words, path, "")
     merged["lang"] = lang

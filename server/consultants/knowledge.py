@@ -46,6 +46,7 @@ open?" greets and then answers the hours; a message asking two things gets both 
 """
 
 import asyncio
+import glob
 import logging
 import os
 import re
@@ -56,7 +57,7 @@ from pathlib import Path
 from .. import languages
 from . import small_talk
 from .base import Consultant
-from .retrieval import Retriever, base_language
+from .retrieval import KNOWN_LANGUAGES, Retriever
 
 log = logging.getLogger("chat_widget.knowledge")
 
@@ -211,11 +212,14 @@ class KnowledgeBase:
         if not parsed.sections:
             raise ValueError(f"knowledge file {self.path} has no sections (start each topic with a '## ' heading)")
         language = parsed.language or self._named_language or "en"
-        if not languages.LANG_TAG.match(language):
+        if not languages.is_language_tag(language):
             raise ValueError(f"knowledge file {self.path}: 'Language: {parsed.language}' is not a language tag such as en or de")
         if self._named_language and language != self._named_language:
             raise ValueError(f"knowledge file {self.path} says 'Language: {language}' but its name says {self._named_language}")
-        retriever = Retriever([section.index_text for section in parsed.sections], language, parsed.synonyms)
+        try:
+            retriever = Retriever([section.index_text for section in parsed.sections], language, parsed.synonyms)
+        except ValueError as error:
+            raise ValueError(f"knowledge file {self.path}: {error}") from None
         self.name = parsed.name
         self.language = language
         self.sections = parsed.sections
@@ -253,6 +257,11 @@ class KnowledgeBase:
             match.section = self.sections[match.index]
         return matches
 
+    def for_language(self, lang):
+        """One file answers every language (so it can stand where a :class:`Knowledge` is expected)."""
+        self.reload_if_changed()
+        return self
+
     def best(self, question):
         """The match that answers ``question`` confidently, or None."""
         matches = self.search(question, limit=1)
@@ -282,7 +291,7 @@ class KnowledgeBase:
         found = self._each(_AND.split(question))
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
-        talk = small_talk.for_language(base_language(self.language))
+        talk = small_talk.for_language(languages.base_language(self.language))
         asking = [sentence for sentence in _SENTENCES.split(question) if talk.asks(sentence)]
         matches = [match for match in map(self.best, asking) if match]
         if matches:
@@ -308,21 +317,32 @@ _AND = re.compile(r"\s(?:and|also|plus|und|sowie|außerdem|ausserdem)\s", re.IGN
 class Knowledge:
     """The site's knowledge files: the main ``path`` and the ``<stem>.<lang>.md`` files beside it.
 
-    Raises ``ValueError`` (naming the file) when one cannot be used, or two are of one language.
+    ``<lang>`` is a language this server knows (:data:`~.retrieval.KNOWN_LANGUAGES`); another file
+    such as ``knowledge.old.md`` is left alone, with a log line. A regional file
+    (``knowledge.de-at.md``) also answers its base language when there is no file for that. The main
+    file may be named by its language too (``--knowledge-path knowledge.de.md``). Raises ``ValueError``
+    (naming the file) when one cannot be used, or two are of one language.
     """
 
     def __init__(self, path, reload_interval=2.0, clock=time.monotonic):
         path = Path(path)
-        self.main = KnowledgeBase(path, reload_interval=reload_interval, clock=clock)
+        stem, named = _name_and_language(path)
+        self.main = KnowledgeBase(path, named, reload_interval=reload_interval, clock=clock)
         self.files = {self.main.language: self.main}
-        for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
-            language = other.name[len(path.stem) + 1:-len(path.suffix) or None].lower()
-            if other == path or not languages.LANG_TAG.match(language):
+        for other in sorted(path.parent.glob(glob.escape(stem) + ".*" + glob.escape(path.suffix))):
+            other_stem, language = _name_and_language(other)
+            if other == path or other_stem != stem:
+                continue
+            if language is None:
+                log.warning("knowledge file %s left alone: its name does not end in a language this server "
+                            "knows, such as knowledge.de.md", other)
                 continue
             if language in self.files:
                 raise ValueError(f"knowledge files {self.files[language].path} and {other} are both in language {language}")
             self.files[language] = KnowledgeBase(other, language, reload_interval=reload_interval, clock=clock)
-        for knowledge in self.files.values():
+        for language, knowledge in list(self.files.items()):
+            self.files.setdefault(languages.base_language(language), knowledge)
+        for knowledge in set(self.files.values()):
             log.info("knowledge file path=%s language=%s stemmer=%s sections=%d", knowledge.path, knowledge.language,
                      knowledge.retriever.analyzer.stemmer_name, len(knowledge.sections))
 
@@ -332,6 +352,16 @@ class Knowledge:
         knowledge = languages.choose(self.files, lang, default=self.main.language)
         knowledge.reload_if_changed()
         return knowledge
+
+
+def _name_and_language(path):
+    """``knowledge.de.md`` → ``("knowledge", "de")``; ``knowledge.md`` or ``knowledge.old.md`` →
+    ``(its stem, None)``."""
+    stem, _, tag = path.stem.rpartition(".")
+    tag = tag.lower()
+    if stem and languages.is_language_tag(tag) and languages.base_language(tag) in KNOWN_LANGUAGES:
+        return stem, tag
+    return path.stem, None
 
 
 class KnowledgeConsultant(Consultant):
@@ -349,7 +379,7 @@ class KnowledgeConsultant(Consultant):
     def answer(self, question, lang=None):
         """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
         knowledge = self.knowledge.for_language(lang)
-        talk = small_talk.for_language(base_language(knowledge.language))
+        talk = small_talk.for_language(languages.base_language(knowledge.language))
         greeting = talk.greeting.match(question)
         if greeting:
             question = question[greeting.end():]
@@ -376,6 +406,8 @@ class KnowledgeConsultant(Consultant):
         for piece in split_sentences(self.answer(question, lang)):
             yield piece
             await asyncio.sleep(0)
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\n+")
 
 
@@ -389,5 +421,3 @@ def split_sentences(text):
     if start < len(text):
         pieces.append(text[start:])
     return pieces
-
-

@@ -13,10 +13,14 @@ the best one is a confident answer; see :meth:`Retriever.search` for the two thr
 
 import math
 import re
+import unicodedata
 
 import bm25s
+import numpy
 import Stemmer
 from bm25s import stopwords as bm25s_stopwords
+
+from ..languages import base_language
 
 #: Smallest BM25 score of the best section, as a share of the score one distinctive word (found in one
 #: section only) earns by appearing once in a section of average length.
@@ -65,6 +69,8 @@ CHAT_STOPWORDS = {
         habt hab habe haben darf dürfen bekomme bekommen krieg kriege ca etwa so schon noch tun soll
         sollte man wann wo wie was welche welcher welches welchen wer warum wieso weshalb woher wohin""",
 }
+#: The languages a knowledge file may be in (``knowledge.<lang>.md``): those with a stemmer or stop words.
+KNOWN_LANGUAGES = frozenset(STEMMERS) | frozenset(STOPWORDS)
 COMPOUNDING = frozenset({"de", "nl", "sv", "da", "no", "nb", "nn", "fi"})
 
 _WORD = re.compile(r"[^\W_]+")
@@ -73,11 +79,7 @@ _DIMENSIONS = re.compile(r"(?<=\d)\s*[x×*]\s*(?=\d)", re.IGNORECASE)  # "3x4", 
 _US = re.compile(r"\bU\.?S\.?(?:A\.?)?(?![\w.])")  # "US"/"U.S." is a country, not the stop word "us"
 _LINKS = ("s", "es", "n", "en", "e")  # German and Dutch joints between the parts of a compound
 _MIN_PART = 3
-
-
-def base_language(tag):
-    """``de-AT`` → ``de``."""
-    return str(tag or "").lower().split("-")[0]
+_MAX_COMPOUND = 40  # letters; a longer "word" is not a compound (and splitting costs its length squared)
 
 
 class Analyzer:
@@ -153,7 +155,8 @@ def _replace(table, items):
 
 
 def _plain(text):
-    return _APOSTROPHES.sub("", text.lower())
+    # NFKC: "ö" typed as "o" + a combining mark, or full-width letters, are the file's letters.
+    return _APOSTROPHES.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 class Match:
@@ -179,7 +182,8 @@ class Retriever:
         documents = [self.analyzer.tokens(text) for text in texts]
         self.vocabulary = {stem for document in documents for stem in document}
         if self._compounding:  # a compound in the file also counts as its parts
-            documents = [document + self._parts_of_compounds(text) for document, text in zip(documents, texts)]
+            known = {}
+            documents = [document + self._parts_of_compounds(text, known) for document, text in zip(documents, texts)]
             self.vocabulary = {stem for document in documents for stem in document}
         self._sets = [set(document) for document in documents]
         count = len(documents)
@@ -189,21 +193,26 @@ class Retriever:
                 frequency[token] = frequency.get(token, 0) + 1
         self._idf = {token: _idf(count, found) for token, found in frequency.items()}
         self._unseen_idf = UNSEEN_WEIGHT * _idf(count, 1)
+        if not self.vocabulary:
+            raise ValueError("it has no words to search: every section is only stop words")
         self._bm25 = bm25s.BM25(method="lucene", k1=k1, b=b)
         self._bm25.index(documents, show_progress=False)
         # One distinctive word, once, in a section of average length: idf * 1 / (1 + k1).
         self.min_score = MIN_SCORE * _idf(count, 1) / (1 + k1)
 
-    def _parts_of_compounds(self, text):
+    def _parts_of_compounds(self, text, known):
+        """The parts of the compounds in ``text``; ``known``: the words split so far (a file repeats them)."""
         parts = []
         for word in self.analyzer.content_words(text):
-            split = self._split(word)
-            if split:
-                parts.extend(split)
+            if word not in known:
+                known[word] = self._split(word)
+            parts.extend(known[word] or ())
         return parts
 
     def _split(self, word):
         """Two stems of the file that ``word`` is made of (with a joint such as German "s"), or None."""
+        if len(word) > _MAX_COMPOUND:
+            return None
         for cut in range(len(word) - _MIN_PART, _MIN_PART - 1, -1):
             head, tail = word[:cut], word[cut:]
             tail_stem = self.analyzer.stem(tail)
@@ -264,9 +273,8 @@ class Retriever:
             return []
         total = sum(self.idf(token) for token in unique)
         scores = self._bm25.get_scores(known)
-        ranked = sorted(range(len(self._sets)), key=lambda index: scores[index], reverse=True)
         matches = []
-        for index in ranked[:limit]:
+        for index in numpy.argsort(-scores, kind="stable")[:limit]:
             score = float(scores[index])
             present = [token for token in unique if token in self._sets[index]]
             if not present or score <= 0:
