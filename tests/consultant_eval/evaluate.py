@@ -2,9 +2,11 @@
 ``refuse`` when the knowledge file has no answer (``en.tsv``, ``de.tsv`` beside this file).
 
 Each line is ``<split>\t<expected>\t<question>``. Round 1 was split once, at random within each
-expected section: ``tune`` (tuned on) and ``held1`` (reported, then tuned on too). ``held2`` is
-round 2, written blind afterwards (reported, then tuned on too). ``held`` is round 3, written blind
-last: never tuned on, reported in docs/consultant.md and asserted by tests/test_consultant_eval.py.
+expected section: ``tune`` (tuned on) and ``held1`` (reported, then tuned on too). ``held2`` and
+``held3`` are rounds 2 and 3, each written blind afterwards, reported, then tuned on too (round 3
+chose the last changes). ``held`` is round 4, written blind last: never tuned on, reported in
+docs/consultant.md and asserted by tests/test_consultant_eval.py. Every tuning question is an
+``Asked:`` line of the knowledge files.
 
 A question counts as answered right when the reply carries at least one section's answer and every
 section it carries is one the line accepts; an off-topic question is right when refused.
@@ -127,8 +129,8 @@ def main():
     args = parser.parse_args()
     titles = {lang: headings(lang) for lang in LANGUAGES}  # from this checkout's files
     consultant = consultant_from(args.root)
-    print(f"| language | split | on-topic right | recall | precision | off-topic refused |")
-    print(f"|---|---|---|---|---|---|")
+    print("| language | split | on-topic right | recall | precision | off-topic refused |")
+    print("|---|---|---|---|---|---|")
     misses = []
     for lang in LANGUAGES:
         outcomes = run(consultant, lang, load(lang, None if args.split == "all" else args.split), titles[lang])
