@@ -52,6 +52,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .. import languages
@@ -74,7 +75,7 @@ class Section:
     keywords: list = field(default_factory=list)
     asked: list = field(default_factory=list)
 
-    @property
+    @cached_property
     def answer(self):
         """The body as plain text for the chat: markup removed, paragraphs kept."""
         return markdown_to_text(self.body)
@@ -222,6 +223,7 @@ class KnowledgeBase:
             raise ValueError(f"knowledge file {self.path}: {error}") from None
         self.name = parsed.name
         self.language = language
+        self.talk = small_talk.for_language(language)  # the words around its answers
         self.sections = parsed.sections
         self.retriever = retriever
         self._stamp = stamp
@@ -291,8 +293,7 @@ class KnowledgeBase:
         found = self._each(_AND.split(question))
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
-        talk = small_talk.for_language(languages.base_language(self.language))
-        asking = [sentence for sentence in _SENTENCES.split(question) if talk.asks(sentence)]
+        asking = [sentence for sentence in _SENTENCES.split(question) if self.talk.asks(sentence)]
         matches = [match for match in map(self.best, asking) if match]
         if matches:
             return [max(matches, key=lambda match: match.score).section]
@@ -379,7 +380,7 @@ class KnowledgeConsultant(Consultant):
     def answer(self, question, lang=None):
         """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
         knowledge = self.knowledge.for_language(lang)
-        talk = small_talk.for_language(languages.base_language(knowledge.language))
+        talk = knowledge.talk
         greeting = talk.greeting.match(question)
         if greeting:
             question = question[greeting.end():]

@@ -181,6 +181,8 @@ class Retriever:
         self._compounding = self.analyzer.language in COMPOUNDING
         documents = [self.analyzer.tokens(text) for text in texts]
         self.vocabulary = {stem for document in documents for stem in document}
+        if not self.vocabulary:
+            raise ValueError("it has no words to search: every section is only stop words")
         if self._compounding:  # a compound in the file also counts as its parts
             known = {}
             documents = [document + self._parts_of_compounds(text, known) for document, text in zip(documents, texts)]
@@ -193,8 +195,6 @@ class Retriever:
                 frequency[token] = frequency.get(token, 0) + 1
         self._idf = {token: _idf(count, found) for token, found in frequency.items()}
         self._unseen_idf = UNSEEN_WEIGHT * _idf(count, 1)
-        if not self.vocabulary:
-            raise ValueError("it has no words to search: every section is only stop words")
         self._bm25 = bm25s.BM25(method="lucene", k1=k1, b=b)
         self._bm25.index(documents, show_progress=False)
         # One distinctive word, once, in a section of average length: idf * 1 / (1 + k1).

@@ -9,6 +9,8 @@ around it never mix languages).
 
 import re
 
+from ..languages import base_language
+
 _END = r"[\s,.!?;:-]*"
 
 
@@ -86,5 +88,6 @@ LANGUAGES = {
 }
 
 
-def for_language(language):
-    return LANGUAGES.get(language, LANGUAGES["en"])
+def for_language(tag):
+    """The small talk of a language tag (``de-AT``: German), else English."""
+    return LANGUAGES.get(base_language(tag), LANGUAGES["en"])
