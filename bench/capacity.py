@@ -42,6 +42,7 @@ import time
 from websockets.asyncio.client import connect
 
 from common import ROOT, free_port, raise_nofile, serve_options, table, write_results
+from server_process import ONE_ADDRESS_MANY_VISITORS  # load, not budgets, is measured here
 
 ORIGIN = "http://load.test"
 SERVING = re.compile(r"serving (http://\S+?)/? ")
@@ -81,7 +82,7 @@ class ServerUnderTest:
     def start(self, timeout=30):
         self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, start_new_session=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **ONE_ADDRESS_MANY_VISITORS})
         ready = threading.Event()
 
         def pump():

@@ -11,6 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = re.compile(r"serving (http://\S+?)/? ")
+# Every test client comes from 127.0.0.1, one address doing the work of hundreds of visitors: the
+# per-address budgets are opened wide unless a test sets them (the budget tests use the defaults).
+ONE_ADDRESS_MANY_VISITORS = {
+    "CHAT_WIDGET_ADDRESS_MESSAGES_PER_MINUTE": "1000000",
+    "CHAT_WIDGET_ADDRESS_BYTES_PER_MINUTE": str(1 << 40),
+    "CHAT_WIDGET_ADDRESS_CONVERSATIONS_PER_HOUR": "1000000",
+    "CHAT_WIDGET_ADDRESS_REPLIES_PER_MINUTE": "1000000",
+}
 
 
 def free_port():
@@ -34,7 +42,7 @@ class ServerProcess:
 
     def start(self, timeout=15):
         command = [sys.executable, "-m", "server.cli", "serve", "--host", self.host, "--port", str(self.port), *self.args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **ONE_ADDRESS_MANY_VISITORS, **self.env}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
         ready = threading.Event()

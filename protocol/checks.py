@@ -55,7 +55,7 @@ SERVER_FRAMES = {
 ERROR_CODES = (
     "binary_not_supported", "invalid_json", "invalid_frame", "unknown_type", "unknown_field",
     "missing_field", "wrong_type", "invalid_id", "empty_text", "text_too_long", "invalid_session",
-    "invalid_seq", "invalid_lang", "hello_required", "already_joined", "rate_limited", "invalid_report", "report_too_large",
+    "invalid_seq", "invalid_lang", "hello_required", "already_joined", "rate_limited", "conversation_full", "invalid_report", "report_too_large",
     "report_limit",
 )
 

@@ -4,6 +4,14 @@ Every close code either side sends or reacts to is written here once. A failure 
 chat is not working; the widget's lifecycle decides by these functions whether to retry, wait longer
 or stop, its diagnostics explain a class with ``FAILURES``, and its words (``widget/core/words.py``)
 tell the visitor what to do about it.
+
+Ranges of the application codes: 4000-4099, the server ends the session for good (retrying cannot
+help); 4100-4199, the widget's own; 4200-4299, the server refuses *for now* and the widget retries
+with the longer "try again later" delay. So far those refuse a new conversation (the server closes
+right after the ``hello`` that would start one; conversations under way carry on): 4201 ``BUSY``
+(class ``STORE_BUSY``) and 4202 ``LIMITED`` (class ``ADDRESS_LIMITED``). A code of the range this
+widget does not know (a newer server's) reads as ``STORE_BUSY``: the server is up and said "later",
+and the code itself still reaches the report.
 """
 
 NORMAL = 1000
@@ -17,8 +25,11 @@ TRY_LATER = 1013              # server: at its connection limit
 UNSUPPORTED_VERSION = 4001    # server: the widget speaks another protocol version
 CONNECT_TIMEOUT = 4100        # widget: no open within the connect timeout
 HEARTBEAT_TIMEOUT = 4101      # widget: the connection went silent
+BUSY = 4201                   # server: its conversation store is over budget; no new conversation for now
+LIMITED = 4202                # server: too many new conversations from this address recently
 
-SERVER_TERMINAL = (4000, 4099)  # application errors from the server: retrying cannot help
+SERVER_TERMINAL = (4000, 4099)   # application errors from the server: retrying cannot help
+SERVER_TEMPORARY = (4200, 4299)  # temporary refusals from the server: retry later
 
 # What the widget does after a close
 RETRY = "retry"   # reconnect with normal backoff
@@ -32,6 +43,8 @@ INTERFERENCE = "interference"
 HEADERS_TOO_LARGE = "headers"
 ORIGIN = "origin"
 DRAINING = "draining"
+STORE_BUSY = "busy"
+ADDRESS_LIMITED = "limited"
 POLICY_BROKEN = "policy"
 MESSAGE_TOO_BIG = "too_big"
 PROTOCOL = "protocol"
@@ -45,6 +58,8 @@ FAILURES = {
     HEADERS_TOO_LARGE: "the browser sends request headers (mostly cookies) larger than the chat server accepts",
     ORIGIN: "the server refused this page's origin (not in its allowed origins)",
     DRAINING: "the server is restarting or unavailable",
+    STORE_BUSY: "the server refuses new conversations for now: its conversation store is over budget (4201)",
+    ADDRESS_LIMITED: "the server refuses new conversations for now: too many were started from this address (4202)",
     POLICY_BROKEN: "the server closed the connection for a policy violation (1008)",
     MESSAGE_TOO_BIG: "a message was larger than the server accepts (1009)",
     PROTOCOL: "the server ended the session (close code 4000-4099: protocol version or application error)",
@@ -64,8 +79,9 @@ def classify(code):
     """``(what to do, failure class or None)`` for a close of the current socket.
 
     1008, 1009 and 4000-4099 are terminal; 1012 retries soon (the herd spreads by jitter) and 1013
-    later, both saying the server is restarting or busy; anything else (1000 from the server, 1001,
-    1006, 1011, the widget's own 4100/4101, ...) retries with backoff.
+    later, both saying the server is restarting or busy; 4200-4299 retry later with the server's reason
+    (one this widget does not know reads as busy); anything else (1000 from the server, 1001, 1006,
+    1011, the widget's own 4100/4101, ...) retries with backoff.
     """
     if code == POLICY:
         return FAIL, POLICY_BROKEN
@@ -77,6 +93,10 @@ def classify(code):
         return RETRY, DRAINING
     if code == TRY_LATER:
         return SLOW, DRAINING
+    if code == LIMITED:
+        return SLOW, ADDRESS_LIMITED
+    if isinstance(code, int) and SERVER_TEMPORARY[0] <= code <= SERVER_TEMPORARY[1]:
+        return SLOW, STORE_BUSY  # BUSY, and any temporary refusal this widget does not know yet
     return RETRY, None
 
 

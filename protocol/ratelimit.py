@@ -34,15 +34,16 @@ class TokenBucket:
     def full(self):
         return self.tokens >= self.burst
 
-    def take(self, now):
-        """Take a token if there is one; True when one message may go now."""
+    def take(self, now, amount=1.0):
+        """Take ``amount`` tokens (one message; or its bytes, for a byte budget) if there are that many:
+        True when it may go now."""
         self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= amount:
+            self.tokens -= amount
             return True
         return False
 
-    def wait(self, now):
-        """Seconds until the next token (0 when one is available)."""
+    def wait(self, now, amount=1.0):
+        """Seconds until ``amount`` tokens are there (0 when they are now)."""
         self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        return 0.0 if self.tokens >= amount else (amount - self.tokens) / self.rate

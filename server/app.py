@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from quart import Quart
@@ -10,6 +11,7 @@ from quart_cors import cors
 from protocol import close
 
 from . import assets, consultants, health
+from .budgets import AddressBudgets, StoreBudget
 from .config import Config
 from .conversations import Conversations, MemoryStore, SqliteStore
 from .security import install_security_headers
@@ -32,7 +34,11 @@ def create_app(config=None):
     app.extensions["chat_channels"] = Channels()  # the HTTP fallback's open channels
     app.extensions["chat_store"] = store
     app.extensions["chat_consultant"] = consultant
-    app.extensions["chat_conversations"] = Conversations(store, consultant)
+    address_budgets = AddressBudgets.from_config(config)
+    store_budget = StoreBudget(config.store_max_bytes, config.store_warn_percent)
+    app.extensions["chat_store_budget"] = store_budget
+    app.extensions["chat_conversations"] = Conversations(store, consultant, budgets=address_budgets,
+                                                         store_budget=store_budget)
     app.extensions["chat_connection_class"] = socket.ChatConnection
     if config.faults:
         from .testing import faults
@@ -54,10 +60,12 @@ def create_app(config=None):
     @app.before_serving
     async def open_store():
         await store.open()
+        store_budget.update(await store.used_bytes())
 
     @app.while_serving
     async def background_tasks():
-        tasks = [asyncio.create_task(_sweeper(store)),
+        tasks = [asyncio.create_task(_sweeper(store, address_budgets, config.sweep_interval)),
+                 asyncio.create_task(_measure_store(store, store_budget)),
                  asyncio.create_task(watch_loop_lag(app.extensions["chat_hub"]))]
         yield
         for task in tasks:
@@ -90,7 +98,8 @@ async def start_draining(app):
 
 
 def make_store(config):
-    options = {"retention": config.retention, "max_entries": config.history_limit}
+    options = {"retention": config.retention, "max_entries": config.history_limit,
+               "max_bytes": config.conversation_max_bytes}
     if config.store == "memory":
         return MemoryStore(**options)
     path = Path(config.store)
@@ -100,13 +109,27 @@ def make_store(config):
     return SqliteStore(path, **options)
 
 
-async def _sweeper(store, every=60.0):
+async def _sweeper(store, address_budgets, every):
+    """Expired conversations out of the store; addresses whose budgets are whole again out of memory."""
     log = logging.getLogger("chat_widget.store")
     while True:
         await asyncio.sleep(every)
+        address_budgets.prune(time.monotonic())
         try:
             removed = await store.sweep()
             if removed:
                 log.info("expired sessions removed count=%d", removed)
         except Exception:
             log.exception("session sweep failed")
+
+
+async def _measure_store(store, budget, every=1.0):
+    """Keeps ``budget`` current: new conversations are refused within a second of the store filling up,
+    and accepted again within a second of a sweep making room."""
+    log = logging.getLogger("chat_widget.store")
+    while True:
+        await asyncio.sleep(every)
+        try:
+            budget.update(await store.used_bytes())
+        except Exception:
+            log.exception("store size measurement failed")

@@ -29,11 +29,16 @@ def setting_options(command):
         if setting.kind == "flag":
             option = click.option(setting.option, setting.name, is_flag=True, default=None, help=help_text)
         elif setting.kind == "multiple":
-            option = click.option(setting.option.rstrip("s"), setting.name, multiple=True, help=help_text)
+            option = click.option(_singular(setting.option), setting.name, multiple=True, help=help_text)
         else:
             option = click.option(setting.option, setting.name, default=None, help=help_text)
         command = option(command)
     return command
+
+
+def _singular(option):
+    """A repeatable option is named for one value: ``--allow-origin``, ``--trusted-proxy``."""
+    return option[:-3] + "y" if option.endswith("ies") else option.rstrip("s")
 
 
 @main.command()
@@ -67,6 +72,9 @@ def uvicorn_config(app, config):
         app, host=config.host, port=config.port, ws=ChatWebSocketProtocol, ws_per_message_deflate=False,
         http=ChatH11Protocol, h11_max_incomplete_event_size=HEAD_BUFFER_BYTES,
         ws_max_size=config.max_message_bytes, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+        # X-Forwarded-For and -Proto only from the configured proxies (uvicorn would trust 127.0.0.1 by
+        # default, letting any local client choose its address for the per-address budgets).
+        proxy_headers=bool(config.trusted_proxies), forwarded_allow_ips=list(config.trusted_proxies) or None,
         lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=5,
     )
 

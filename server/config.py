@@ -7,6 +7,7 @@ once and refuses bad values with a message that names the setting and the fix. A
 never changed after it is made.
 """
 
+import ipaddress
 import os
 from importlib import metadata
 from pathlib import Path
@@ -54,12 +55,16 @@ SETTINGS = (
     Setting("port", 8000, "Port to listen on (0 picks a free one)."),
     Setting("allow_origins", (), "A site allowed to use the chat (repeatable; environment: space-separated). "
             "Default: only this server's own origin.", kind="multiple"),
+    Setting("trusted_proxies", (), "A reverse proxy (address or network, repeatable; environment: space-separated) "
+            "whose X-Forwarded-For names the visitor's address. Default: none, every peer is the visitor.",
+            kind="multiple"),
     Setting("allow_missing_origin", False, "Accept socket handshakes without an Origin header (non-browser clients).",
             kind="flag"),
     Setting("runtime", "micropython", f"Python runtime for the widget: {' or '.join(RUNTIMES)}."),
     Setting("log_level", "info", f"One of {', '.join(LOG_LEVELS)}."),
     Setting("store", "var/chat.sqlite3", "SQLite file for conversations (relative to the project), or 'memory'."),
     Setting("retention", 1800, "Seconds a quiet conversation is kept and can be resumed."),
+    Setting("sweep_interval", 60, "Seconds between sweeps of expired conversations.", cli=False),
     Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
             "openai (any OpenAI-compatible API), helpdesk."),
     Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md); "
@@ -90,6 +95,20 @@ SETTINGS = (
     Setting("message_period", ratelimit.PER, "Seconds of message_rate.", cli=False),
     Setting("message_burst", ratelimit.BURST, "Visitor messages accepted at once after a quiet spell.", cli=False),
     Setting("history_limit", 500, "Entries kept per conversation.", cli=False),
+    # Budgets (docs/security.md): per address across all its connections, per conversation, per store.
+    Setting("address_messages_per_minute", 30, "Visitor messages per minute from one address, all its "
+            "connections together; beyond: rate_limited.", cli=False),
+    Setting("address_bytes_per_minute", 64 * 1024, "Bytes of visitor messages per minute from one address; "
+            "beyond: rate_limited.", cli=False),
+    Setting("address_conversations_per_hour", 60, "New conversations per hour from one address; beyond, "
+            "a new one is closed with 4202 (the widget tries later).", cli=False),
+    Setting("address_replies_per_minute", 20, "Consultant replies per minute for one address; beyond, a short "
+            "'please wait' answer stands in.", cli=False),
+    Setting("conversation_max_bytes", 512 * 1024, "Bytes one conversation may hold (messages and replies); "
+            "beyond, a message gets conversation_full and the widget starts a new one.", cli=False),
+    Setting("store_max_bytes", 1 << 30, "The store's budget in bytes; at it new conversations are closed "
+            "with 4201 (the widget tries later) and existing ones go on.", cli=False),
+    Setting("store_warn_percent", 80, "Percent of store_max_bytes at which /healthz warns.", cli=False),
     # Operations; environment only.
     Setting("openai_api_key", "", "API key for --consultant openai (or OPENAI_API_KEY); empty for local servers.",
             cli=False),
@@ -119,6 +138,7 @@ class Config:
         self.port = _int_setting("port", values["port"], 0, 65535)
         self.allow_origins = _origins_setting(values["allow_origins"])
         self.allow_missing_origin = _bool_setting("allow_missing_origin", values["allow_missing_origin"])
+        self.trusted_proxies = _networks_setting("trusted_proxies", values["trusted_proxies"])
         self.runtime = _choice_setting("runtime", values["runtime"], RUNTIMES)
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
@@ -132,8 +152,23 @@ class Config:
         self.store = str(values["store"])
         if not self.store:
             raise ConfigError("store must be a file path for the SQLite database, or 'memory'")
-        self.retention = _int_setting("retention", values["retention"], 60, 30 * 86400)
+        self.retention = _int_setting("retention", values["retention"], 10, 30 * 86400)
+        self.sweep_interval = _int_setting("sweep_interval", values["sweep_interval"], 1, 3600)
         self.history_limit = _int_setting("history_limit", values["history_limit"], 10, 100_000)
+        self.address_messages_per_minute = _int_setting(
+            "address_messages_per_minute", values["address_messages_per_minute"], 1, 1_000_000)
+        self.address_bytes_per_minute = _at_least_a_message(
+            "address_bytes_per_minute", _int_setting("address_bytes_per_minute", values["address_bytes_per_minute"],
+                                                     1, 1 << 40), self.max_message_bytes)
+        self.address_conversations_per_hour = _int_setting(
+            "address_conversations_per_hour", values["address_conversations_per_hour"], 1, 1_000_000)
+        self.address_replies_per_minute = _int_setting(
+            "address_replies_per_minute", values["address_replies_per_minute"], 1, 1_000_000)
+        self.conversation_max_bytes = _at_least_a_message(
+            "conversation_max_bytes", _int_setting("conversation_max_bytes", values["conversation_max_bytes"],
+                                                   1, 1 << 40), self.max_message_bytes)
+        self.store_max_bytes = _int_setting("store_max_bytes", values["store_max_bytes"], 1 << 20, 1 << 50)
+        self.store_warn_percent = _int_setting("store_warn_percent", values["store_warn_percent"], 1, 100)
         self.consultant = _choice_setting("consultant", values["consultant"], CONSULTANTS)
         self.knowledge_path = str(values["knowledge_path"] or "")
         self.openai_base_url = str(values["openai_base_url"] or "")
@@ -202,6 +237,28 @@ def _int_setting(name, value, low, high):
     if not low <= number <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {number}")
     return number
+
+
+def _at_least_a_message(name, number, max_message_bytes):
+    """A byte budget must let one message of the largest allowed size through."""
+    if number < max_message_bytes:
+        raise ConfigError(f"{name} must be at least max_message_bytes ({max_message_bytes}), or the largest "
+                          f"message allowed could never pass; got {number}")
+    return number
+
+
+def _networks_setting(name, value):
+    """Addresses or networks (``10.0.0.5``, ``10.0.0.0/8``, ``::1``), as uvicorn's proxy headers take them."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    networks = tuple(str(item) for item in value)
+    for item in networks:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.5 or "
+                              "10.0.0.0/8") from None
+    return networks
 
 
 def _bool_setting(name, value):

@@ -30,6 +30,15 @@ async def _store_check(now):
                   store=type(store).__name__)
 
 
+def _store_budget_check(now):
+    """Warn at the warning level; fail at the budget, where new conversations are refused."""
+    budget = current_app.extensions["chat_store_budget"]
+    status = {"ok": "pass", "warn": "warn", "full": "fail"}[budget.level]
+    return _check(status, now, componentType="datastore", observedValue=budget.used, observedUnit="bytes",
+                  warnAt=budget.warn_bytes, limit=budget.max_bytes, acceptingNewConversations=budget.accepting,
+                  output=budget.describe())
+
+
 def _loop_check(now):
     lag = current_app.extensions["chat_hub"].loop_lag
     status = "fail" if lag >= LAG_FAIL else ("warn" if lag >= LAG_WARN else "pass")
@@ -67,6 +76,7 @@ async def _health_checks():
         )],
         "eventloop:lag": [_loop_check(now)],
         "store:sessions": [await _store_check(now)],
+        "store:budget": [_store_budget_check(now)],
         "consultant:configured": [_check("pass", now, componentType="component",
                                          consultant=current_app.extensions["chat_consultant"].name)],
         "clients:failure-reports": [_reports_check(hub.failure_reports, now)],

@@ -6,10 +6,16 @@ from server.config import Config
 OWN_ORIGIN = "http://localhost"
 
 
+# The test client is one address for every test: the per-address budgets are opened wide unless a
+# test sets them (as e2e/server_process.py does for the server in a subprocess).
+WIDE_BUDGETS = {"address_messages_per_minute": 1_000_000, "address_bytes_per_minute": 1 << 40,
+                "address_conversations_per_hour": 1_000_000, "address_replies_per_minute": 1_000_000}
+
+
 @pytest.fixture
 def make_app():
     def make(**settings):
-        return create_app(Config(**{"store": "memory", **settings}))
+        return create_app(Config(**{"store": "memory", **WIDE_BUDGETS, **settings}))
     return make
 
 

@@ -26,9 +26,12 @@ def ws_url(server, path="/ws?v=1"):
     return server.url.replace("http://", "ws://", 1) + path
 
 
-def opened(server, path="/ws?v=1", origin=ALLOWED, headers=None):
+def opened(server, path="/ws?v=1", origin=ALLOWED, headers=None, address=None):
+    """A socket to the server; from the loopback source ``address`` (``127.0.0.5``: any of 127/8),
+    which the server takes for the visitor's address, when given."""
+    options = {"local_addr": (address, 0)} if address else {}
     return connect(ws_url(server, path), origin=origin, additional_headers=headers, open_timeout=2,
-                   compression=None, max_size=None, ping_interval=None)
+                   compression=None, max_size=None, ping_interval=None, **options)
 
 
 async def receive(ws):

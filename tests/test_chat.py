@@ -220,6 +220,27 @@ def test_rate_limited_message_waits_again_and_goes_next():
     assert [f["id"] for f in chat.frames_to_send()] == ["m1", "m2"]
 
 
+def test_a_full_conversation_is_forgotten_but_stays_on_screen():
+    """conversation_full: the refused message waits again, the session and its marks are forgotten (the next
+    hello asks for a new conversation, and its welcome is no expiry), and what was shown stays shown."""
+    chat = new()
+    chat.restore({"session": "s1", "read": 4, "seq": 4, "outbox": []})
+    chat.welcomed("s1", resumed=True)
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "x", "text": "earlier", "seq": 5})
+    chat.compose("too much")
+    chat.frames_to_send()
+    assert chat.requeue("m1")[0].message.delivery == QUEUED
+    chat.forget_session()
+    assert (chat.session, chat.last_seq, chat.read_seq, chat.known_seq) == (None, 0, 0, 0)
+    assert ids(chat) == ["r1", "m1"] and chat.in_progress
+    assert chat.hello_frame() == {"type": "hello", "last_seq": 0}
+    assert chat.snapshot() == {"session": None, "read": 0, "seq": 0, "outbox": [{"id": "m1", "text": "too much"}]}
+    assert chat.welcomed("s2", resumed=False) is False  # a new conversation we asked for: nothing expired
+    assert [f["id"] for f in chat.frames_to_send()] == ["m1"]
+    chat.received({"type": "ack", "id": "m1", "seq": 1})  # the new conversation numbers from 1: not a replay
+    assert chat.find("m1").delivery == DELIVERED and ids(chat) == ["r1", "m1"]
+
+
 def test_pacer_keeps_a_flushed_outbox_within_the_server_limit():
     """After an outage the outbox drains at the server's rate: a burst, then steady, never faster."""
     pacer = Pacer(messages=20, per=10.0, burst=10)

@@ -13,7 +13,9 @@ import pytest
 from protocol import close
 from widget.core import actions as A
 from widget.core import lifecycle
+from widget.core.backoff import next_delay
 from widget.core.client import COUNTDOWN_TIMER, FLUSH_TIMER, PROBE_TIMER, Client, Page
+from widget.core.settings import Settings
 from widget.core.words import Words
 
 LIMITS = {"messages": 20, "per": 10, "burst": 10, "max_message_bytes": 16384}
@@ -479,8 +481,8 @@ def test_every_state_and_notice_the_client_shows_has_words():
     for state in (lifecycle.IDLE, lifecycle.CONNECTING, lifecycle.CONNECTED, lifecycle.RECONNECTING, lifecycle.OFFLINE,
                   lifecycle.FAILED):
         assert ENGLISH.status(state)
-    for key in ("session_expired", "outbox_full"):
-        assert ENGLISH.text(key)
+    for key in ("session_expired", "outbox_full", "conversation_full"):
+        assert ENGLISH.text(key) and Words(GERMAN).text(key)
 
 
 # ---- interference on the path, the HTTP fallback, moving back, reports ----------------------------
@@ -907,3 +909,157 @@ def test_replies_replayed_into_an_open_panel_after_a_reload_are_not_read_out_aga
     reply(browser, "r2", 4, "earlier, not yet read")
     reply(browser, "r3", 6, "new")
     assert browser.announced == ["new"]
+
+
+# ---- the server's budgets: a refused new conversation, a full conversation, retry_after ----------------
+
+@pytest.mark.parametrize("code,alert", [(close.BUSY, close.STORE_BUSY), (close.LIMITED, close.ADDRESS_LIMITED)])
+def test_a_refused_new_conversation_is_retried_later_and_the_visitor_told_why(code, alert):
+    """The server closes right after the hello that would start a conversation (4201 busy, 4202 limited):
+    the alert says why, the retry waits the slow delay, nothing is probed; what the visitor typed waits
+    and goes out once a conversation starts, and the report names the class."""
+    browser = Browser()
+    browser.type("hello?")
+    browser.open()
+    browser.close(code, "", True)
+    assert browser.status.state == "reconnecting" and browser.status.alert == alert
+    slow = next_delay(1, Settings().backoff_base, Settings().backoff_cap, lambda: 0.5, True)
+    assert browser.timers["retry"] == pytest.approx(browser.now + slow)
+    assert browser.probes == [] and browser.client.lifecycle.last_failure == alert
+    assert browser.delivery("m1") == "queued" and json.loads(browser.saved)["outbox"] == [{"id": "m1", "text": "hello?"}]
+    browser.advance(browser.timers["retry"] - browser.now)
+    assert browser.status.alert == alert  # still said while the next attempt is under way
+    browser.open()
+    assert browser.sent[-1] == (2, {"type": "hello", "last_seq": 0})
+    browser.welcome()
+    assert browser.status.state == "connected" and browser.status.alert is None
+    assert browser.messages_sent() == [{"type": "message", "id": "m1", "text": "hello?"}]
+    report = [frame for _, frame in browser.sent if frame["type"] == "report"][0]
+    assert [(f["class"], f["code"]) for f in report["failures"]] == [(alert, code)]
+
+
+def full(browser, message_id, socket=None):
+    frame = {"type": "error", "code": "conversation_full", "message": "full", "id": message_id}
+    return browser.do(browser.client.socket_received(browser.now, socket or browser.socket, json.dumps(frame)))
+
+
+def test_a_full_conversation_starts_a_new_one_where_the_refused_messages_are_delivered():
+    """conversation_full: the refused message (and the rest of its burst) waits again, a new connection opens at
+    once with a hello without session (no backoff, no probe, no failure), the visitor is told, the snapshot
+    forgets the full conversation; after the new welcome the messages go there in order."""
+    browser = joined()
+    browser.type("first")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    reply(browser, "r1", 2)
+    browser.type("second")
+    browser.type("third")
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m2", "m3"]
+    full(browser, "m2")
+    assert A.CloseSocket(1, close.NORMAL, "conversation full") in browser.actions
+    assert browser.sockets == {2: "ws://shop.test/ws?v=1"} and browser.status.state == "connecting"
+    assert browser.delivery("m2") == browser.delivery("m3") == "queued"
+    assert browser.notices == ["conversation_full"]
+    assert "retry" not in browser.timers and browser.probes == [] and browser.client.lifecycle.attempt == 0
+    assert json.loads(browser.saved) == {"session": None, "read": 0, "seq": 0, "outbox": [
+        {"id": "m2", "text": "second"}, {"id": "m3", "text": "third"}]}
+    assert full(browser, "m3", socket=1) == []  # the rest of the burst, on the old socket: one restart only
+    assert [a.socket_id for a in browser.actions if isinstance(a, A.OpenSocket)] == [1, 2]
+    browser.open()
+    assert browser.sent[-1] == (2, {"type": "hello", "last_seq": 0})
+    browser.welcome(session="s2", resumed=False)
+    assert browser.notices == ["conversation_full"]  # asked for: not "session expired"
+    assert [f["id"] for socket, f in browser.sent if socket == 2 and f["type"] == "message"] == ["m2", "m3"]
+    browser.receive({"type": "ack", "id": "m2", "seq": 1})
+    browser.receive({"type": "ack", "id": "m3", "seq": 2})
+    assert browser.delivery("m2") == browser.delivery("m3") == "delivered"
+    assert json.loads(browser.saved) == {"session": "s2", "read": 0, "seq": 2, "outbox": []}
+    assert [m.id for m in browser.client.conversation.messages] == ["m1", "r1", "m2", "m3"]  # still on screen
+    assert not [f for _, f in browser.sent if f["type"] == "report"]  # nothing failed
+    assert ENGLISH.text("conversation_full").startswith("This conversation reached its size limit")
+
+
+def test_a_full_conversation_takes_the_reply_still_streaming_before_it_starts_over():
+    """The answer to an earlier question is streaming when a later message is refused as full: the new
+    conversation would never replay it, so the widget waits for it (sending nothing meanwhile), then
+    starts over."""
+    browser = joined()
+    browser.type("first")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    browser.receive({"type": "reply_start", "id": "r1", "in_reply_to": "m1", "text": ""})
+    browser.receive({"type": "reply_chunk", "id": "r1", "text": "Half an ans"})
+    browser.type("second")
+    full(browser, "m2")
+    assert browser.notices == ["conversation_full"] and browser.sockets == {1: "ws://shop.test/ws?v=1"}
+    assert browser.delivery("m2") == "queued"
+    browser.advance(5)
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m2"]  # not sent again into the full one
+    browser.receive({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Half an answer, whole.", "seq": 2})
+    assert A.CloseSocket(1, close.NORMAL, "conversation full") in browser.actions
+    assert 2 in browser.sockets and browser.notices == ["conversation_full"]
+    browser.open()
+    browser.welcome(session="s2", resumed=False)
+    assert browser.sent[-1] == (2, {"type": "message", "id": "m2", "text": "second"})
+    assert [m.text for m in browser.client.conversation.messages if m.author == "consultant"] == ["Half an answer, whole."]
+
+
+def test_a_full_conversation_on_the_http_fallback_starts_a_new_one_there():
+    """The same on the fallback: the HTTP channel (and a trial WebSocket, which would rejoin the full
+    conversation) is closed, the new conversation starts over HTTP, and trials resume after its welcome."""
+    browser = on_fallback()
+    browser.type("first")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    browser.live_for(60)
+    assert "trial-1" in browser.sockets
+    browser.type("second")
+    full(browser, "m2")
+    assert browser.sockets == {3: "http://shop.test/poll"}
+    assert "upgrade" not in browser.timers and "trial" not in browser.timers
+    browser.open()
+    assert browser.sent[-1] == (3, {"type": "hello", "last_seq": 0})
+    browser.welcome(session="s2")
+    assert browser.sent[-1] == (3, {"type": "message", "id": "m2", "text": "second"})
+    assert browser.timers["upgrade"] == browser.now + 60
+
+
+def test_a_message_refused_in_an_empty_conversation_is_not_sent_round_in_a_loop():
+    """Nothing stored and yet full: a new conversation would refuse it too. No restart; it stays sent."""
+    browser = joined()
+    browser.type("huge")
+    full(browser, "m1")
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"} and browser.notices == []
+    assert browser.delivery("m1") == "sent" and len(browser.messages_sent()) == 1
+    assert ("warn", "chat: the server refuses a message even in an empty conversation") in browser.logs
+
+
+def test_nothing_is_sent_before_retry_after_even_when_typing_or_reconnecting():
+    """retry_after holds the whole outbox: a new message, and a new connection (the limit may be the
+    address's), wait for it too."""
+    browser = joined()
+    browser.type("one")
+    browser.receive({"type": "error", "code": "rate_limited", "message": "x", "id": "m1", "retry_after": 10})
+    browser.advance(1)
+    browser.type("two")
+    assert len(browser.messages_sent()) == 1
+    browser.close(1006)
+    browser.advance(browser.timers["retry"] - browser.now)
+    browser.open()
+    browser.welcome(resumed=True)
+    browser.advance(9.9 - browser.now)
+    assert len(browser.messages_sent()) == 1
+    browser.advance(0.2)
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m1", "m2"]
+
+
+def test_a_pending_flush_does_not_resend_before_retry_after():
+    """The pacer's flush timer was due sooner than retry_after: it is moved, not left to resend early."""
+    browser = Browser()
+    browser.open()
+    browser.welcome(limits={"messages": 1, "per": 1, "burst": 1, "max_message_bytes": 16384})
+    browser.type("one")
+    browser.type("two")
+    assert browser.timers[FLUSH_TIMER] < 1.5
+    browser.receive({"type": "error", "code": "rate_limited", "message": "x", "id": "m1", "retry_after": 5})
+    browser.advance(4.9)
+    assert len(browser.messages_sent()) == 1
+    browser.advance(0.2)
+    assert [f["id"] for f in browser.messages_sent()] == ["m1", "m1"]

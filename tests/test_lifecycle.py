@@ -114,7 +114,7 @@ class Harness:
             elif isinstance(a, Render):
                 assert a.state in STATES
                 assert a.alert in (None, "unreachable", "interference", "origin", "headers", "too_big", "policy",
-                                   "protocol", "draining", "config")
+                                   "protocol", "draining", "busy", "limited", "config")
                 self.renders.append(a)
             elif isinstance(a, Log):
                 assert a.level in ("info", "debug", "warn")
@@ -513,6 +513,60 @@ def test_close_1013_uses_longer_delay():
     assert renders(acts)[0].alert == "draining"
 
 
+@pytest.mark.parametrize("code,alert", [(close.BUSY, close.STORE_BUSY), (close.LIMITED, close.ADDRESS_LIMITED)])
+def test_refusals_of_a_new_conversation_retry_later_and_say_why(code, alert):
+    """4201/4202 come right after hello (open, no welcome): retried with the slow delay, no probe and no
+    interference; the alert and last_failure name the server's reason until a welcome."""
+    lc = new(random=lambda: 0.0)
+    lc.start(0.0)
+    lc.opened(0.1, 1)
+    acts = lc.closed(0.2, 1, code, "", True)
+    assert timer(acts, "retry") == d(1, slow=True, r=0.0)
+    assert renders(acts) == [Render(RECONNECTING, 1, 0.2 + d(1, slow=True, r=0.0), alert)]
+    assert lc.last_failure == alert and lc.interference is None and not of(acts, ProbeServer)
+    lc.timer_fired(lc.retry_at, "retry")
+    assert lc.alert == alert  # still said while the next attempt is in flight
+    lc.opened(30.0, 2)
+    acts = lc.closed(30.1, 2, code, "", True)
+    assert timer(acts, "retry") == d(2, slow=True, r=0.0) and renders(acts)[0].alert == alert
+    lc.timer_fired(lc.retry_at, "retry")
+    lc.opened(100.0, 3)
+    assert renders(lc.joined(100.0, 3)) == [Render(CONNECTED)]
+    lc.closed(200.0, 3, 1006, "", False)
+    assert lc.last_failure == close.UNREACHABLE and lc.alert is None  # the welcome cleared it
+
+
+def test_the_servers_reason_is_cleared_and_replaced_as_draining_was():
+    """Going online clears it; a probe saying draining replaces it; a probe saying ok clears it."""
+    lc = new()
+    lc.start(0.0)
+    lc.opened(0.1, 1)
+    lc.closed(0.2, 1, close.BUSY, "", True)
+    lc.went_offline(1.0)
+    lc.went_online(2.0)
+    lc.closed(2.1, 2, 1006, "", False)
+    assert lc.last_failure == close.UNREACHABLE and lc.alert is None
+    lc = new()
+    lc.start(0.0)
+    lc.opened(0.1, 1)
+    lc.closed(0.2, 1, close.LIMITED, "", True)
+    lc.timer_fired(lc.retry_at, "retry")
+    acts = lc.closed(lc.retry_at or 50.0, 2, 1006, "", False)  # refused before open: probed
+    assert of(acts, ProbeServer) and renders(acts)[0].alert == close.ADDRESS_LIMITED
+    assert lc.probe_result(51.0, close.PROBE_UNREACHABLE) == []  # keeps saying what the server said
+    assert renders(lc.probe_result(51.1, close.PROBE_DRAINING))[0].alert == close.DRAINING
+    assert renders(lc.probe_result(51.2, close.PROBE_OK))[0].alert is None
+    lc = connected(0.0)
+    lc.closed(1.0, 1, close.BUSY, "", True)
+    lc.timer_fired(lc.retry_at, "retry")
+    lc.opened(20.0, 2)
+    lc.closed(20.1, 2, 1008, "", True)  # terminal, with "busy" still said from before
+    assert lc.state == FAILED
+    lc.retry_pressed(30.0)
+    lc.closed(30.1, 3, 1006, "", False)
+    assert lc.last_failure == close.UNREACHABLE
+
+
 @pytest.mark.parametrize("code,alert", [(1008, "policy"), (1009, "too_big"), (4000, "protocol"),
                                         (4042, "protocol"), (4099, "protocol")])
 def test_terminal_close_codes(code, alert):
@@ -545,6 +599,13 @@ def test_classify_close_table():
     assert close.classify(1008) == (close.FAIL, "policy")
     assert close.classify(4100) == (close.RETRY, None)
     assert close.classify(None) == (close.RETRY, None)
+    assert close.classify(4201) == (close.SLOW, "busy")
+    assert close.classify(4202) == (close.SLOW, "limited")
+    for code in (4200, 4250, 4299):  # a temporary refusal this widget does not know: busy, retry later
+        assert close.classify(code) == (close.SLOW, close.STORE_BUSY)
+    for code in (4199, 4300):
+        assert close.classify(code) == (close.RETRY, None)
+    assert set(close.FAILURES) >= {close.STORE_BUSY, close.ADDRESS_LIMITED}
 
 
 # ---------------------------------------------------------------- offline
@@ -953,7 +1014,7 @@ def test_default_random_is_used_when_not_injected():
 
 SOCKET_PICK = st.sampled_from(["current", "previous", "bogus"])
 CODES = st.sampled_from([1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 1013, 4000, 4001,
-                         4050, 4100, 3000])
+                         4050, 4100, 4201, 4202, 4250, 3000])
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -1024,6 +1085,10 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(result=st.sampled_from(close.PROBE_RESULTS))
     def probe(self, result):
         self.sh.call("probe_result", result)
+
+    @rule()
+    def restart(self):
+        self.sh.call("restart", "conversation full")
 
     @rule()
     def stop_and_start(self):
@@ -1161,3 +1226,48 @@ def test_retry_now_skips_the_wait_only_while_waiting():
     lc.closed(10.0, 1, 1006, "", False)
     acts = lc.retry_now(10.1, "switching to HTTP")
     assert OpenSocket(2) in acts and lc.socket_id == 2
+
+
+# ---- restart: a new connection at once, not a failure -----------------------------------------------
+
+def test_restart_closes_normally_and_opens_a_new_socket_at_once():
+    """The client starts over (its conversation is full): 1000 on the old socket, the new one opens at once,
+    shown as connecting; no backoff, no probe, the attempt counter untouched; the welcome connects."""
+    sh = Harness(new())
+    sh.call("start")
+    sh.call("opened", 1)
+    sh.call("joined", 1)
+    sh.now = 50.0
+    acts = sh.call("restart", "conversation full")
+    assert non_log(acts) == [CloseSocket(1, close.NORMAL, "conversation full"), CancelTimer(HEARTBEAT_TIMER),
+                             OpenSocket(2), StartTimer(CONNECT_TIMER, S.connect_timeout), Render(CONNECTING)]
+    assert sh.lc.state == CONNECTING and sh.lc.attempt == 0 and sh.lc.retry_at is None
+    assert not of(acts, ProbeServer) and [a.level for a in of(acts, Log)] == ["info"]
+    sh.call("opened", 2)
+    assert renders(sh.call("joined", 2)) == [Render(CONNECTED)]
+    assert sh.lc.attempt == 0 and sh.lc.last_failure is None
+
+
+def test_restart_keeps_the_attempt_count_and_skips_a_pending_retry():
+    """Restarting is neither a failure nor a success: the count stays; waiting for a retry, it attempts now."""
+    sh = Harness(new())
+    sh.call("start")
+    sh.call("closed", 1, 1006, "", False)
+    assert sh.lc.attempt == 1 and RETRY_TIMER in sh.timers
+    acts = sh.call("restart", "conversation full")
+    assert CancelTimer(RETRY_TIMER) in acts and OpenSocket(2) in acts and RETRY_TIMER not in sh.timers
+    assert sh.lc.attempt == 1 and sh.lc.state == CONNECTING
+
+
+@pytest.mark.parametrize("setup", ["idle", "offline", "failed"])
+def test_restart_is_ignored_where_no_connection_is_wanted(setup):
+    lc = new()
+    if setup != "idle":
+        lc.start(0.0)
+    if setup == "offline":
+        lc.went_offline(0.1)
+    if setup == "failed":
+        lc.closed(0.1, 1, 1008, "", True)
+    state = lc.state
+    assert non_log(lc.restart(1.0, "conversation full")) == []
+    assert lc.state == state and lc.socket_id is None and lc._timers == {}

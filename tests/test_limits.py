@@ -70,25 +70,37 @@ def test_warn_three_times_then_close():
     assert verdicts == [OK] * 10 + [WARN, WARN, WARN, CLOSE]
 
 
-def test_strikes_are_forgiven_once_the_bucket_is_full_again():
-    """A client that was warned, then behaved long enough to refill the bucket, starts with a clean slate."""
-    clock = FakeClock()
-    limiter = RateLimiter(rate=20, per=10, burst=10, warnings=3)
-    for _ in range(12):
-        limiter.check(clock.now)  # 10 ok, 2 warnings
-    assert limiter.strikes == 2
-    clock.advance(5.0)  # 10 tokens back: full
-    assert [limiter.check(clock.now) for _ in range(14)] == [OK] * 10 + [WARN, WARN, WARN, CLOSE]
-
-
-def test_strikes_are_kept_while_the_bucket_is_not_full():
-    """Pausing only briefly after a warning does not reset the strikes."""
+def test_an_accepted_frame_forgives_the_strikes():
+    """A client that was warned, then waited and got a frame through, starts with a clean slate."""
     clock = FakeClock()
     limiter = RateLimiter(rate=20, per=10, burst=10, warnings=3)
     for _ in range(13):
         limiter.check(clock.now)  # 10 ok, 3 warnings
+    assert limiter.strikes == 3
     assert limiter.check(clock.advance(0.5)) == OK  # one token back
-    assert limiter.check(clock.now) == CLOSE
+    assert limiter.strikes == 0
+    assert [limiter.check(clock.now) for _ in range(4)] == [WARN, WARN, WARN, CLOSE]
+
+
+def test_a_client_that_waits_as_told_is_never_closed():
+    """However often it is refused (here by a budget shared with other connections), a client that sends
+    again only after the retry_after it was given collects no strikes."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=20, per=10, burst=10, warnings=3)
+    verdicts = []
+    for _ in range(50):
+        verdicts.append(limiter.check(clock.now, shared_wait=4.0))
+        clock.advance(limiter.retry_after(clock.now) + 0.01)
+    assert set(verdicts) == {WARN} and limiter.strikes <= 1
+
+
+def test_a_client_that_ignores_retry_after_is_closed():
+    """Refused by the shared budget and sending again at once: three warnings, then close."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=20, per=10, burst=10, warnings=3)
+    verdicts = [limiter.check(clock.advance(0.5), shared_wait=15.0) for _ in range(4)]
+    assert verdicts == [WARN, WARN, WARN, CLOSE]
+    assert limiter.retry_after(clock.now) == pytest.approx(15.0)
 
 
 def test_clock_going_backwards_grants_nothing():

@@ -54,6 +54,7 @@ try:
 except checks.FrameError as error:
     assert error.code == "missing_field"
 assert close.classify(1013) == (close.SLOW, close.DRAINING)
+assert close.classify(4201) == (close.SLOW, close.STORE_BUSY) and close.classify(4202) == (close.SLOW, close.ADDRESS_LIMITED)
 assert close.probe_result({"allowed": False}) == close.PROBE_ORIGIN
 bucket = TokenBucket(2, 1, 1)
 assert bucket.take(0.0) and not bucket.take(0.1) and bucket.take(0.6)
@@ -80,7 +81,7 @@ lc = L.Lifecycle()
 now = 0.0
 lc.start(now)
 names = ["opened", "joined", "received", "closed", "errored", "timer", "went_offline", "went_online",
-         "page_hidden", "page_visible", "retry_pressed", "probe", "stop", "start"]
+         "page_hidden", "page_visible", "retry_pressed", "probe", "stop", "start", "restart"]
 r = random.random
 for i in range(3000):
     now += r() * 5
@@ -90,10 +91,11 @@ for i in range(3000):
     elif k == "joined": acts = lc.joined(now, sid)
     elif k == "received": acts = lc.received(now, sid, {"type": "pong"})
     elif k == "closed":
-        acts = lc.closed(now, sid, [1000, 1006, 1008, 1012, 1013, 4001][int(r() * 6)], "", True)
+        acts = lc.closed(now, sid, [1000, 1006, 1008, 1012, 1013, 4001, 4201, 4202][int(r() * 8)], "", True)
     elif k == "errored": acts = lc.errored(now, sid)
     elif k == "timer": acts = lc.timer_fired(now, L.TIMERS[int(r() * len(L.TIMERS))])
     elif k == "probe": acts = lc.probe_result(now, close.PROBE_RESULTS[int(r() * len(close.PROBE_RESULTS))])
+    elif k == "restart": acts = lc.restart(now, "conversation full")
     else: acts = getattr(lc, k)(now)
     for a in acts:
         repr(a)
@@ -115,6 +117,11 @@ acts = client.submitted(0.3, " hello ")
 assert Send(1, {"type": "message", "id": "m1", "text": "hello"}) in acts and ClearInput() in acts
 acts = client.socket_received(0.4, 1, '{"type": "ack", "id": "m1", "seq": 2}')
 assert client.conversation.find("m1").delivery == "delivered"
+acts = client.submitted(0.45, "more")
+acts = client.socket_received(0.46, 1, '{"type": "error", "code": "conversation_full", "id": "m2"}')
+assert CloseSocket(1, 1000, "conversation full") in acts and OpenSocket(2, "wss://shop.example.com/ws?v=1") in acts
+assert ShowNotice("conversation_full") in acts and client.conversation.find("m2").delivery == "queued"
+assert Send(2, {"type": "hello", "last_seq": 0}) in client.socket_opened(0.47, 2)
 report = client.diagnostics_json(0.5)
 assert "hello" not in report and "wss://shop.example.com/ws?v=1" in report
 assert "Chat widget diagnostics" in client.diagnostics_text(0.5)
@@ -171,6 +178,7 @@ for lang in ("en", "de"):
         shipped = Words(json.load(f))
     assert shipped.status("connected") and shipped.alert("origin")[1] and shipped.contact("phone")
     assert "3" in shipped.reconnect_text(3, 7)
+    assert shipped.alert("busy")[1] and shipped.alert("limited")[1] and shipped.text("conversation_full")
 assert Words(None).catalogue == {}
 
 # the HTTP fallback's channel

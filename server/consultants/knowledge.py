@@ -284,7 +284,7 @@ class KnowledgeBase:
            not drown it; a sentence that asks nothing is context, not a question;
         5. one side of an "and".
         """
-        found = self._each(_QUESTIONS.findall(question))
+        found = self._each(_questions(question))
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
         whole = self.best(question)
@@ -310,7 +310,16 @@ class KnowledgeBase:
         return found
 
 
-_QUESTIONS = re.compile(r"[^?]+\?")  # each question of a message, up to its question mark
+
+
+def _questions(message):
+    """Each question of a message, up to its question mark. (Split, not a regular expression: a
+    pattern such as ``[^?]+[?]`` rescans the rest of the message from every position, 17 ms for 16 KB
+    without a question mark.)"""
+    parts = message.split("?")
+    return [part + "?" for part in parts[:-1] if part]
+
+
 _SENTENCES = re.compile(r"[.!?;\n]+")
 _AND = re.compile(r"\s(?:and|also|plus|und|sowie|außerdem|ausserdem)\s", re.IGNORECASE)
 

@@ -3,44 +3,88 @@
 A reply belongs to the session, not to the socket that asked: if the visitor's connection drops
 while the consultant is answering, the answer is still stored, and the widget receives it when it
 reconnects (replay). Several sockets may watch one session (a duplicated tab shares its storage).
+
+Every connection passes through here whatever its transport and every write whatever the store, so
+the budgets that no visitor may exceed are kept here (``server/budgets.py``): new conversations per
+address and the store's budget (``NewConversationRefused``), consultant replies per address (past it
+a short answer stands in for the consultant's), and the consultant answers one question at a time
+per address, so that a burst from many sockets of one address waits its turns instead of filling the
+event loop ahead of everyone else. A conversation's own byte budget is the store's
+(``ConversationFull``).
 """
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import math
 import secrets
+import time
 
-from protocol import frames
+from protocol import close, frames
+
+from .. import languages
 
 log = logging.getLogger("chat_widget.conversations")
 
 SORRY = "Sorry, I couldn't answer that just now. Please try again in a moment."
 CUT_OFF = "\n\n(The answer was interrupted. Please ask again if you need more.)"
+# Past the address's reply budget: stored as the reply, without asking the consultant.
+TOO_FAST = {
+    "en": "You're asking faster than I can answer. Please wait a minute, then ask me again.",
+    "de": "Sie fragen schneller, als ich antworten kann. Bitte warten Sie eine Minute und fragen Sie dann noch einmal.",
+}
+STORE_BUSY = "the chat service is very busy and cannot start new conversations now; try again later"
+
+
+class NewConversationRefused(Exception):
+    """A new conversation may not start now: close with ``code`` (4201, 4202: the widget tries later)."""
+
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class Conversations:
-    def __init__(self, store, consultant, reply_timeout=60.0):
+    def __init__(self, store, consultant, reply_timeout=60.0, budgets=None, store_budget=None, clock=time.monotonic):
+        """``budgets``: an ``AddressBudgets`` (None: no per-address budgets); ``store_budget``: a
+        ``StoreBudget``, kept up to date by the app (None: no store budget)."""
         self.store = store
         self.consultant = consultant
         self.reply_timeout = reply_timeout
+        self.budgets = budgets
+        self.store_budget = store_budget
+        self.clock = clock
         self.watchers = {}    # session id -> set of async send(frame) callables
         self.answering = {}   # (session id, message id) -> task
         self.streaming = {}   # session id -> {reply id: frame so far} for late joiners
+        self._turns = {}      # address -> [lock, replies holding or waiting for it]
         self._reply_ids = itertools.count(1)
         self._reply_prefix = secrets.token_hex(4)  # reply ids stay unique across restarts
 
     # ---- sessions ------------------------------------------------------------------------------
-    async def open_session(self, session_id, last_seq, origin):
-        """Resume the session if it is known for this origin, else start a new one.
+    async def open_session(self, session_id, last_seq, origin, address=None):
+        """Resume the session if it is known for this origin, else start a new one for ``address``.
 
-        Returns ``(session_id, resumed, expired, entries_to_replay)``.
+        Returns ``(session_id, resumed, expired, entries_to_replay)``. Raises ``NewConversationRefused``
+        when a new one may not start now (the store is full, or the address started too many).
         """
         if session_id is not None and await self.store.find_session(session_id, origin):
             server_seq = await self.store.last_seq(session_id)
             if last_seq <= server_seq:
                 return session_id, True, False, await self.store.entries_after(session_id, last_seq)
+        self._may_start(address)
         new_id = await self.store.create_session(origin)
         return new_id, False, session_id is not None, []
+
+    def _may_start(self, address):
+        if self.store_budget is not None and not self.store_budget.accepting:
+            raise NewConversationRefused(close.BUSY, STORE_BUSY)
+        if self.budgets is not None and not self.budgets.start_conversation(address, self.clock()):
+            wait = math.ceil(self.budgets.conversation_wait(address, self.clock()))
+            raise NewConversationRefused(close.LIMITED, f"too many new conversations from your address; "
+                                                        f"try again in {wait} s")
 
     def watch(self, session_id, send):
         self.watchers.setdefault(session_id, set()).add(send)
@@ -61,28 +105,49 @@ class Conversations:
                 self.unwatch(session_id, send)
 
     # ---- messages ------------------------------------------------------------------------------
-    async def visitor_message(self, session_id, message_id, text, lang=None):
-        """Store (once) and answer (once), in the widget's language ``lang``. Returns the stored entry."""
+    async def visitor_message(self, session_id, message_id, text, lang=None, address=None):
+        """Store (once) and answer (once), in the widget's language ``lang``. Returns the stored entry.
+        Raises the store's ``ConversationFull`` when the conversation holds its byte budget."""
         entry, is_new = await self.store.add_visitor_message(session_id, message_id, text)
         if is_new:
-            self.start_answer(session_id, message_id, lang)
+            self.start_answer(session_id, message_id, lang, address)
         return entry
 
-    async def answer_unanswered(self, session_id, lang=None):
+    async def answer_unanswered(self, session_id, lang=None, address=None):
         """After a crash or restart, answer what was stored but never answered."""
         for message_id in await self.store.unanswered(session_id):
-            self.start_answer(session_id, message_id, lang)
+            self.start_answer(session_id, message_id, lang, address)
 
-    def start_answer(self, session_id, message_id, lang=None):
+    def start_answer(self, session_id, message_id, lang=None, address=None):
         key = (session_id, message_id)
         if key in self.answering:
             return
-        task = asyncio.create_task(self._answer(session_id, message_id, lang))
+        consult = self.budgets is None or self.budgets.reply(address, self.clock())
+        if not consult:
+            log.info("reply budget spent address=%s: answering without the consultant", address)
+        task = asyncio.create_task(self._answer(session_id, message_id, lang, consult, address))
         self.answering[key] = task
         task.add_done_callback(lambda _: self.answering.pop(key, None))
 
-    async def _answer(self, session_id, message_id, lang):
+    @contextlib.asynccontextmanager
+    async def _turn(self, address):
+        """The consultant's attention for one reply of ``address`` (one at a time per address)."""
+        turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
+        turn[1] += 1
+        try:
+            async with turn[0]:
+                yield
+        finally:
+            turn[1] -= 1
+            if not turn[1]:
+                del self._turns[address]
+
+    async def _answer(self, session_id, message_id, lang, consult=True, address=None):
         reply_id = f"r{self._reply_prefix}-{next(self._reply_ids)}"
+        if not consult:
+            entry = await self.store.add_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
+            await self.publish(session_id, entry.frame(live=True))
+            return
         history = []
         for entry in await self.store.entries_after(session_id, 0):
             history.append({"author": entry.author, "text": entry.text})
@@ -92,7 +157,9 @@ class Conversations:
         self.streaming.setdefault(session_id, {})[reply_id] = partial
         await self.publish(session_id, dict(partial))
         try:
-            text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang), self.reply_timeout)
+            async with self._turn(address):
+                text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang),
+                                              self.reply_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a consultant failure must never reach the socket

@@ -45,18 +45,36 @@ class Entry:
         return f"Entry({self.seq}, {self.author!r}, {self.id!r}, {self.text[:20]!r})"
 
 
+class ConversationFull(Exception):
+    """The conversation holds its byte budget (``max_bytes``): the message was not stored."""
+
+
+def size_of(text):
+    """What an entry's text counts against the budgets: its UTF-8 bytes."""
+    return len(text.encode("utf-8"))
+
+
 def new_session_id():
     """Unguessable: 192 random bits."""
     return secrets.token_urlsafe(24)
 
 
 class Store:
-    """The interface. ``now`` is wall-clock seconds; ``retention`` is seconds since last activity."""
+    """The interface. ``now`` is wall-clock seconds; ``retention`` is seconds since last activity;
+    ``max_entries`` bounds what a conversation keeps (older entries are dropped); ``max_bytes`` bounds
+    what it may hold in all, visitor messages and replies (None: no bound): a visitor message past it
+    raises ``ConversationFull``, and from then on every new one does (a smaller message after it would
+    otherwise land in the full conversation while the widget moves to a new one); a reply is always
+    stored (the question was accepted)."""
 
-    def __init__(self, retention=1800.0, max_entries=500, clock=time.time):
+    def __init__(self, retention=1800.0, max_entries=500, max_bytes=None, clock=time.time):
         self.retention = retention
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.clock = clock
+
+    def _over_budget(self, held, text):
+        return self.max_bytes is not None and held + size_of(text) > self.max_bytes
 
     async def open(self):
         pass
@@ -72,7 +90,8 @@ class Store:
         raise NotImplementedError
 
     async def add_visitor_message(self, session_id, message_id, text):
-        """Store a visitor message once; returns ``(entry, is_new)`` (the stored one for a resend)."""
+        """Store a visitor message once; returns ``(entry, is_new)`` (the stored one for a resend).
+        Raises ``ConversationFull`` (for a message not stored before) past ``max_bytes``."""
         raise NotImplementedError
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
@@ -98,15 +117,19 @@ class Store:
     async def session_count(self):
         raise NotImplementedError
 
+    async def used_bytes(self):
+        """How much of its budget the store uses (``StoreBudget``): what sweeping expired sessions frees."""
+        raise NotImplementedError
+
 
 class MemoryStore(Store):
     def __init__(self, **options):
         super().__init__(**options)
-        self._sessions = {}  # id -> {"origin", "touched", "entries": [Entry], "seq"}
+        self._sessions = {}  # id -> {"origin", "touched", "entries": [Entry], "seq", "bytes"}
 
     async def create_session(self, origin):
         session_id = new_session_id()
-        self._sessions[session_id] = {"origin": origin, "touched": self.clock(), "entries": [], "seq": 0}
+        self._sessions[session_id] = {"origin": origin, "touched": self.clock(), "entries": [], "seq": 0, "bytes": 0}
         return session_id
 
     def _live(self, session_id):
@@ -126,6 +149,7 @@ class MemoryStore(Store):
         session["seq"] += 1
         session["touched"] = self.clock()
         entry = make_entry(session["seq"])
+        session["bytes"] += size_of(entry.text)
         session["entries"].append(entry)
         del session["entries"][:-self.max_entries]
         return entry
@@ -137,6 +161,9 @@ class MemoryStore(Store):
         for entry in session["entries"]:
             if entry.author == "visitor" and entry.id == message_id:
                 return entry, False
+        if self._over_budget(session["bytes"], text):
+            session["bytes"] = max(session["bytes"], self.max_bytes)
+            raise ConversationFull(session_id)
         return self._append(session_id, lambda seq: Entry(seq, "visitor", message_id, text)), True
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
@@ -155,10 +182,15 @@ class MemoryStore(Store):
     async def session_count(self):
         return len(self._sessions)
 
+    async def used_bytes(self):
+        """The texts kept, plus a rough 100 bytes per entry and per session for the rest."""
+        return sum(100 + sum(100 + size_of(e.text) for e in s["entries"]) for s in self._sessions.values())
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, origin TEXT NOT NULL, touched REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0
+    id TEXT PRIMARY KEY, origin TEXT NOT NULL, touched REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS entries (
     session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -187,6 +219,9 @@ class SqliteStore(Store):
         await self._db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
         await self._db.execute("PRAGMA foreign_keys=ON")
         await self._db.executescript(SCHEMA)
+        columns = [row[1] for row in await self._db.execute_fetchall("PRAGMA table_info(sessions)")]
+        if "bytes" not in columns:  # a file from before conversations had a byte budget
+            await self._db.execute("ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
         await self._db.commit()
 
     async def close(self):
@@ -209,7 +244,8 @@ class SqliteStore(Store):
 
     async def _append(self, session_id, author, entry_id, text, in_reply_to):
         cursor = await self._db.execute(
-            "UPDATE sessions SET seq = seq + 1, touched = ? WHERE id = ? RETURNING seq", (self.clock(), session_id))
+            "UPDATE sessions SET seq = seq + 1, touched = ?, bytes = bytes + ? WHERE id = ? RETURNING seq",
+            (self.clock(), size_of(text), session_id))
         row = await cursor.fetchone()
         if row is None:
             await self._db.rollback()
@@ -229,6 +265,14 @@ class SqliteStore(Store):
             row = await cursor.fetchone()
             if row is not None:
                 return Entry(row[0], "visitor", message_id, row[1]), False
+            if self.max_bytes is not None:
+                cursor = await self._db.execute("SELECT bytes FROM sessions WHERE id = ?", (session_id,))
+                row = await cursor.fetchone()
+                if row is not None and self._over_budget(row[0], text):
+                    await self._db.execute("UPDATE sessions SET bytes = MAX(bytes, ?) WHERE id = ?",
+                                           (self.max_bytes, session_id))
+                    await self._db.commit()
+                    raise ConversationFull(session_id)
             return await self._append(session_id, "visitor", message_id, text, None), True
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
@@ -250,4 +294,12 @@ class SqliteStore(Store):
     async def session_count(self):
         cursor = await self._db.execute("SELECT COUNT(*) FROM sessions")
         return (await cursor.fetchone())[0]
+
+    async def used_bytes(self):
+        """Pages in use: the file never shrinks by itself (no VACUUM), but the pages that sweeping and
+        trimming free are reused before it grows again."""
+        pages = (await (await self._db.execute("PRAGMA page_count")).fetchone())[0]
+        free = (await (await self._db.execute("PRAGMA freelist_count")).fetchone())[0]
+        size = (await (await self._db.execute("PRAGMA page_size")).fetchone())[0]
+        return (pages - free) * size
 

@@ -1,4 +1,5 @@
-"""Abuse limits as pure objects: a per-connection message rate and a per-address connection count.
+"""Abuse limits as pure objects: a per-connection message rate and a per-address connection count
+(the per-address budgets shared by all of an address's connections are in ``server/budgets.py``).
 
 No Quart, no clock of their own: the socket passes ``now`` (``time.monotonic()``), so tests drive
 them with a fake clock. docs/security.md gives the defaults and which of them are wired.
@@ -19,10 +20,14 @@ class RateLimiter:
     """A token bucket for one connection, with strikes.
 
     ``rate`` tokens are added every ``per`` seconds, up to ``burst``; each accepted frame takes one.
-    ``check(now)`` answers ``"ok"`` (accept), ``"warn"`` (refuse this frame with a ``rate_limited``
-    error frame; at most ``warnings`` times), or ``"close"`` (the client kept going after the
-    warnings: close with 1008). Strikes are forgiven once the bucket has filled up again, that is
-    after the client stayed within the rate long enough to earn a whole burst back.
+    ``check(now, shared_wait)`` answers ``"ok"`` (accept), ``"warn"`` (refuse this frame with a
+    ``rate_limited`` error frame carrying ``retry_after(now)``), or ``"close"`` (close with 1008).
+    ``shared_wait`` is how long a budget shared with other connections (the address's:
+    ``server/budgets.py``) says to wait; the longer wait wins.
+
+    A refused frame is a strike unless the client waited the ``retry_after`` of the refusal before it:
+    a widget that obeys is never closed, even when its address's budget is spent by other tabs. More
+    than ``warnings`` strikes close; an accepted frame forgives them.
     """
 
     def __init__(self, rate=ratelimit.MESSAGES, per=ratelimit.PER, burst=ratelimit.BURST, warnings=WARNINGS):
@@ -34,30 +39,32 @@ class RateLimiter:
         self.warnings = warnings
         self.bucket = ratelimit.TokenBucket(rate, per, burst)  # the widget paces its outbox with the same bucket
         self.strikes = 0
+        self.retry_at = None  # when the last refusal said the client may send again
 
     @property
     def tokens(self):
         return self.bucket.tokens
 
-    def _forgive(self):
-        if self.bucket.full:
-            self.strikes = 0
-
     def allow(self, now):
-        """Take a token if there is one; True when the frame may pass."""
-        self.bucket.wait(now)  # refills up to now
-        self._forgive()
+        """Take a token if there is one; True when the frame may pass (no strikes involved)."""
         return self.bucket.take(now)
 
-    def check(self, now):
-        """``"ok"``, ``"warn"`` or ``"close"`` for one frame arriving at ``now``."""
-        if self.allow(now):
+    def check(self, now, shared_wait=0.0):
+        """``"ok"``, ``"warn"`` or ``"close"`` for one frame arriving at ``now``; on ``"ok"`` the token is taken."""
+        wait = max(self.bucket.wait(now), shared_wait)
+        if wait <= 0 and self.bucket.take(now):
+            self.strikes = 0
+            self.retry_at = None
             return OK
-        self.strikes += 1
+        if self.retry_at is None or now < self.retry_at:
+            self.strikes += 1
+        self.retry_at = now + wait
         return WARN if self.strikes <= self.warnings else CLOSE
 
     def retry_after(self, now):
-        """Seconds until the next token (0 when one is available): for the error frame."""
+        """Seconds until the client may send again (0 when it may now): for the error frame."""
+        if self.retry_at is not None and self.retry_at > now:
+            return self.retry_at - now
         return self.bucket.wait(now)
 
 
@@ -65,8 +72,8 @@ class AddressCounter:
     """Open connections per client address; ``acquire`` refuses beyond ``max_per_address``.
 
     Pass addresses through ``address_key`` so one IPv6 host cannot take a fresh address per socket.
-    Behind a reverse proxy the peer address is the proxy's: run Uvicorn with ``forwarded_allow_ips``
-    set to the proxy so the client's address is used, or this limit counts the proxy.
+    Behind a reverse proxy the peer address is the proxy's unless the proxy is in the setting
+    ``trusted_proxies`` (then the client's address is read from ``X-Forwarded-For``).
     """
 
     def __init__(self, max_per_address):

@@ -115,7 +115,7 @@ def _start(channel, hub, address):
     hub.addresses.acquire(address)
     # A fresh context: the task outlives this request and must not keep the request's context alive.
     channel.task = asyncio.create_task(
-        socket.serve(current_app._get_current_object(), channel.socket, channel.origin, "poll"),
+        socket.serve(current_app._get_current_object(), channel.socket, channel.origin, "poll", address),
         context=contextvars.Context())
     channel.task.add_done_callback(lambda _: hub.addresses.release(address))
 

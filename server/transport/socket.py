@@ -14,6 +14,8 @@ from quart_cors import cors_exempt
 from protocol import close, frames
 from protocol.checks import FrameError
 
+from ..conversations.service import NewConversationRefused
+from ..conversations.store import ConversationFull, size_of
 from . import headers, wire
 from .channels import ChannelClosed
 from .limits import CLOSE, OK, RateLimiter, address_key
@@ -85,14 +87,16 @@ async def chat_socket():
     hub.addresses.acquire(address)
     try:
         await websocket.accept()
-        await serve(current_app._get_current_object(), websocket._get_current_object(), origin or "", "websocket")
+        await serve(current_app._get_current_object(), websocket._get_current_object(), origin or "", "websocket",
+                    address)
     finally:
         hub.addresses.release(address)
 
 
-async def serve(app, socket, origin, transport):
-    """One admitted connection from start to end, on a WebSocket or an HTTP channel (``transport``):
-    counted by the hub while it runs, closed with 1008 or 1011 when it breaks a limit or fails.
+async def serve(app, socket, origin, transport, address):
+    """One admitted connection from ``address`` (``limits.address_key``), from start to end, on a
+    WebSocket or an HTTP channel (``transport``): counted by the hub while it runs, closed with 1008
+    or 1011 when it breaks a limit or fails.
 
     ``app`` and ``socket`` are the objects themselves, not Quart's context locals: a channel's
     connection runs in a task of its own, outside any request.
@@ -103,13 +107,17 @@ async def serve(app, socket, origin, transport):
              len(hub.open))
     connection = app.extensions["chat_connection_class"](socket, app.extensions["chat_config"],
                                                          app.extensions["chat_conversations"], origin,
-                                                         reports=hub.failure_reports)
+                                                         reports=hub.failure_reports, address=address)
     try:
         await connection.run()
     except ChannelClosed:
         pass  # a channel ended (closed by the widget, expired, or full) while its connection was sending
     except PolicyViolation as violation:
         await socket.close(close.POLICY, str(violation))
+    except NewConversationRefused as refusal:
+        log.info("new conversation refused id=%s address=%s code=%d reason=%s", connection_id, address,
+                 refusal.code, refusal.reason)
+        await socket.close(refusal.code, refusal.reason)
     except Exception:
         log.exception("connection failed id=%s", connection_id)
         await socket.close(close.INTERNAL, "internal error")
@@ -128,13 +136,14 @@ class ChatConnection:
 
     idle_timeout = None  # seconds without a frame before closing with 1001; None: the setting
 
-    def __init__(self, socket, config, conversations, origin, reports=None):
+    def __init__(self, socket, config, conversations, origin, reports=None, address=None):
         # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
         # session's tasks, whose context is that of whichever connection started them.
         self.socket = socket
         self.config = config
         self.conversations = conversations
         self.origin = origin
+        self.address = address  # the client's (limits.address_key): its budgets are shared by its connections
         self.session_id = None
         self.lang = None  # the widget's language (hello), for the consultant
         # The hub's counts (a private one when not given: the report is still logged).
@@ -190,7 +199,12 @@ class ChatConnection:
         elif kind == "message":
             if not await self._within_rate(frame):
                 return
-            entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"], self.lang)
+            try:
+                entry = await self.conversations.visitor_message(self.session_id, frame["id"], frame["text"],
+                                                                 self.lang, self.address)
+            except ConversationFull:
+                raise FrameError("conversation_full", "this conversation is full; start a new one to go on",
+                                 frame["id"]) from None
             await self.acknowledge(entry)
         elif kind == "report":
             self.report(frame)
@@ -210,7 +224,7 @@ class ChatConnection:
         if self.session_id is not None:
             raise FrameError("already_joined", "hello was already sent on this connection")
         session_id, resumed, expired, replay = await self.conversations.open_session(
-            frame.get("session"), frame.get("last_seq", 0), self.origin)
+            frame.get("session"), frame.get("last_seq", 0), self.origin, self.address)
         self.session_id = session_id
         self.lang = frame.get("lang")
         if replay:
@@ -226,13 +240,19 @@ class ChatConnection:
         for partial in self.conversations.watch(session_id, self.send):
             await self.send(partial)
         if resumed:
-            await self.conversations.answer_unanswered(session_id, self.lang)
+            await self.conversations.answer_unanswered(session_id, self.lang, self.address)
 
     async def _within_rate(self, frame):
-        """Refuse a message over the rate with an error frame; close 1008 if the client keeps going."""
+        """Refuse a message over the connection's rate or its address's budget with an error frame;
+        close 1008 if the client keeps going without waiting as told."""
         now = time.monotonic()
-        verdict = self.limiter.check(now)
+        budgets = self.conversations.budgets
+        size = size_of(frame["text"])
+        shared_wait = budgets.message_wait(self.address, size, now) if budgets is not None else 0.0
+        verdict = self.limiter.check(now, shared_wait)
         if verdict == OK:
+            if budgets is not None:
+                budgets.spend_message(self.address, size, now)
             return True
         if verdict == CLOSE:
             log.warning("rate limit: closing connection after repeated warnings")

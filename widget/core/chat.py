@@ -108,7 +108,7 @@ class Conversation:
         return len([m for m in self.pending() if m.delivery == QUEUED])
 
     def requeue(self, message_id):
-        """The server refused the message for now (rate limit): it waits in the outbox again."""
+        """The server refused the message (rate limit, or a full conversation): it waits in the outbox again."""
         message = self._by_id.get(message_id)
         if message is None or message.author != "visitor" or message.delivery != SENT:
             return []
@@ -127,6 +127,14 @@ class Conversation:
     # ---- session --------------------------------------------------------------------------------
     def hello_frame(self):
         return frames.hello(self.session, self.last_seq, self.lang)
+
+    def forget_session(self):
+        """The server's conversation is full: the next hello (without a session) starts a new one. What
+        is on screen stays; the marks start again, as the new conversation numbers from 1."""
+        self.session = None
+        self.last_seq = 0
+        self.read_seq = 0
+        self.known_seq = 0
 
     def welcomed(self, session, resumed):
         """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""
@@ -154,6 +162,14 @@ class Conversation:
         if kind == "reply":
             return self._reply(str(frame.get("id")), frame.get("in_reply_to"), str(frame.get("text", "")), seq)
         return []
+
+    @property
+    def streaming(self):
+        """A consultant reply is being streamed (it is complete once its numbered ``reply`` arrives)."""
+        for message in self.messages:
+            if message.streaming:
+                return True
+        return False
 
     @property
     def typing(self):

@@ -18,6 +18,10 @@ form submitted, ...) with ``now`` (wall-clock seconds), and carries out the retu
   arrives the conversation moves onto it (``Lifecycle.handover``): in-flight messages are resent
   (the server deduplicates by id) and the replay fills in whatever the old transport had not shown;
 - after an outage, one ``report`` frame tells the server what failed (never message texts);
+- a message the server refuses waits in the outbox again: after ``rate_limited`` nothing is sent before
+  its ``retry_after`` has passed (on any connection: the limit may be the visitor's address's); after
+  ``conversation_full`` (the conversation reached its size budget and would refuse it again) the widget
+  starts a new conversation on a new connection (``Lifecycle.restart``) and the message goes there;
 - nothing connects (and nothing is stored) until the visitor opens the panel, unless a conversation
   is already in progress in this tab (it reconnects at once, so replies keep arriving); consultant
   replies that arrive while the panel is closed are counted for the launcher's unread badge.
@@ -83,6 +87,8 @@ class Client:
         self.conversation = Conversation(new_id, lang=(settings.get("words") or {}).get("lang"))
         self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
         self.pacer = TokenBucket()
+        self._hold_until = 0.0       # no message is sent before then (the server's last retry_after)
+        self._full = False           # the conversation is full: start a new one once no reply streams
         self._conditions = conditions or (lambda: {})
         self._joined = None          # the socket whose welcome arrived
         self._timers = {}            # the client's own running timers
@@ -208,7 +214,10 @@ class Client:
             return acts + self._welcomed(now, socket_id, frame)
         if kind == "error" and frame.get("code") == "rate_limited":
             acts.append(ShowMessages(self.conversation.requeue(str(frame.get("id")))))
-            return acts + self._flush_later(frames.read_retry_after(frame))
+            self._hold_until = max(self._hold_until, now + frames.read_retry_after(frame))
+            return acts + self._flush(now)
+        if kind == "error" and frame.get("code") == "conversation_full":
+            return acts + self._conversation_full(now, str(frame.get("id")))
         if kind == "error":
             return acts + self._log("warn", "chat: server reported %s: %s" % (frame.get("code"), frame.get("message")))
         updates = self.conversation.received(frame)
@@ -218,6 +227,8 @@ class Client:
             acts += self._save()
         if kind == "reply" and updates:
             acts += self._read_or_count(frame)
+        if self._full and not self.conversation.streaming:
+            acts += self._start_over(now)
         return acts
 
     def _welcomed(self, now, socket_id, frame):
@@ -235,6 +246,35 @@ class Client:
         if self._transports.get(socket_id) == POLL and self.fallback == "auto":
             acts += self._start(UPGRADE_TIMER, self.upgrade_interval)
         return acts + self._flush(now)
+
+    def _conversation_full(self, now, message_id):
+        """The conversation reached the server's size budget: the message was not stored, and would be
+        refused again here. It waits in the outbox, and a new conversation starts on a new connection
+        (its hello carries no session); the outbox flushes after its welcome. The old socket is no longer
+        current, so the errors for the rest of the same burst are ignored: those messages were requeued
+        with the connection, and the restart happens once. A reply still streaming in the old
+        conversation is taken first (the new one would never replay it); meanwhile nothing is sent."""
+        if self.conversation.last_seq == 0:
+            # Nothing is stored in this conversation: the message alone is over the budget and a new one
+            # would refuse it too. It stays "sent", so it is not resent in a loop, until the next connection.
+            return self._log("warn", "chat: the server refuses a message even in an empty conversation")
+        acts = [ShowMessages(self.conversation.requeue(message_id))]
+        if self._full:
+            return acts
+        self._full = True
+        acts.append(ShowNotice("conversation_full"))
+        if self.conversation.streaming:  # an answer to an earlier question is on its way: take it first
+            return acts
+        return acts + self._start_over(now)
+
+    def _start_over(self, now):
+        self._full = False
+        acts = []
+        self.conversation.forget_session()
+        self.diagnostics.record(now, "restart", reason="conversation_full")
+        acts += self._end_trial(False)  # a trial WebSocket would rejoin the full conversation
+        acts += self._run(self.lifecycle.restart(now, "conversation full"), now)
+        return acts + self._save()  # a reload starts the new conversation too, not the full one
 
     # ---- the visitor -----------------------------------------------------------------------------
     def submitted(self, now, text):
@@ -470,6 +510,7 @@ class Client:
         if self._joined is None or self._is_joined():
             return []
         self._joined = None
+        self._full = False  # the next connection resumes the old conversation; a refusal there says it again
         acts = self._cancel(UPGRADE_TIMER)
         if self._trial is not None and self.lifecycle.socket_id is None:
             acts += self._end_trial(False)
@@ -520,12 +561,14 @@ class Client:
         if not self._is_joined():
             return acts
         socket_id = self.lifecycle.socket_id
-        while self.conversation.queued_count() and self.pacer.take(now):
+        if self._full:  # the full conversation would refuse them: they wait for the new one
+            return acts
+        while now >= self._hold_until and self.conversation.queued_count() and self.pacer.take(now):
             for frame in self.conversation.frames_to_send(1):
                 acts.append(Send(socket_id, frame))
                 acts.append(ShowMessages([Update(self.conversation.find(frame["id"]))]))
         if self.conversation.queued_count():
-            acts += self._flush_later(self.pacer.wait(now))
+            acts += self._flush_later(max(self.pacer.wait(now), self._hold_until - now))
         return acts
 
     def _flush_later(self, delay):

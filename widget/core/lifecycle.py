@@ -9,7 +9,7 @@ CPython, Pyodide and MicroPython, so it sticks to a small language subset:
 plain classes, no typing/dataclasses/enum/collections, no time module.
 
 States
-    connecting    the very first attempt after start() is in flight
+    connecting    the very first attempt after start() (or restart()) is in flight
     connected     the server's welcome arrived on the socket: the conversation is live
     reconnecting  waiting for the retry timer, or a re-attempt in flight (or on
                   probation: joined, but the last connections were cut soon after)
@@ -85,7 +85,10 @@ REFUSED = "refused"    # the upgrade fails while /ws-check answers over HTTP
 EVIDENCE_WEIGHT = {SILENT: 2, CUT: 1}
 EVIDENCE_NEEDED = 2
 
-# Render.alert carries a failure class of protocol/close.py (or None).
+# Render.alert carries a failure class of protocol/close.py (or None). While reconnecting it is the
+# server's own reason when it gave one (a close with 1012/1013/42xx, or a probe saying draining) until
+# the next welcome, going online, Retry, or a probe that no longer says so; otherwise unreachable or
+# interference once alert_after attempts have failed.
 
 
 # ---------------------------------------------------------------- machine
@@ -121,7 +124,8 @@ class Lifecycle:
         self._ping_at = None      # earliest ping not yet followed by any frame
         self._hidden = False
         self._offline = False     # browser reported offline (remembered in FAILED/IDLE)
-        self._draining = False    # server said it is restarting / unavailable
+        self._server_says = None  # why the server itself refused for now (close.DRAINING, STORE_BUSY,
+                                  # ADDRESS_LIMITED), or None: the alert while reconnecting
         self._ever_tried = False  # the first attempt has been made
 
     def __repr__(self):
@@ -137,7 +141,7 @@ class Lifecycle:
         if self.state != IDLE:
             return [Log("debug", "chat: start() ignored: already %s" % self.state)]
         self.attempt = 0
-        self._draining = False
+        self._server_says = None
         self._ever_tried = False
         problems = self.settings.problems()
         if config_error:
@@ -172,7 +176,7 @@ class Lifecycle:
         acts = self._cancel(CONNECT_TIMER) + self._watch(now)
         self._probed = False
         self._blocked = False
-        self._draining = False
+        self._server_says = None
         self.retry_at = None
         if self._on_probation:
             acts += self._start_timer(PROBATION_TIMER, self.settings.probation)
@@ -242,8 +246,8 @@ class Lifecycle:
             if reason:
                 text = "%s: %s" % (text, reason)
             return self._terminal(now, alert, "%s (code %s)" % (text, code))
-        if alert == close.DRAINING:
-            self._draining = True
+        if alert is not None:  # the server said why (restarting, busy, limited): say that while retrying
+            self._server_says = alert
         what = "code %s" % (code,)
         if reason:
             what = "%s, %s" % (what, reason)
@@ -285,6 +289,18 @@ class Lifecycle:
             return []
         return self._dead(now, "no reply to liveness check")
 
+    def restart(self, now, why):
+        """The client starts over on a new connection at once (the server's conversation is full, so the
+        next hello asks for a new one): close the current socket normally and open another. Not a
+        failure: no backoff, no probe, the attempt counter and the path's evidence stay as they are.
+        Ignored where no connection is wanted (idle, offline, failed)."""
+        if self.state not in (CONNECTING, CONNECTED, RECONNECTING):
+            return [Log("debug", "chat: restart ignored in %s" % self.state)]
+        acts = self._halt(why)
+        self._ever_tried = False  # shown as a fresh start ("connecting"), not as a failed connection
+        acts.append(Log("info", "chat: starting over on a new connection (%s)" % why))
+        return acts + self._attempt_now(now)
+
     def went_offline(self, now):
         """The browser 'offline' event."""
         self._offline = True
@@ -298,7 +314,7 @@ class Lifecycle:
         if self.state != OFFLINE:
             return []
         self.attempt = 0
-        self._draining = False
+        self._server_says = None
         acts = [Log("info", "chat: back online; reconnecting")]
         return acts + self._attempt_now(now)
 
@@ -333,7 +349,7 @@ class Lifecycle:
                 return [Log("debug", "chat: retry ignored: configuration problem")]
             if self._offline:
                 return self._go_offline(now)
-            self._draining = False
+            self._server_says = None
             acts = [Log("info", "chat: retrying")]
             return acts + self._attempt_now(now)
         return self.retry_now(now, "retry pressed")
@@ -364,20 +380,20 @@ class Lifecycle:
         if result == close.PROBE_HEADERS:
             return self._terminal(now, close.HEADERS_TOO_LARGE, close.FAILURES[close.HEADERS_TOO_LARGE])
         if result == close.PROBE_DRAINING:
-            if self._draining:
+            if self._server_says == close.DRAINING:
                 return []
-            self._draining = True
+            self._server_says = close.DRAINING
             return [self._render(self.state)]
-        # "ok" / "unreachable": the server no longer says it is draining; "ok" while sockets keep
+        # "ok" / "unreachable": the server no longer says it refuses; "ok" while sockets keep
         # failing means something between the visitor and the server blocks WebSockets.
         blocked = result == close.PROBE_OK
         if result == close.PROBE_UNREACHABLE:
             self._evidence = 0  # the server itself is out of reach: not the path's doing
-        if result == close.PROBE_UNREACHABLE and self._draining:
-            return []  # a restarting server is unreachable for a moment: keep saying "restarting"
-        if not self._draining and blocked == self._blocked:
+        if result == close.PROBE_UNREACHABLE and self._server_says is not None:
+            return []  # a restarting server is unreachable for a moment: keep saying what it said
+        if self._server_says is None and blocked == self._blocked:
             return []
-        self._draining = False
+        self._server_says = None
         self._blocked = blocked
         return [self._render(self.state)]
 
@@ -416,8 +432,8 @@ class Lifecycle:
 
     def _render(self, state):
         if state == RECONNECTING:
-            if self._draining:
-                alert = close.DRAINING
+            if self._server_says is not None:
+                alert = self._server_says
             elif self.attempt >= self.settings.alert_after:
                 alert = close.INTERFERENCE if self._blocked or self._evidence else close.UNREACHABLE
             else:
@@ -525,8 +541,8 @@ class Lifecycle:
             self._evidence_kind = evidence
             self._on_probation = self._joined_at is not None
             self.last_failure = close.INTERFERENCE
-        elif self.alert == close.DRAINING or self._draining:
-            self.last_failure = close.DRAINING
+        elif self._server_says is not None:
+            self.last_failure = self._server_says
         else:
             self.last_failure = close.INTERFERENCE if self._blocked else close.UNREACHABLE
         self._opened_at = None
