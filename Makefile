@@ -50,7 +50,7 @@ screenshots: setup browser
 	$(BIN)/python scripts/screenshots --out docs/screenshots
 
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-compress bench-smoke
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-flood bench-compress bench-smoke
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -73,6 +73,9 @@ bench-hostload: setup browser
 bench-consultant: setup
 	$(BIN)/python bench/consultant.py $(BENCH_ARGS)
 
+bench-flood: setup
+	$(BIN)/python bench/flood.py $(BENCH_ARGS)
+
 bench-compress: setup
 	$(BIN)/python scripts/compress-assets
 
@@ -84,3 +87,4 @@ bench-smoke: setup browser
 	$(BIN)/python bench/fallback.py --smoke
 	$(BIN)/python bench/hostload.py --smoke
 	$(BIN)/python bench/consultant.py --smoke
+	$(BIN)/python bench/flood.py --smoke

@@ -11,7 +11,7 @@ LIMIT = 240  # seconds; a smoke run takes 3 to 40 s
 
 
 @pytest.mark.timeout(LIMIT + 30)  # the run's own limit comes first, so what it printed is kept
-@pytest.mark.parametrize("script", ["connect.py", "bytes.py", "reconnect.py", "capacity.py", "fallback.py", "hostload.py", "consultant.py"])
+@pytest.mark.parametrize("script", ["connect.py", "bytes.py", "reconnect.py", "capacity.py", "fallback.py", "hostload.py", "consultant.py", "flood.py"])
 def test_benchmark_runs_in_smoke_mode(script):
     """Each benchmark finishes its smoke run and prints a table."""
     try:

@@ -40,6 +40,12 @@ def test_openai_key_falls_back_to_openai_api_key():
     ({"CHAT_WIDGET_ALLOW_MISSING_ORIGIN": "perhaps"}, "allow_missing_origin"),
     ({"CHAT_WIDGET_FAULTS": "explode"}, "faults"),
     ({"CHAT_WIDGET_CATALOGUES": "/no/such/folder"}, "catalogues"),
+    ({"CHAT_WIDGET_TRUSTED_PROXIES": "10.0.0.1 nginx.internal"}, "trusted_proxies: 'nginx.internal'"),
+    ({"CHAT_WIDGET_ADDRESS_BYTES_PER_MINUTE": "1000"}, "address_bytes_per_minute must be at least max_message_bytes"),
+    ({"CHAT_WIDGET_CONVERSATION_MAX_BYTES": "4096"}, "conversation_max_bytes must be at least max_message_bytes"),
+    ({"CHAT_WIDGET_STORE_MAX_BYTES": "1000"}, "store_max_bytes must be between"),
+    ({"CHAT_WIDGET_STORE_WARN_PERCENT": "0"}, "store_warn_percent"),
+    ({"CHAT_WIDGET_ADDRESS_CONVERSATIONS_PER_HOUR": "none"}, "address_conversations_per_hour"),
 ])
 def test_bad_environment_values_name_the_setting(environ, named):
     with pytest.raises(ConfigError, match=named):
@@ -62,3 +68,9 @@ def test_bad_environment_value_stops_the_server_with_one_line_and_exit_2():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip() == "chat-widget: configuration error: idle_timeout must be between 65 and 86400, got 5"
+
+
+def test_trusted_proxies_take_addresses_and_networks():
+    config = Config.from_environment({"CHAT_WIDGET_TRUSTED_PROXIES": "10.0.0.5 10.1.0.0/16, ::1"})
+    assert config.trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "::1")
+    assert Config().trusted_proxies == ()

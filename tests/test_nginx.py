@@ -66,3 +66,39 @@ def test_a_failed_start_reports_nginx_error_log(server):
                 proxy.start(timeout=3)
         finally:
             proxy.stop()
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_the_visitors_address_behind_nginx_is_read_only_from_a_trusted_proxy(trusted):
+    """One socket per address allowed. Two visitors (127.0.0.21 and .22) through nginx: with nginx named
+    by --trusted-proxy each is its own address (X-Forwarded-For); without, both are nginx, and the second
+    is refused (429). A client that reaches the server directly cannot choose its address by sending
+    X-Forwarded-For itself: a trusted proxy's peer address is the only one whose header counts."""
+    require_nginx()
+    args = ("--trusted-proxy", "127.0.0.1") if trusted else ()
+    server = ServerProcess(*args, env={"CHAT_WIDGET_MAX_CONNECTIONS_PER_ADDRESS": "1"}).start()
+    try:
+        with Nginx(server.port, websocket_headers=True) as proxy:
+            url = proxy.url.replace("http:", "ws:") + "/ws?v=1"
+            first = connect(url, origin=proxy.url, open_timeout=5, proxy=None, local_addr=("127.0.0.21", 0))
+            second = connect(url, origin=proxy.url, open_timeout=5, proxy=None, local_addr=("127.0.0.22", 0))
+            async with first:
+                if trusted:
+                    async with second as chat:
+                        await chat.send(json.dumps({"type": "hello"}))
+                        assert json.loads(await chat.recv())["type"] == "welcome"
+                else:
+                    with pytest.raises(InvalidStatus) as refused:
+                        async with second:
+                            pass
+                    assert refused.value.response.status_code == 429
+            direct = server.url.replace("http:", "ws:") + "/ws?v=1"
+            spoofing = [connect(direct, origin=server.url, open_timeout=5, proxy=None, local_addr=("127.0.0.23", 0),
+                                additional_headers={"X-Forwarded-For": f"203.0.113.{n}"}) for n in (1, 2)]
+            async with spoofing[0]:
+                with pytest.raises(InvalidStatus) as refused:
+                    async with spoofing[1]:
+                        pass
+                assert refused.value.response.status_code == 429
+    finally:
+        server.stop()
