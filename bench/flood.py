@@ -1,8 +1,9 @@
 """A real visitor's wait for answers while others flood the server (docs/security.md, "Budgets").
 
 One ``chat-widget serve`` process with its default budgets and an SQLite store in a temporary folder.
-A visitor on its own address (127.0.0.2) asks a question every 0.5 s and times, per question, the
-acknowledgement (stored) and the consultant's whole reply. Scenarios, each ``--seconds`` long, in one
+A visitor on an address of its own (a new one, 127.0.2.x, per scenario and run, so that it stays within
+its budgets) asks a question every second and times, per question, the acknowledgement (stored) and
+the consultant's whole reply. Scenarios, each ``--seconds`` long, in one
 server, interleaved ``--runs`` times:
 
 * ``alone``: nobody else (the baseline of the ratios);
@@ -82,8 +83,8 @@ async def flooder(url, address, until, tally):
             await asyncio.sleep(0.2)
 
 
-async def visitor(url, until, acks, replies):
-    async with socket_to(url, "127.0.0.2") as ws:
+async def visitor(url, address, until, acks, replies):
+    async with socket_to(url, address) as ws:
         await ws.send(json.dumps({"type": "hello"}))
         while json.loads(await ws.recv())["type"] != "welcome":
             pass
@@ -95,20 +96,22 @@ async def visitor(url, until, acks, replies):
             await ws.send(json.dumps({"type": "message", "id": message_id, "text": QUESTION}))
             while True:
                 frame = json.loads(await ws.recv())
+                if frame["type"] == "error":
+                    raise RuntimeError(f"the visitor was refused: {frame}")
                 if frame["type"] == "ack" and frame["id"] == message_id:
                     acks.append(time.monotonic() - sent)
                 if frame["type"] == "reply" and frame.get("in_reply_to") == message_id:
                     replies.append(time.monotonic() - sent)
                     break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
 
 
-async def scenario(url, addresses, seconds):
+async def scenario(url, visitor_address, addresses, seconds):
     until = time.monotonic() + seconds
     tally = {"sent": 0, "acked": 0, "closes": {}, "refused": 0}
     acks, replies = [], []
     flood = [asyncio.create_task(flooder(url, address, until, tally)) for address in addresses]
-    await visitor(url, until, acks, replies)
+    await visitor(url, visitor_address, until, acks, replies)
     await asyncio.gather(*flood)
     return acks, replies, tally
 
@@ -132,9 +135,10 @@ def main():
                                env={"CHAT_WIDGET_STORE": str(Path(folder) / "chat.sqlite3"), **BUDGETS}).start()
         try:
             url = server.url.replace("http://", "ws://") + "/ws?v=1"
+            visitors = (f"127.0.2.{n}" for n in range(1, 255))
             for _ in range(args.runs):
                 for name, addresses in SCENARIOS.items():
-                    acks, replies, tally = asyncio.run(scenario(url, addresses, args.seconds))
+                    acks, replies, tally = asyncio.run(scenario(url, next(visitors), addresses, args.seconds))
                     found = results[name]
                     found["acks"] += acks
                     found["replies"] += replies
