@@ -254,3 +254,47 @@ async def test_the_consultant_answers_one_question_at_a_time_per_address():
         await answered(conversations, sessions[address])
     assert consultant.most == {"from a": 1, "from b": 1, "all": 2}
     assert conversations._turns == {}
+
+
+class GatedConsultant:
+    """Answers once the gate opens; records the history each reply was given."""
+    name = "gated"
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.histories = []
+
+    async def reply(self, history, lang=None):
+        self.histories.append([entry["text"] for entry in history])
+        await self.gate.wait()
+        yield f"answer {len(self.histories)}"
+
+
+async def test_at_most_four_replies_wait_behind_the_one_in_progress_and_each_sees_the_answers_before_it():
+    """A slow consultant: one reply in progress and four waiting per address; a question beyond that is
+    answered at once with the short answer instead of waiting in an ever longer queue. The waiting ones
+    are read in their turn, so each sees the answers to the questions before it."""
+    consultant = GatedConsultant()
+    conversations = Conversations(MemoryStore(), consultant, budgets=AddressBudgets(30, 64 * KB, 60, 20),
+                                  clock=lambda: 0.0)
+    sid = (await conversations.open_session(None, 0, "https://a.test", "a"))[0]
+    for n in range(7):
+        await conversations.visitor_message(sid, f"m{n}", f"q{n}", "en", "a")
+    await asyncio.sleep(0.01)
+    consultant.gate.set()
+    texts = await answered(conversations, sid)
+    assert sorted(texts) == sorted([f"answer {n}" for n in range(1, 6)] + [TOO_FAST["en"]] * 2)
+    assert consultant.histories[1] == ["q0", "answer 1", "q1"] and conversations._turns == {}
+
+
+async def test_the_memory_stores_measure_follows_what_it_holds():
+    """Kept up to date as entries come, are trimmed and are swept (it is read every second)."""
+    clock = [1000.0]
+    store = MemoryStore(retention=60, max_entries=2, clock=lambda: clock[0])
+    sid = await store.create_session("https://a.test")
+    for n in range(5):
+        await store.add_visitor_message(sid, f"m{n}", "x" * 1000)
+    assert await store.used_bytes() == 100 + 2 * (100 + 1000)
+    clock[0] += 61
+    await store.sweep()
+    assert await store.used_bytes() == 0

@@ -1002,12 +1002,26 @@ def test_a_full_conversation_takes_the_reply_still_streaming_before_it_starts_ov
     assert [m.text for m in browser.client.conversation.messages if m.author == "consultant"] == ["Half an answer, whole."]
 
 
+def test_a_full_conversation_waits_for_answers_not_yet_begun():
+    """The error for a later message can come before an earlier question's answer has begun (answers come
+    when they are done): the widget waits for it too before it starts over."""
+    browser = joined()
+    browser.type("first")
+    browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    browser.type("second")
+    full(browser, "m2")
+    assert browser.sockets == {1: "ws://shop.test/ws?v=1"}
+    reply(browser, "r1", 2)
+    assert A.CloseSocket(1, close.NORMAL, "conversation full") in browser.actions and 2 in browser.sockets
+
+
 def test_a_full_conversation_on_the_http_fallback_starts_a_new_one_there():
     """The same on the fallback: the HTTP channel (and a trial WebSocket, which would rejoin the full
     conversation) is closed, the new conversation starts over HTTP, and trials resume after its welcome."""
     browser = on_fallback()
     browser.type("first")
     browser.receive({"type": "ack", "id": "m1", "seq": 1})
+    reply(browser, "r1", 2)
     browser.live_for(60)
     assert "trial-1" in browser.sockets
     browser.type("second")

@@ -117,6 +117,8 @@ acts = client.submitted(0.3, " hello ")
 assert Send(1, {"type": "message", "id": "m1", "text": "hello"}) in acts and ClearInput() in acts
 acts = client.socket_received(0.4, 1, '{"type": "ack", "id": "m1", "seq": 2}')
 assert client.conversation.find("m1").delivery == "delivered"
+for answered in ("m0", "m1"):
+    client.frame_received(0.42, 1, {"type": "reply", "id": "r-" + answered, "in_reply_to": answered, "text": "ok"})
 acts = client.submitted(0.45, "more")
 acts = client.socket_received(0.46, 1, '{"type": "error", "code": "conversation_full", "id": "m2"}')
 assert CloseSocket(1, 1000, "conversation full") in acts and OpenSocket(2, "wss://shop.example.com/ws?v=1") in acts

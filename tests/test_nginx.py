@@ -72,8 +72,9 @@ def test_a_failed_start_reports_nginx_error_log(server):
 async def test_the_visitors_address_behind_nginx_is_read_only_from_a_trusted_proxy(trusted):
     """One socket per address allowed. Two visitors (127.0.0.21 and .22) through nginx: with nginx named
     by --trusted-proxy each is its own address (X-Forwarded-For); without, both are nginx, and the second
-    is refused (429). A client that reaches the server directly cannot choose its address by sending
-    X-Forwarded-For itself: a trusted proxy's peer address is the only one whose header counts."""
+    is refused (429), and the log says once why. A client that reaches the server directly cannot
+    choose its address by sending X-Forwarded-For itself: only a trusted proxy's header counts (untrusted,
+    not even from 127.0.0.1, which uvicorn would trust by default)."""
     require_nginx()
     args = ("--trusted-proxy", "127.0.0.1") if trusted else ()
     server = ServerProcess(*args, env={"CHAT_WIDGET_MAX_CONNECTIONS_PER_ADDRESS": "1"}).start()
@@ -92,8 +93,10 @@ async def test_the_visitors_address_behind_nginx_is_read_only_from_a_trusted_pro
                         async with second:
                             pass
                     assert refused.value.response.status_code == 429
+                    assert any("X-Forwarded-For ignored: no --trusted-proxy" in line for line in server.output)
             direct = server.url.replace("http:", "ws:") + "/ws?v=1"
-            spoofing = [connect(direct, origin=server.url, open_timeout=5, proxy=None, local_addr=("127.0.0.23", 0),
+            source = "127.0.0.23" if trusted else "127.0.0.1"
+            spoofing = [connect(direct, origin=server.url, open_timeout=5, proxy=None, local_addr=(source, 0),
                                 additional_headers={"X-Forwarded-For": f"203.0.113.{n}"}) for n in (1, 2)]
             async with spoofing[0]:
                 with pytest.raises(InvalidStatus) as refused:

@@ -14,7 +14,6 @@ event loop ahead of everyone else. A conversation's own byte budget is the store
 """
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -34,6 +33,7 @@ TOO_FAST = {
     "en": "You're asking faster than I can answer. Please wait a minute, then ask me again.",
     "de": "Sie fragen schneller, als ich antworten kann. Bitte warten Sie eine Minute und fragen Sie dann noch einmal.",
 }
+WAITING_REPLIES = 4  # consultant replies of one address waiting for their turn; beyond, TOO_FAST answers
 STORE_BUSY = "the chat service is very busy and cannot start new conversations now; try again later"
 
 
@@ -59,7 +59,7 @@ class Conversations:
         self.watchers = {}    # session id -> set of async send(frame) callables
         self.answering = {}   # (session id, message id) -> task
         self.streaming = {}   # session id -> {reply id: frame so far} for late joiners
-        self._turns = {}      # address -> [lock, replies holding or waiting for it]
+        self._turns = {}      # address -> [lock, its consultant replies started and not finished]
         self._reply_ids = itertools.count(1)
         self._reply_prefix = secrets.token_hex(4)  # reply ids stay unique across restarts
 
@@ -122,25 +122,28 @@ class Conversations:
         key = (session_id, message_id)
         if key in self.answering:
             return
-        consult = self.budgets is None or self.budgets.reply(address, self.clock())
-        if not consult:
-            log.info("reply budget spent address=%s: answering without the consultant", address)
+        turn = self._turns.get(address)
+        if turn is not None and turn[1] > WAITING_REPLIES:
+            consult = False
+            log.info("consultant busy with %d replies for address=%s: answering without it", turn[1], address)
+        else:
+            consult = self.budgets is None or self.budgets.reply(address, self.clock())
+            if not consult:
+                log.info("reply budget spent address=%s: answering without the consultant", address)
+        if consult:
+            turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
+            turn[1] += 1
         task = asyncio.create_task(self._answer(session_id, message_id, lang, consult, address))
         self.answering[key] = task
         task.add_done_callback(lambda _: self.answering.pop(key, None))
+        if consult:
+            task.add_done_callback(lambda _: self._leave_turn(address))
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, address):
-        """The consultant's attention for one reply of ``address`` (one at a time per address)."""
-        turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
-        turn[1] += 1
-        try:
-            async with turn[0]:
-                yield
-        finally:
-            turn[1] -= 1
-            if not turn[1]:
-                del self._turns[address]
+    def _leave_turn(self, address):
+        turn = self._turns[address]
+        turn[1] -= 1
+        if not turn[1]:
+            del self._turns[address]
 
     async def _answer(self, session_id, message_id, lang, consult=True, address=None):
         reply_id = f"r{self._reply_prefix}-{next(self._reply_ids)}"
@@ -148,16 +151,14 @@ class Conversations:
             entry = await self.store.add_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
             await self.publish(session_id, entry.frame(live=True))
             return
-        history = []
-        for entry in await self.store.entries_after(session_id, 0):
-            history.append({"author": entry.author, "text": entry.text})
-            if entry.author == "visitor" and entry.id == message_id:
-                break  # the question and what came before it, not later questions
         partial = frames.reply_start(reply_id, message_id)
         self.streaming.setdefault(session_id, {})[reply_id] = partial
         await self.publish(session_id, dict(partial))
         try:
-            async with self._turn(address):
+            # One reply at a time per address; the history is read in its turn, with the answers to
+            # the questions before it.
+            async with self._turns[address][0]:
+                history = await self._history(session_id, message_id)
                 text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang),
                                               self.reply_timeout)
         except asyncio.CancelledError:
@@ -176,6 +177,22 @@ class Conversations:
             text = SORRY
         entry = await self.store.add_reply(session_id, reply_id, message_id, text)
         await self.publish(session_id, entry.frame(live=True))
+
+    async def _history(self, session_id, message_id):
+        """The questions up to ``message_id``, each followed by its answer (answers are stored in the
+        order they finish, which is not always the order of the questions), not later questions."""
+        entries = await self.store.entries_after(session_id, 0)
+        answers = {entry.in_reply_to: entry.text for entry in entries if entry.author == "consultant"}
+        history = []
+        for entry in entries:
+            if entry.author != "visitor":
+                continue
+            history.append({"author": "visitor", "text": entry.text})
+            if entry.id == message_id:
+                break
+            if entry.id in answers:
+                history.append({"author": "consultant", "text": answers[entry.id]})
+        return history
 
     async def _stream(self, session_id, reply_id, history, partial, lang):
         chunks = []

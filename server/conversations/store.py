@@ -13,6 +13,7 @@ server instances (Redis) would implement the same methods.
 
 import asyncio
 import secrets
+import sqlite3
 import time
 
 import aiosqlite
@@ -47,6 +48,9 @@ class Entry:
 
 class ConversationFull(Exception):
     """The conversation holds its byte budget (``max_bytes``): the message was not stored."""
+
+
+ENTRY_OVERHEAD = 100  # MemoryStore's rough bytes per entry and per session besides the text
 
 
 def size_of(text):
@@ -126,10 +130,12 @@ class MemoryStore(Store):
     def __init__(self, **options):
         super().__init__(**options)
         self._sessions = {}  # id -> {"origin", "touched", "entries": [Entry], "seq", "bytes"}
+        self._used = 0       # used_bytes, kept as entries come and go (it is read every second)
 
     async def create_session(self, origin):
         session_id = new_session_id()
         self._sessions[session_id] = {"origin": origin, "touched": self.clock(), "entries": [], "seq": 0, "bytes": 0}
+        self._used += ENTRY_OVERHEAD
         return session_id
 
     def _live(self, session_id):
@@ -151,7 +157,10 @@ class MemoryStore(Store):
         entry = make_entry(session["seq"])
         session["bytes"] += size_of(entry.text)
         session["entries"].append(entry)
+        self._used += ENTRY_OVERHEAD + size_of(entry.text)
+        dropped = session["entries"][:-self.max_entries]
         del session["entries"][:-self.max_entries]
+        self._used -= sum(ENTRY_OVERHEAD + size_of(e.text) for e in dropped)
         return entry
 
     async def add_visitor_message(self, session_id, message_id, text):
@@ -176,7 +185,8 @@ class MemoryStore(Store):
     async def sweep(self):
         expired = [sid for sid in self._sessions if self._live(sid) is None]
         for session_id in expired:
-            del self._sessions[session_id]
+            session = self._sessions.pop(session_id)
+            self._used -= ENTRY_OVERHEAD + sum(ENTRY_OVERHEAD + size_of(e.text) for e in session["entries"])
         return len(expired)
 
     async def session_count(self):
@@ -184,7 +194,7 @@ class MemoryStore(Store):
 
     async def used_bytes(self):
         """The texts kept, plus a rough 100 bytes per entry and per session for the rest."""
-        return sum(100 + sum(100 + size_of(e.text) for e in s["entries"]) for s in self._sessions.values())
+        return self._used
 
 
 SCHEMA = """
@@ -221,7 +231,11 @@ class SqliteStore(Store):
         await self._db.executescript(SCHEMA)
         columns = [row[1] for row in await self._db.execute_fetchall("PRAGMA table_info(sessions)")]
         if "bytes" not in columns:  # a file from before conversations had a byte budget
-            await self._db.execute("ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+            try:
+                await self._db.execute("ALTER TABLE sessions ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as error:  # another process upgraded it first
+                if "duplicate column" not in str(error):
+                    raise
         await self._db.commit()
 
     async def close(self):

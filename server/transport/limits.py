@@ -25,9 +25,12 @@ class RateLimiter:
     ``shared_wait`` is how long a budget shared with other connections (the address's:
     ``server/budgets.py``) says to wait; the longer wait wins.
 
-    A refused frame is a strike unless the client waited the ``retry_after`` of the refusal before it:
-    a widget that obeys is never closed, even when its address's budget is spent by other tabs. More
-    than ``warnings`` strikes close; an accepted frame forgives them.
+    A client may have up to ``burst`` frames on their way when the first refusal reaches it (the
+    widget sends a burst at once after a welcome), so those are not held against it: refused frames
+    beyond ``burst``, counted since the client last waited until ``retry_after``, are strikes, and
+    more than ``warnings`` strikes close. A widget that waits as told is never closed, even when other
+    tabs of its address spent the shared budget; a client that keeps sending without waiting is closed
+    after ``burst + warnings + 1`` refusals in a row, however many of its frames get through between.
     """
 
     def __init__(self, rate=ratelimit.MESSAGES, per=ratelimit.PER, burst=ratelimit.BURST, warnings=WARNINGS):
@@ -38,12 +41,16 @@ class RateLimiter:
         self.burst = burst
         self.warnings = warnings
         self.bucket = ratelimit.TokenBucket(rate, per, burst)  # the widget paces its outbox with the same bucket
-        self.strikes = 0
+        self.refused = 0      # frames refused since the client last waited as told
         self.retry_at = None  # when the last refusal said the client may send again
 
     @property
     def tokens(self):
         return self.bucket.tokens
+
+    @property
+    def strikes(self):
+        return max(0, self.refused - self.burst)
 
     def allow(self, now):
         """Take a token if there is one; True when the frame may pass (no strikes involved)."""
@@ -51,14 +58,14 @@ class RateLimiter:
 
     def check(self, now, shared_wait=0.0):
         """``"ok"``, ``"warn"`` or ``"close"`` for one frame arriving at ``now``; on ``"ok"`` the token is taken."""
+        if self.retry_at is not None and now >= self.retry_at:
+            self.refused = 0  # it waited as told: a clean slate
+            self.retry_at = None
         wait = max(self.bucket.wait(now), shared_wait)
         if wait <= 0 and self.bucket.take(now):
-            self.strikes = 0
-            self.retry_at = None
             return OK
-        if self.retry_at is None or now < self.retry_at:
-            self.strikes += 1
-        self.retry_at = now + wait
+        self.refused += 1
+        self.retry_at = max(self.retry_at or now, now + wait)
         return WARN if self.strikes <= self.warnings else CLOSE
 
     def retry_after(self, now):

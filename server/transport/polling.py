@@ -98,6 +98,7 @@ async def open_channel():
     if hub.full:
         return _closed_at_once(socket.FULL, f"connection limit {hub.max_connections} reached", cors)
     address = address_key(request.remote_addr)
+    socket.note_forwarded(request.headers, current_app.extensions["chat_config"])
     if hub.addresses.full(address):
         return _refuse(429, "too_many_connections", "Too many chat connections are open from your address",
                        f"{hub.addresses.max_per_address} connections from {address} already open", cors)

@@ -6,6 +6,7 @@ socket (``hello`` first, then messages and pings) on behalf of the conversation 
 
 import asyncio
 import logging
+import math
 import time
 
 from quart import Blueprint, Response, current_app, websocket
@@ -38,6 +39,21 @@ def refused(what, status, origin, why):
     """Log and count one refused handshake or channel opening (``what``): the one place for both."""
     log.warning("%s rejected status=%s origin=%r reason=%s", what, status, origin, why)
     current_app.extensions["chat_hub"].rejected_total += 1
+
+
+_forwarded_seen = False
+
+
+def note_forwarded(headers, config):
+    """Say once per process that a proxy's X-Forwarded-For is being ignored because no proxy is trusted:
+    every visitor behind it then counts as the proxy's one address (docs/deploy.md)."""
+    global _forwarded_seen
+    if _forwarded_seen or config.trusted_proxies or "x-forwarded-for" not in headers:
+        return
+    _forwarded_seen = True
+    log.warning("X-Forwarded-For ignored: no --trusted-proxy is set, so every visitor behind that proxy counts "
+                "as its one address for the per-address limits; name the proxy with --trusted-proxy "
+                "(CHAT_WIDGET_TRUSTED_PROXIES)")
 
 
 def other_version(args):
@@ -79,6 +95,7 @@ async def chat_socket():
     if hub.full:
         return await _accept_to_close(FULL, f"connection limit {hub.max_connections} reached")
     address = address_key((websocket.scope.get("client") or (None,))[0])
+    note_forwarded(websocket.headers, current_app.extensions["chat_config"])
     if hub.addresses.full(address):
         return _refuse(429, "Too many connections from your address\n",
                        f"{hub.addresses.max_per_address} connections from {address} already open")
@@ -257,7 +274,7 @@ class ChatConnection:
         if verdict == CLOSE:
             log.warning("rate limit: closing connection after repeated warnings")
             raise PolicyViolation("message rate limit exceeded")
-        wait = round(self.limiter.retry_after(now), 2)
+        wait = math.ceil(self.limiter.retry_after(now) * 100) / 100  # up: a client that waits this long is in time
         await self.send(frames.error("rate_limited", f"too many messages; send again in {wait} s", frame["id"], wait))
         return False
 

@@ -72,6 +72,7 @@ class Conversation:
         self.known_seq = 0  # the newest entry this tab had before a reload (the replay brings them again)
         self.messages = []     # display order
         self._by_id = {}
+        self._earlier = set()  # ids of messages from conversations before forget_session (still on screen)
 
     # ---- visitor side ---------------------------------------------------------------------------
     def pending(self):
@@ -135,6 +136,9 @@ class Conversation:
         self.last_seq = 0
         self.read_seq = 0
         self.known_seq = 0
+        for message in self.messages:
+            if message.delivery == DELIVERED or message.author == "consultant":
+                self._earlier.add(message.id)
 
     def welcomed(self, session, resumed):
         """The server (re)joined us to ``session``. Returns True when an earlier conversation was lost."""
@@ -163,11 +167,16 @@ class Conversation:
             return self._reply(str(frame.get("id")), frame.get("in_reply_to"), str(frame.get("text", "")), seq)
         return []
 
-    @property
-    def streaming(self):
-        """A consultant reply is being streamed (it is complete once its numbered ``reply`` arrives)."""
+    def awaiting_answer(self):
+        """A question stored in this conversation has no complete answer yet (it may be streaming, or not
+        started: answers come in the order they finish)."""
+        answered = set()
         for message in self.messages:
-            if message.streaming:
+            if message.author == "consultant" and not message.streaming:
+                answered.add(message.in_reply_to)
+        for message in self.messages:
+            if message.author == "visitor" and message.delivery == DELIVERED and message.id not in answered \
+                    and message.id not in self._earlier:
                 return True
         return False
 

@@ -227,7 +227,7 @@ class Client:
             acts += self._save()
         if kind == "reply" and updates:
             acts += self._read_or_count(frame)
-        if self._full and not self.conversation.streaming:
+        if self._full and not self.conversation.awaiting_answer():
             acts += self._start_over(now)
         return acts
 
@@ -252,8 +252,8 @@ class Client:
         refused again here. It waits in the outbox, and a new conversation starts on a new connection
         (its hello carries no session); the outbox flushes after its welcome. The old socket is no longer
         current, so the errors for the rest of the same burst are ignored: those messages were requeued
-        with the connection, and the restart happens once. A reply still streaming in the old
-        conversation is taken first (the new one would never replay it); meanwhile nothing is sent."""
+        with the connection, and the restart happens once. The answers still to come in the old
+        conversation are taken first (the new one would never replay them); meanwhile nothing is sent."""
         if self.conversation.last_seq == 0:
             # Nothing is stored in this conversation: the message alone is over the budget and a new one
             # would refuse it too. It stays "sent", so it is not resent in a loop, until the next connection.
@@ -263,7 +263,7 @@ class Client:
             return acts
         self._full = True
         acts.append(ShowNotice("conversation_full"))
-        if self.conversation.streaming:  # an answer to an earlier question is on its way: take it first
+        if self.conversation.awaiting_answer():  # an earlier question's answer is to come: take it first
             return acts
         return acts + self._start_over(now)
 
