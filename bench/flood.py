@@ -48,7 +48,7 @@ QUESTION = "What are your opening hours?"
 # The defaults, stated: the test harness opens the per-address budgets wide, a benchmark of them must not.
 BUDGETS = {f"CHAT_WIDGET_{name.upper()}": str(DEFAULTS[name]) for name in (
     "address_messages_per_minute", "address_bytes_per_minute", "address_conversations_per_hour",
-    "address_replies_per_minute")}
+    "address_replies_per_minute", "address_waiting_replies")}
 SCENARIOS = {"alone": [], "one address": ["127.0.0.3"] * 20,
              "many addresses": [f"127.0.1.{n // 2 + 1}" for n in range(80)]}
 

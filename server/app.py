@@ -38,7 +38,8 @@ def create_app(config=None):
     store_budget = StoreBudget(config.store_max_bytes, config.store_warn_percent)
     app.extensions["chat_store_budget"] = store_budget
     app.extensions["chat_conversations"] = Conversations(store, consultant, budgets=address_budgets,
-                                                         store_budget=store_budget)
+                                                         store_budget=store_budget,
+                                                         waiting_replies=config.address_waiting_replies)
     app.extensions["chat_connection_class"] = socket.ChatConnection
     if config.faults:
         from .testing import faults

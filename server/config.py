@@ -104,6 +104,8 @@ SETTINGS = (
             "a new one is closed with 4202 (the widget tries later).", cli=False),
     Setting("address_replies_per_minute", 20, "Consultant replies per minute for one address; beyond, a short "
             "'please wait' answer stands in.", cli=False),
+    Setting("address_waiting_replies", 4, "Consultant replies of one address waiting behind the one in progress "
+            "(one at a time per address); beyond, the short answer stands in.", cli=False),
     Setting("conversation_max_bytes", 512 * 1024, "Bytes one conversation may hold (messages and replies); "
             "beyond, a message gets conversation_full and the widget starts a new one.", cli=False),
     Setting("store_max_bytes", 1 << 30, "The store's budget in bytes; at it new conversations are closed "
@@ -164,6 +166,8 @@ class Config:
             "address_conversations_per_hour", values["address_conversations_per_hour"], 1, 1_000_000)
         self.address_replies_per_minute = _int_setting(
             "address_replies_per_minute", values["address_replies_per_minute"], 1, 1_000_000)
+        self.address_waiting_replies = _int_setting(
+            "address_waiting_replies", values["address_waiting_replies"], 0, 1000)
         self.conversation_max_bytes = _at_least_a_message(
             "conversation_max_bytes", _int_setting("conversation_max_bytes", values["conversation_max_bytes"],
                                                    1, 1 << 40), self.max_message_bytes)

@@ -9,7 +9,8 @@ OWN_ORIGIN = "http://localhost"
 # The test client is one address for every test: the per-address budgets are opened wide unless a
 # test sets them (as e2e/server_process.py does for the server in a subprocess).
 WIDE_BUDGETS = {"address_messages_per_minute": 1_000_000, "address_bytes_per_minute": 1 << 40,
-                "address_conversations_per_hour": 1_000_000, "address_replies_per_minute": 1_000_000}
+                "address_conversations_per_hour": 1_000_000, "address_replies_per_minute": 1_000_000,
+                "address_waiting_replies": 1000}
 
 
 @pytest.fixture

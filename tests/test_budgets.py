@@ -26,6 +26,7 @@ def test_defaults_are_the_documented_ones():
                                         "address_conversations_per_hour", "address_replies_per_minute",
                                         "conversation_max_bytes", "store_max_bytes", "store_warn_percent")] \
         == [30, 64 * KB, 60, 20, 512 * KB, 1 << 30, 80]
+    assert DEFAULTS["address_waiting_replies"] == 4
 
 
 def spend(budgets, address, size, now):

@@ -22,7 +22,7 @@ KB = 1024
 BIG = 16 * KB - 200  # the largest text whose frame fits max_message_bytes (16 KiB)
 BUDGETS = {f"CHAT_WIDGET_{name.upper()}": str(DEFAULTS[name]) for name in (
     "address_messages_per_minute", "address_bytes_per_minute", "address_conversations_per_hour",
-    "address_replies_per_minute")}
+    "address_replies_per_minute", "address_waiting_replies")}
 QUESTION = "What are your opening hours?"
 
 

@@ -33,7 +33,6 @@ TOO_FAST = {
     "en": "You're asking faster than I can answer. Please wait a minute, then ask me again.",
     "de": "Sie fragen schneller, als ich antworten kann. Bitte warten Sie eine Minute und fragen Sie dann noch einmal.",
 }
-WAITING_REPLIES = 4  # consultant replies of one address waiting for their turn; beyond, TOO_FAST answers
 STORE_BUSY = "the chat service is very busy and cannot start new conversations now; try again later"
 
 
@@ -47,14 +46,17 @@ class NewConversationRefused(Exception):
 
 
 class Conversations:
-    def __init__(self, store, consultant, reply_timeout=60.0, budgets=None, store_budget=None, clock=time.monotonic):
+    def __init__(self, store, consultant, reply_timeout=60.0, budgets=None, store_budget=None, waiting_replies=4,
+                 clock=time.monotonic):
         """``budgets``: an ``AddressBudgets`` (None: no per-address budgets); ``store_budget``: a
-        ``StoreBudget``, kept up to date by the app (None: no store budget)."""
+        ``StoreBudget``, kept up to date by the app (None: no store budget); ``waiting_replies``: how many
+        consultant replies of one address may wait behind the one in progress (beyond, TOO_FAST)."""
         self.store = store
         self.consultant = consultant
         self.reply_timeout = reply_timeout
         self.budgets = budgets
         self.store_budget = store_budget
+        self.waiting_replies = waiting_replies
         self.clock = clock
         self.watchers = {}    # session id -> set of async send(frame) callables
         self.answering = {}   # (session id, message id) -> task
@@ -123,7 +125,7 @@ class Conversations:
         if key in self.answering:
             return
         turn = self._turns.get(address)
-        if turn is not None and turn[1] > WAITING_REPLIES:
+        if turn is not None and turn[1] > self.waiting_replies:
             consult = False
             log.info("consultant busy with %d replies for address=%s: answering without it", turn[1], address)
         else:
