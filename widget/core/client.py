@@ -88,7 +88,7 @@ class Client:
         self.diagnostics = Diagnostics(settings.get("version", "?"), page.runtime, self.url)
         self.pacer = TokenBucket()
         self._hold_until = 0.0       # no message is sent before then (the server's last retry_after)
-        self._full = False           # the conversation is full: start a new one once no reply streams
+        self._full = False           # the conversation is full: start a new one once every earlier question is answered
         self._conditions = conditions or (lambda: {})
         self._joined = None          # the socket whose welcome arrived
         self._timers = {}            # the client's own running timers
