@@ -28,3 +28,23 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the session's tests (tests/redis_server.py); skipped when it cannot be
+    installed. Tests that stop, kill or restart Redis start their own ``RedisServer``."""
+    from redis_server import RedisServer, require_redis
+
+    require_redis()
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The URL of an empty database (FLUSHDB) on the session's Redis, for this test."""
+    if not redis_server.running:  # someone stopped it: the next test still gets one
+        redis_server.restart()
+    redis_server.flush(0)
+    return redis_server.url(0)

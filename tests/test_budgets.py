@@ -101,10 +101,15 @@ def test_store_budget_levels():
     assert budget.update(10) == OK and budget.accepting
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request, tmp_path):
     options = {"retention": 600, "max_entries": 500, "max_bytes": 4 * KB}
-    store = MemoryStore(**options) if request.param == "memory" else SqliteStore(tmp_path / "chat.sqlite3", **options)
+    if request.param == "redis":
+        from server.conversations.redis_store import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"), **options)
+    else:
+        store = MemoryStore(**options) if request.param == "memory" else SqliteStore(tmp_path / "chat.sqlite3", **options)
     await store.open()
     yield store
     await store.close()
@@ -115,15 +120,17 @@ async def test_a_conversation_holds_at_most_its_bytes(store):
     small; a resend of a stored one is still found (its acknowledgement may have been lost), and a reply is always stored."""
     sid = await store.create_session("https://a.test")
     await store.add_visitor_message(sid, "m1", "x" * 2000)
-    await store.add_reply(sid, "r1", "m1", "é" * 1000)   # 2,000 bytes in UTF-8
+    await store.add_visitor_message(sid, "m2", "w" * 10)
+    await store.add_reply(sid, "r1", "m1", "é" * 1000)   # 2,000 bytes in UTF-8: 4,010 held
     with pytest.raises(ConversationFull):
-        await store.add_visitor_message(sid, "m2", "y" * 100)
+        await store.add_visitor_message(sid, "m3", "y" * 100)
     with pytest.raises(ConversationFull):  # once full, full: the widget is moving to a new conversation
-        await store.add_visitor_message(sid, "m3", "y")
+        await store.add_visitor_message(sid, "m4", "y")
     entry, is_new = await store.add_visitor_message(sid, "m1", "x" * 2000)
     assert entry.seq == 1 and not is_new
-    await store.add_reply(sid, "r2", "m1", "z" * 500)
-    assert [e.id for e in await store.entries_after(sid, 0)] == ["m1", "r1", "r2"]
+    reply, is_new = await store.add_reply(sid, "r2", "m2", "z" * 500)  # past the budget: stored all the same
+    assert is_new and reply.seq == 4
+    assert [e.id for e in await store.entries_after(sid, 0)] == ["m1", "m2", "r1", "r2"]
     other = await store.create_session("https://a.test")
     assert (await store.add_visitor_message(other, "m2", "y" * 100))[1]
 

@@ -1,7 +1,12 @@
-"""Both conversation stores behave the same: numbering, dedup by id, replay, retention, bounds, durability."""
+"""Every conversation store behaves the same: numbering, dedup by id, one answer per question, replay,
+retention, bounds, the session's message rate, durability. Redis runs on the session's real redis-server
+(tests/redis_server.py), each test on an empty database."""
+
+import asyncio
 
 import pytest
 
+from server.conversations.redis_store import RedisStore
 from server.conversations.store import MemoryStore, SqliteStore
 
 
@@ -13,11 +18,19 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def make_store(kind, request, tmp_path, **options):
+    if kind == "memory":
+        return MemoryStore(**options)
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "chat.sqlite3", **options)
+    return RedisStore(request.getfixturevalue("redis_url"), **options)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request, tmp_path):
     clock = Clock()
     options = {"retention": 600, "max_entries": 5, "clock": clock}
-    store = MemoryStore(**options) if request.param == "memory" else SqliteStore(tmp_path / "chat.sqlite3", **options)
+    store = make_store(request.param, request, tmp_path, **options)
     await store.open()
     store.test_clock = clock
     yield store
@@ -28,7 +41,7 @@ async def test_entries_are_numbered_in_order(store):
     """Each entry takes the next sequence number of its session."""
     sid = await store.create_session("https://a.test")
     first, _ = await store.add_visitor_message(sid, "m1", "hello")
-    reply = await store.add_reply(sid, "r1", "m1", "hi there")
+    reply, _ = await store.add_reply(sid, "r1", "m1", "hi there")
     assert (first.seq, reply.seq) == (1, 2)
     assert [e.id for e in await store.entries_after(sid, 0)] == ["m1", "r1"]
     assert [e.id for e in await store.entries_after(sid, 1)] == ["r1"]
@@ -79,6 +92,32 @@ async def test_unanswered_lists_questions_without_reply(store):
     await store.add_reply(sid, "r1", "m1", "b")
     await store.add_visitor_message(sid, "m2", "c")
     assert await store.unanswered(sid) == ["m2"]
+
+
+async def test_a_question_has_one_answer(store):
+    """A second answer to a question (another instance's, after a lapsed claim) is refused: the stored
+    one comes back, not new, and nothing is added."""
+    sid = await store.create_session("https://a.test")
+    await store.add_visitor_message(sid, "m1", "a")
+    first, first_new = await store.add_reply(sid, "r1", "m1", "b")
+    again, again_new = await store.add_reply(sid, "r2", "m1", "another b")
+    assert first_new and not again_new and again == first
+    assert [e.id for e in await store.entries_after(sid, 0)] == ["m1", "r1"]
+    assert await store.last_seq(sid) == 2 and await store.unanswered(sid) == []
+
+
+async def test_a_session_has_its_own_message_bucket(store):
+    """rate_wait takes a token and answers 0, or answers the seconds until one is there and takes
+    nothing; each session has its own bucket; waiting as told is enough."""
+    sid = await store.create_session("https://a.test")
+    other = await store.create_session("https://a.test")
+    assert [await store.rate_wait(sid, 10, 1, 2) for _ in range(2)] == [0, 0]  # the burst
+    wait = await store.rate_wait(sid, 10, 1, 2)
+    assert 0.05 < wait <= 0.1
+    assert 0 < await store.rate_wait(sid, 10, 1, 2) <= wait  # asking again took nothing
+    assert await store.rate_wait(other, 10, 1, 2) == 0
+    await asyncio.sleep(0.1)
+    assert await store.rate_wait(sid, 10, 1, 2) == 0
 
 
 async def test_sqlite_keeps_everything_across_reopen(tmp_path):

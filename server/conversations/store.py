@@ -5,10 +5,11 @@ reply) gets the next number of the session's sequence, so a widget that reconnec
 everything up to 17" and receive the rest. Visitor messages are keyed by the id the widget chose, so
 a resend after a lost acknowledgement finds the stored entry instead of adding a second one.
 
-Two implementations: ``MemoryStore`` (tests, and a server that may forget on restart) and
+Three implementations: ``MemoryStore`` (tests, and a server that may forget on restart),
 ``SqliteStore`` (the default: a local file, write-ahead logging, every entry committed before it is
-acknowledged, so a restart or crash of the process loses nothing). A shared store for several
-server instances (Redis) would implement the same methods.
+acknowledged, so a restart or crash of the process loses nothing), and ``RedisStore``
+(``redis_store.py``: shared by several server instances, which is why the interface also has claims,
+a bus and per-session rate buckets: in one process they are trivial, across instances they are not).
 """
 
 import asyncio
@@ -18,7 +19,9 @@ import time
 
 import aiosqlite
 
-from protocol import frames
+from protocol import frames, ratelimit
+
+from .bus import LocalBus
 
 
 class Entry:
@@ -50,6 +53,11 @@ class ConversationFull(Exception):
     """The conversation holds its byte budget (``max_bytes``): the message was not stored."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a shared store's server is down or restarting): nothing was
+    stored; connections are closed with 4203 and the widget retries (docs/protocol.md)."""
+
+
 ENTRY_OVERHEAD = 100  # MemoryStore's rough bytes per entry and per session besides the text
 
 
@@ -71,11 +79,14 @@ class Store:
     otherwise land in the full conversation while the widget moves to a new one); a reply is always
     stored (the question was accepted)."""
 
+    shared = False  # True when several server instances use this store at once
+
     def __init__(self, retention=1800.0, max_entries=500, max_bytes=None, clock=time.time):
         self.retention = retention
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.clock = clock
+        self._rates = {}  # session id -> TokenBucket (rate_wait), for the stores of one process
 
     def _over_budget(self, held, text):
         return self.max_bytes is not None and held + size_of(text) > self.max_bytes
@@ -99,10 +110,53 @@ class Store:
         raise NotImplementedError
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
+        """Store the answer to the visitor message ``in_reply_to``; returns ``(entry, is_new)``. A question
+        has one answer: when it has one already (another instance answered after this one's claim
+        lapsed), that one is returned and nothing is stored."""
         raise NotImplementedError
 
     async def entries_after(self, session_id, seq):
         raise NotImplementedError
+
+    # ---- what several instances need; trivial in one process --------------------------------------
+    def bus(self):
+        """How frames reach the sockets watching a session, wherever they are connected (``bus.py``)."""
+        return LocalBus()
+
+    async def claim(self, session_id, message_id, reply_id, lang, lease):
+        """Take the right to answer ``message_id`` for ``lease`` seconds. Returns ``(reply_id, lang)`` to
+        answer with: an earlier claimer's reply id and language when its lease lapsed (the widget then
+        restarts that reply's stream), else the ones given; None when another instance holds a live
+        lease or the question is answered. In one process the service itself answers each question once,
+        so this always grants."""
+        return reply_id, lang
+
+    async def renew(self, session_id, message_id, lease):
+        """Extend a claim while the reply is produced; False when it was lost (another took over)."""
+        return True
+
+    async def lapsed_claims(self, limit=50):
+        """Questions whose claim lapsed unanswered (their instance died): ``[(session_id, message_id)]``."""
+        return []
+
+    async def rate_wait(self, session_id, rate, per, burst):
+        """The session's own message bucket, wherever its visitor connects: takes a token and returns 0,
+        or returns the seconds to wait (nothing taken). Reconnecting does not refill it."""
+        bucket = self._rates.get(session_id)
+        if bucket is None:
+            bucket = self._rates[session_id] = ratelimit.TokenBucket(rate, per, burst)
+        now = time.monotonic()
+        return 0.0 if bucket.take(now) else bucket.wait(now)
+
+    def _forget_rates(self):
+        """Buckets that are full again are the same as none (called by sweep)."""
+        now = time.monotonic()
+        for session_id in [sid for sid, bucket in self._rates.items() if bucket.wait(now, bucket.burst) == 0]:
+            del self._rates[session_id]
+
+    async def healthy(self):
+        """Raises when the store does not answer (health, readiness)."""
+        await self.session_count()
 
     async def last_seq(self, session_id):
         entries = await self.entries_after(session_id, 0)
@@ -176,13 +230,18 @@ class MemoryStore(Store):
         return self._append(session_id, lambda seq: Entry(seq, "visitor", message_id, text)), True
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
-        return self._append(session_id, lambda seq: Entry(seq, "consultant", reply_id, text, in_reply_to))
+        session = self._live(session_id)
+        for entry in session["entries"] if session else ():
+            if entry.author == "consultant" and entry.in_reply_to == in_reply_to:
+                return entry, False
+        return self._append(session_id, lambda seq: Entry(seq, "consultant", reply_id, text, in_reply_to)), True
 
     async def entries_after(self, session_id, seq):
         session = self._live(session_id)
         return [e for e in session["entries"] if e.seq > seq] if session else []
 
     async def sweep(self):
+        self._forget_rates()
         expired = [sid for sid in self._sessions if self._live(sid) is None]
         for session_id in expired:
             session = self._sessions.pop(session_id)
@@ -291,7 +350,13 @@ class SqliteStore(Store):
 
     async def add_reply(self, session_id, reply_id, in_reply_to, text):
         async with self._write:
-            return await self._append(session_id, "consultant", reply_id, text, in_reply_to)
+            cursor = await self._db.execute(
+                "SELECT seq, id, text FROM entries WHERE session_id = ? AND author = 'consultant' AND in_reply_to = ?",
+                (session_id, in_reply_to))
+            row = await cursor.fetchone()
+            if row is not None:
+                return Entry(row[0], "consultant", row[1], row[2], in_reply_to), False
+            return await self._append(session_id, "consultant", reply_id, text, in_reply_to), True
 
     async def entries_after(self, session_id, seq):
         cursor = await self._db.execute(
@@ -300,6 +365,7 @@ class SqliteStore(Store):
         return [Entry(*row) for row in await cursor.fetchall()]
 
     async def sweep(self):
+        self._forget_rates()
         async with self._write:
             cursor = await self._db.execute("DELETE FROM sessions WHERE touched < ?", (self.clock() - self.retention,))
             await self._db.commit()
