@@ -91,10 +91,12 @@ def main(argv=None):
     parser.add_argument("--runtime", default="micropython", choices=["micropython", "pyodide"])
     parser.add_argument("--downtime", type=float, default=1.0, help="seconds the server stays down (default 1)")
     parser.add_argument("--scenarios", default="restart-kill,restart-term,offline")
-    parser.add_argument("--smoke", action="store_true", help="1 run of each scenario (CI smoke)")
+    parser.add_argument("--smoke", action="store_true", help="1 run of two scenarios (CI smoke)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.runs = 1
+        # A kill and going offline exercise both ways back; the graceful restart (1012) is covered by
+        # e2e/test_connection_faults.py, and the smoke run is in every test run.
+        args.runs, args.scenarios = 1, "restart-kill,offline"
     scenarios = [s for s in args.scenarios.split(",") if s]
     timeout = 60 if args.runtime == "pyodide" else 40
     samples = {name: [] for name in scenarios}
