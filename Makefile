@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: serve test test-unit test-e2e soak setup browser tools clean
+.PHONY: serve test test-unit test-e2e soak cluster setup browser tools clean
 
 serve: setup
 	$(BIN)/chat-widget serve $(ARGS)
@@ -22,6 +22,11 @@ test-e2e: setup browser tools
 soak: setup browser
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
+# Redis, three instances and nginx running deploy/nginx.conf, on loopback ports; Ctrl-C stops them
+# (scripts/cluster; ARGS="--store memory" without Redis, ARGS="--help" for the rest).
+cluster: setup tools
+	$(BIN)/python scripts/cluster $(ARGS)
+
 setup: $(PY_STAMP) $(NPM_STAMP)
 
 $(PY_STAMP): pyproject.toml
@@ -37,9 +42,11 @@ $(NPM_STAMP): package.json package-lock.json
 browser: $(PY_STAMP)
 	@scripts/ensure-chromium
 
-# nginx for the proxy tests (tests/nginx.py runs its own on a loopback port; the system service stays off)
+# nginx for the proxy tests, redis-server for the shared store's (tests/nginx.py and tests/redis_server.py
+# run their own on a loopback port; the system services stay off)
 tools:
 	@scripts/ensure-nginx
+	@scripts/ensure-redis
 
 clean:
 	rm -rf $(VENV) node_modules
@@ -50,7 +57,7 @@ screenshots: setup browser
 	$(BIN)/python scripts/screenshots --out docs/screenshots
 
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-flood bench-compress bench-smoke
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-flood bench-compress bench-smoke bench-cluster
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -76,10 +83,14 @@ bench-consultant: setup
 bench-flood: setup
 	$(BIN)/python bench/flood.py $(BENCH_ARGS)
 
+# Several instances behind deploy/nginx.conf on one Redis, against one instance on SQLite (bench/cluster.py)
+bench-cluster: setup tools
+	$(BIN)/python bench/cluster.py $(BENCH_ARGS)
+
 bench-compress: setup
 	$(BIN)/python scripts/compress-assets
 
-bench-smoke: setup browser
+bench-smoke: setup browser tools
 	$(BIN)/python bench/connect.py --smoke
 	$(BIN)/python bench/bytes.py --smoke
 	$(BIN)/python bench/reconnect.py --smoke
@@ -88,3 +99,4 @@ bench-smoke: setup browser
 	$(BIN)/python bench/hostload.py --smoke
 	$(BIN)/python bench/consultant.py --smoke
 	$(BIN)/python bench/flood.py --smoke
+	$(BIN)/python bench/cluster.py --smoke

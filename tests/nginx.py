@@ -7,6 +7,11 @@ handshake fails. ``Nginx(upstream_port, websocket_headers=False)`` is that deplo
 ``websocket_headers=True`` is the correct one (HTTP/1.1, the two headers, a long read timeout).
 ``proxy_buffering`` stays at nginx's default (on): the buffering proxy an HTTP fallback must survive.
 
+``DeployedNginx(upstream_ports)`` (or ``Nginx.deployed(upstream_ports)``) runs the shipped
+``deploy/nginx.conf`` instead, rewritten only where a test machine must differ: its ``listen`` port
+and the upstream's ``server`` lines. It refuses to start when the file's shape no longer lets those
+two rewrites apply, so the shipped file cannot drift away from what the tests run.
+
 Each instance is its own nginx process (master and one worker) with every path it writes inside a
 temporary directory, so it needs no root and leaves nothing behind::
 
@@ -15,6 +20,7 @@ temporary directory, so it needs no root and leaves nothing behind::
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENSURE_NGINX = ROOT / "scripts" / "ensure-nginx"
+DEPLOY_CONFIG = ROOT / "deploy" / "nginx.conf"
 
 # The upgrade as nginx's documentation writes it (https://nginx.org/en/docs/http/websocket.html).
 WEBSOCKET_DIRECTIVES = """
@@ -56,6 +63,68 @@ http {{
     }}
 }}
 """
+
+
+# The shipped file inside a main configuration of the test's own (its http{} is what conf.d/*.conf is
+# included into on a real machine).
+DEPLOYED_CONFIG = """{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/chat-widget.conf;
+}}
+"""
+
+_LISTEN = re.compile(r"^([ \t]*)listen[ \t]+80;[ \t]*$", re.M)
+_ANY_LISTEN = re.compile(r"^[ \t]*listen\b", re.M)
+_UPSTREAM = re.compile(r"^[ \t]*upstream[ \t]+chat_widget[ \t]*\{[^{}]*\}", re.M)
+_UPSTREAM_SERVER = re.compile(r"^([ \t]*)server[ \t]+127\.0\.0\.1:[0-9]+((?:[ \t]+[^;\s]+)*);[ \t]*\n", re.M)
+_ANY_SERVER = re.compile(r"^[ \t]*server\b", re.M)
+
+
+class DeployedConfigChanged(RuntimeError):
+    """deploy/nginx.conf no longer has the shape the test rewrite expects: fix the file or tests/nginx.py."""
+
+
+def deployed_config(text, port, upstream_ports):
+    """deploy/nginx.conf's ``text`` with its one ``listen 80;`` on ``127.0.0.1:port`` and the
+    ``upstream chat_widget`` block's ``server 127.0.0.1:PORT ...;`` lines replaced by one per
+    ``upstream_ports`` (their parameters kept). Nothing else changes; a shape the rewrite does not
+    recognise raises ``DeployedConfigChanged``."""
+    if not upstream_ports:
+        raise ValueError("at least one upstream port")
+    listens = _LISTEN.findall(text)
+    if len(listens) != 1 or len(_ANY_LISTEN.findall(text)) != 1:
+        raise DeployedConfigChanged("deploy/nginx.conf must have exactly one active `listen` line, `listen 80;`")
+    text = _LISTEN.sub(lambda m: f"{m.group(1)}listen 127.0.0.1:{port};", text)
+    blocks = list(_UPSTREAM.finditer(text))
+    if len(blocks) != 1:
+        raise DeployedConfigChanged("deploy/nginx.conf must have one `upstream chat_widget { ... }` block")
+    block = blocks[0].group(0)
+    servers = list(_UPSTREAM_SERVER.finditer(block))
+    runs_together = all(a.end() == b.start() for a, b in zip(servers, servers[1:]))
+    if not servers or len(servers) != len(_ANY_SERVER.findall(block)) or not runs_together:
+        raise DeployedConfigChanged("the upstream's `server` lines must be consecutive lines "
+                                    "`server 127.0.0.1:PORT [parameters];`")
+    indent, parameters = servers[0].group(1), servers[0].group(2)
+    lines = "".join(f"{indent}server 127.0.0.1:{p}{parameters};\n" for p in upstream_ports)
+    block = block[:servers[0].start()] + lines + block[servers[-1].end():]
+    text = text[:blocks[0].start()] + block + text[blocks[0].end():]
+    if "proxy_pass http://chat_widget;" not in text:
+        raise DeployedConfigChanged("deploy/nginx.conf no longer proxies to the `chat_widget` upstream")
+    return text
+
+
+def _user_line():
+    # As root the worker switches to `nobody`, which must reach the temp paths nginx creates.
+    return "user nobody nogroup;\n" if os.geteuid() == 0 else ""
 
 
 class NginxUnavailable(RuntimeError):
@@ -130,10 +199,14 @@ class Nginx:
         self.stop()
         raise RuntimeError(f"nginx did not start on 127.0.0.1:{self.port}:\n{log}")
 
+    @classmethod
+    def deployed(cls, upstream_ports, port=0, source=DEPLOY_CONFIG):
+        """The shipped deploy/nginx.conf in front of ``upstream_ports`` (see ``DeployedNginx``)."""
+        return DeployedNginx(upstream_ports, port=port, source=source)
+
     def _write_config(self):
-        user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
         (self.tmp / "nginx.conf").write_text(CONFIG.format(
-            user=user, tmp=self.tmp, port=self.port, upstream_host=self.upstream_host,
+            user=_user_line(), tmp=self.tmp, port=self.port, upstream_host=self.upstream_host,
             upstream_port=self.upstream_port, websocket=WEBSOCKET_DIRECTIVES if self.websocket_headers else "",
             extra="\n            " + self.extra if self.extra else ""))
 
@@ -195,3 +268,22 @@ class Nginx:
 
     async def __aexit__(self, *exc_info):
         self.stop()
+
+
+class DeployedNginx(Nginx):
+    """The shipped ``deploy/nginx.conf`` (or ``source``, a copy) on ``127.0.0.1:port``, its upstream
+    being ``upstream_ports`` on 127.0.0.1. ``site_config`` is the file nginx loaded, once started."""
+
+    def __init__(self, upstream_ports, port=0, source=DEPLOY_CONFIG):
+        super().__init__(None, websocket_headers=True, port=port)
+        self.upstream_ports = list(upstream_ports)
+        self.source = Path(source)
+        deployed_config(self.source.read_text(), 80, self.upstream_ports)  # a changed shape fails here, early
+
+    @property
+    def site_config(self):
+        return self.tmp / "chat-widget.conf"
+
+    def _write_config(self):
+        self.site_config.write_text(deployed_config(self.source.read_text(), self.port, self.upstream_ports))
+        (self.tmp / "nginx.conf").write_text(DEPLOYED_CONFIG.format(user=_user_line(), tmp=self.tmp))
