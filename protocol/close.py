@@ -9,7 +9,9 @@ Ranges of the application codes: 4000-4099, the server ends the session for good
 help); 4100-4199, the widget's own; 4200-4299, the server refuses *for now* and the widget retries
 with the longer "try again later" delay. So far those refuse a new conversation (the server closes
 right after the ``hello`` that would start one; conversations under way carry on): 4201 ``BUSY``
-(class ``STORE_BUSY``) and 4202 ``LIMITED`` (class ``ADDRESS_LIMITED``). A code of the range this
+(class ``STORE_BUSY``) and 4202 ``LIMITED`` (class ``ADDRESS_LIMITED``); 4203 ``UNAVAILABLE`` (class
+``STORE_UNAVAILABLE``) closes any connection while the server cannot reach its shared store (Redis
+restarting), and is retried with the normal backoff, since such trouble usually lasts seconds. A code of the range this
 widget does not know (a newer server's) reads as ``STORE_BUSY``: the server is up and said "later",
 and the code itself still reaches the report.
 """
@@ -27,6 +29,7 @@ CONNECT_TIMEOUT = 4100        # widget: no open within the connect timeout
 HEARTBEAT_TIMEOUT = 4101      # widget: the connection went silent
 BUSY = 4201                   # server: its conversation store is over budget; no new conversation for now
 LIMITED = 4202                # server: too many new conversations from this address recently
+UNAVAILABLE = 4203            # server: its shared conversation store is unreachable for now
 
 SERVER_TERMINAL = (4000, 4099)   # application errors from the server: retrying cannot help
 SERVER_TEMPORARY = (4200, 4299)  # temporary refusals from the server: retry later
@@ -45,6 +48,7 @@ ORIGIN = "origin"
 DRAINING = "draining"
 STORE_BUSY = "busy"
 ADDRESS_LIMITED = "limited"
+STORE_UNAVAILABLE = "unavailable"
 POLICY_BROKEN = "policy"
 MESSAGE_TOO_BIG = "too_big"
 PROTOCOL = "protocol"
@@ -60,6 +64,8 @@ FAILURES = {
     DRAINING: "the server is restarting or unavailable",
     STORE_BUSY: "the server refuses new conversations for now: its conversation store is over budget (4201)",
     ADDRESS_LIMITED: "the server refuses new conversations for now: too many were started from this address (4202)",
+    STORE_UNAVAILABLE: "the server cannot reach its conversation store for now (4203): it retries, nothing "
+                       "acknowledged is lost",
     POLICY_BROKEN: "the server closed the connection for a policy violation (1008)",
     MESSAGE_TOO_BIG: "a message was larger than the server accepts (1009)",
     PROTOCOL: "the server ended the session (close code 4000-4099: protocol version or application error)",
@@ -79,7 +85,7 @@ def classify(code):
     """``(what to do, failure class or None)`` for a close of the current socket.
 
     1008, 1009 and 4000-4099 are terminal; 1012 retries soon (the herd spreads by jitter) and 1013
-    later, both saying the server is restarting or busy; 4200-4299 retry later with the server's reason
+    later, both saying the server is restarting or busy; 4203 retries soon; other 4200-4299 retry later with the server's reason
     (one this widget does not know reads as busy); anything else (1000 from the server, 1001, 1006,
     1011, the widget's own 4100/4101, ...) retries with backoff.
     """
@@ -95,6 +101,8 @@ def classify(code):
         return SLOW, DRAINING
     if code == LIMITED:
         return SLOW, ADDRESS_LIMITED
+    if code == UNAVAILABLE:
+        return RETRY, STORE_UNAVAILABLE
     if isinstance(code, int) and SERVER_TEMPORARY[0] <= code <= SERVER_TEMPORARY[1]:
         return SLOW, STORE_BUSY  # BUSY, and any temporary refusal this widget does not know yet
     return RETRY, None

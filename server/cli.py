@@ -57,6 +57,10 @@ def serve(**given):
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     try:
+        if config.workers > 1:
+            from . import workers
+
+            sys.exit(workers.run(config))
         asyncio.run(run_server(config))
     except ConfigError as error:
         click.echo(f"chat-widget: configuration error: {error}", err=True)
@@ -106,21 +110,28 @@ class ChatServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-async def run_server(config):
-    from .app import create_app
+async def run_server(config, sock=None, announce_url=True):
+    """Serve until stopped; on ``sock`` (a worker of ``--workers``) instead of binding host and port."""
+    from .app import check_store, create_app
 
+    if sock is None:
+        await check_store(config)  # a worker's parent checked it already
     server = ChatServer(uvicorn_config(create_app(config), config))
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
-    if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        click.echo(f"chat-widget: serving http://{host}:{port}/ (runtime {config.runtime})", err=False)
-        sys.stdout.flush()
+    if server.started and announce_url:
+        announce(config, server.servers[0].sockets[0].getsockname()[1])
     await serving
     if not server.started:
         sys.exit(1)
+
+
+def announce(config, port, more=""):
+    """The one line that says where the server is (tests and scripts read it)."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    click.echo(f"chat-widget: serving http://{host}:{port}/ (runtime {config.runtime}{more})", err=False)
+    sys.stdout.flush()
 
 
 main.add_command(doctor)

@@ -9,6 +9,7 @@ never changed after it is made.
 
 import ipaddress
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,11 +59,15 @@ SETTINGS = (
     Setting("trusted_proxies", (), "A reverse proxy (address or network, repeatable; environment: space-separated) "
             "whose X-Forwarded-For names the visitor's address. Default: none, every peer is the visitor.",
             kind="multiple"),
+    Setting("metrics_allow", (), "An address or network (repeatable; environment: space-separated) that may read "
+            "/metrics. Default: none, /metrics answers 403.", kind="multiple"),
     Setting("allow_missing_origin", False, "Accept socket handshakes without an Origin header (non-browser clients).",
             kind="flag"),
     Setting("runtime", "micropython", f"Python runtime for the widget: {' or '.join(RUNTIMES)}."),
     Setting("log_level", "info", f"One of {', '.join(LOG_LEVELS)}."),
-    Setting("store", "var/chat.sqlite3", "SQLite file for conversations (relative to the project), or 'memory'."),
+    Setting("store", "var/chat.sqlite3", "Where conversations are kept: an SQLite file (relative to the project), "
+            "'memory', or redis://HOST:PORT/DB (rediss:// for TLS), shared by several instances."),
+    Setting("workers", 1, "Server processes sharing the port, one per core; more than one needs a redis:// store."),
     Setting("retention", 1800, "Seconds a quiet conversation is kept and can be resumed."),
     Setting("sweep_interval", 60, "Seconds between sweeps of expired conversations.", cli=False),
     Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
@@ -95,6 +100,8 @@ SETTINGS = (
     Setting("message_period", ratelimit.PER, "Seconds of message_rate.", cli=False),
     Setting("message_burst", ratelimit.BURST, "Visitor messages accepted at once after a quiet spell.", cli=False),
     Setting("history_limit", 500, "Entries kept per conversation.", cli=False),
+    Setting("reply_lease", 10, "Seconds an instance holds a question it answers without renewing; when it dies "
+            "mid-reply, another instance answers after this long (a redis:// store).", cli=False),
     # Budgets (docs/security.md): per address across all its connections, per conversation, per store.
     Setting("address_messages_per_minute", 30, "Visitor messages per minute from one address, all its "
             "connections together; beyond: rate_limited.", cli=False),
@@ -141,6 +148,7 @@ class Config:
         self.allow_origins = _origins_setting(values["allow_origins"])
         self.allow_missing_origin = _bool_setting("allow_missing_origin", values["allow_missing_origin"])
         self.trusted_proxies = _networks_setting("trusted_proxies", values["trusted_proxies"])
+        self.metrics_allow = _networks_setting("metrics_allow", values["metrics_allow"])
         self.runtime = _choice_setting("runtime", values["runtime"], RUNTIMES)
         self.log_level = _choice_setting("log_level", values["log_level"], LOG_LEVELS)
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
@@ -151,9 +159,13 @@ class Config:
         self.message_rate = _int_setting("message_rate", values["message_rate"], 1, 100_000)
         self.message_period = _int_setting("message_period", values["message_period"], 1, 3600)
         self.message_burst = _int_setting("message_burst", values["message_burst"], 1, 100_000)
-        self.store = str(values["store"])
-        if not self.store:
-            raise ConfigError("store must be a file path for the SQLite database, or 'memory'")
+        self.store = _store_setting(values["store"])
+        self.workers = _int_setting("workers", values["workers"], 1, 256)
+        if self.workers > 1 and self.store_kind != "redis":
+            raise ConfigError(f"workers {self.workers} needs a store the workers share: set --store "
+                              "redis://HOST:PORT/DB (CHAT_WIDGET_STORE); with a file or memory store each worker "
+                              "would keep its own conversations and a visitor's reconnect would lose them")
+        self.reply_lease = _int_setting("reply_lease", values["reply_lease"], 1, 600)
         self.retention = _int_setting("retention", values["retention"], 10, 30 * 86400)
         self.sweep_interval = _int_setting("sweep_interval", values["sweep_interval"], 1, 3600)
         self.history_limit = _int_setting("history_limit", values["history_limit"], 10, 100_000)
@@ -213,6 +225,13 @@ class Config:
         return cls(**values)
 
     @property
+    def store_kind(self):
+        """``memory``, ``sqlite`` or ``redis``: which store ``store`` names."""
+        if self.store == "memory":
+            return "memory"
+        return "redis" if _SCHEME.match(self.store) else "sqlite"
+
+    @property
     def contact(self):
         """Other ways to get help, shown by the widget when chat cannot connect (empty ones omitted)."""
         found = {"email": self.contact_email, "phone": self.contact_phone, "url": self.contact_url}
@@ -231,6 +250,39 @@ def setting_hint(name):
     """How a site owner sets ``name``: its option (if any) and its environment variable."""
     setting = next(s for s in SETTINGS if s.name == name)
     return f"{name} ({setting.option} or {setting.env})" if setting.option else f"{name} ({setting.env})"
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+STORE_SCHEMES = ("redis", "rediss")
+
+
+def _store_setting(value):
+    """'memory', a file path, or a supported store URL: a value with a scheme is never taken for a path."""
+    text = str(value or "").strip()
+    hint = "use redis://HOST:PORT/DB, a file path for SQLite, or 'memory'"
+    if not text:
+        raise ConfigError(f"store must not be empty: {hint}")
+    if not _SCHEME.match(text):
+        return text
+    parts = urlsplit(text)
+    shown = f"{parts.scheme}://{parts.hostname or ''}" + (f":{parts.port}" if _port_or_none(parts) else "") + parts.path
+    if parts.scheme.lower() not in STORE_SCHEMES:
+        raise ConfigError(f"store {parts.scheme}://... is not a supported store URL: {hint}")
+    if not parts.hostname:
+        raise ConfigError(f"store {shown!r} names no host: {hint}")
+    if _port_or_none(parts) is False:
+        raise ConfigError(f"store {parts.scheme}://{parts.hostname}:... has an invalid port: {hint}")
+    if parts.path not in ("", "/") and not re.fullmatch(r"/\d{1,5}", parts.path):
+        raise ConfigError(f"store {shown!r}: the path must be the database number, e.g. /0")
+    return text
+
+
+def _port_or_none(parts):
+    """The URL's port, None when it has none, False when it is not a valid port."""
+    try:
+        return parts.port
+    except ValueError:
+        return False
 
 
 def _int_setting(name, value, low, high):

@@ -56,6 +56,9 @@ async def _health_checks():
         accepting = ("fail", "draining for shutdown: new sockets are refused, clients should reconnect elsewhere")
     elif hub.full:
         accepting = ("fail", f"connection limit reached ({hub.max_connections}); new sockets get 503")
+    elif hub.store_trouble is not None:
+        accepting = ("fail", f"the conversation store does not answer ({hub.store_trouble}): new connections "
+                             "are closed with 4203 until it is back")
     elif "socket.chat_socket" not in current_app.view_functions:
         accepting = ("fail", "the /ws endpoint is not registered")
     else:
@@ -128,7 +131,10 @@ async def livez():
 async def readyz():
     hub = current_app.extensions["chat_hub"]
     status = "pass" if hub.accepting else "fail"
-    return Response(json.dumps({"status": status}), status=200 if hub.accepting else 503,
+    body = {"status": status}
+    if hub.store_trouble is not None:
+        body["output"] = f"conversation store unreachable: {hub.store_trouble}"
+    return Response(json.dumps(body), status=200 if hub.accepting else 503,
                     content_type=HEALTH_JSON, headers={"Cache-Control": "no-store"})
 
 

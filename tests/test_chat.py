@@ -91,6 +91,21 @@ def test_streamed_reply_is_replaced_by_the_stored_text():
     assert chat.messages[0].text == "Hello!" and not chat.messages[0].streaming
 
 
+def test_a_reply_started_again_starts_its_text_over():
+    """Another server instance took the question over (the first died mid-reply): the same reply id starts
+    again with empty text; the visitor sees one reply whose text starts over, never two, and the stored
+    reply is final (a late reply_start cannot reopen it)."""
+    chat = new()
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1"})
+    chat.received({"type": "reply_chunk", "id": "r1", "text": "Our returns pol"})
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1", "text": ""})
+    chat.received({"type": "reply_chunk", "id": "r1", "text": "Returns"})
+    assert [(m.id, m.text) for m in chat.messages] == [("r1", "Returns")] and chat.messages[0].streaming
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Returns: 30 days.", "seq": 2})
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1", "text": ""})
+    assert [(m.id, m.text, m.streaming) for m in chat.messages] == [("r1", "Returns: 30 days.", False)]
+
+
 def test_partial_reply_is_dropped_on_disconnect_and_replay_restores_it():
     """A reply cut by a disconnect is removed; the replayed stored reply shows once."""
     chat = new()

@@ -114,7 +114,7 @@ class Harness:
             elif isinstance(a, Render):
                 assert a.state in STATES
                 assert a.alert in (None, "unreachable", "interference", "origin", "headers", "too_big", "policy",
-                                   "protocol", "draining", "busy", "limited", "config")
+                                   "protocol", "draining", "busy", "limited", "unavailable", "config")
                 self.renders.append(a)
             elif isinstance(a, Log):
                 assert a.level in ("info", "debug", "warn")
@@ -536,6 +536,22 @@ def test_refusals_of_a_new_conversation_retry_later_and_say_why(code, alert):
     assert lc.last_failure == close.UNREACHABLE and lc.alert is None  # the welcome cleared it
 
 
+def test_store_unavailable_retries_with_normal_backoff_and_says_so_until_a_welcome():
+    """4203 (the server's shared store is down, e.g. Redis restarting) closes any connection, joined or
+    not: retried with the normal delay (such trouble lasts seconds), saying "temporary problem"."""
+    lc = connected(0.0, random=lambda: 0.0)
+    acts = lc.closed(5.0, 1, close.UNAVAILABLE, "store down", True)
+    assert timer(acts, "retry") == d(1, r=0.0)
+    assert renders(acts)[0].alert == close.STORE_UNAVAILABLE and lc.last_failure == close.STORE_UNAVAILABLE
+    lc.timer_fired(lc.retry_at, "retry")
+    lc.opened(6.0, 2)
+    acts = lc.closed(6.1, 2, close.UNAVAILABLE, "", True)
+    assert timer(acts, "retry") == d(2, r=0.0) and renders(acts)[0].alert == close.STORE_UNAVAILABLE
+    lc.timer_fired(lc.retry_at, "retry")
+    lc.opened(20.0, 3)
+    assert renders(lc.joined(20.0, 3)) == [Render(CONNECTED)] and lc.alert is None
+
+
 def test_the_servers_reason_is_cleared_and_replaced_as_draining_was():
     """Going online clears it; a probe saying draining replaces it; a probe saying ok clears it."""
     lc = new()
@@ -601,6 +617,7 @@ def test_classify_close_table():
     assert close.classify(None) == (close.RETRY, None)
     assert close.classify(4201) == (close.SLOW, "busy")
     assert close.classify(4202) == (close.SLOW, "limited")
+    assert close.classify(4203) == (close.RETRY, "unavailable")
     for code in (4200, 4250, 4299):  # a temporary refusal this widget does not know: busy, retry later
         assert close.classify(code) == (close.SLOW, close.STORE_BUSY)
     for code in (4199, 4300):

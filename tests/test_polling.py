@@ -69,7 +69,8 @@ async def test_open_then_hello_gets_welcome(server):
         assert answer.status_code == 200
         body = answer.json()
         assert set(body) == {"channel", "poll_timeout"} and body["poll_timeout"] == 25
-        assert len(body["channel"]) == 24  # secrets.token_urlsafe(18)
+        instance, _, secret = body["channel"].partition(".")  # <instance>.<random>: the owner, then the secret
+        assert len(instance) == 8 and len(secret) == 24  # secrets.token_urlsafe(18)
         assert answer.headers["Access-Control-Allow-Origin"] == ALLOWED and answer.headers["Vary"] == "Origin"
         assert answer.headers["Cache-Control"] == "no-store"
         try:

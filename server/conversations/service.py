@@ -23,6 +23,8 @@ import time
 from protocol import close, frames
 
 from .. import languages
+from .bus import LocalBus
+from .store import StoreUnavailable
 
 log = logging.getLogger("chat_widget.conversations")
 
@@ -47,20 +49,22 @@ class NewConversationRefused(Exception):
 
 class Conversations:
     def __init__(self, store, consultant, reply_timeout=60.0, budgets=None, store_budget=None, waiting_replies=4,
-                 clock=time.monotonic):
+                 reply_lease=10.0, clock=time.monotonic):
         """``budgets``: an ``AddressBudgets`` (None: no per-address budgets); ``store_budget``: a
         ``StoreBudget``, kept up to date by the app (None: no store budget); ``waiting_replies``: how many
-        consultant replies of one address may wait behind the one in progress (beyond, TOO_FAST)."""
+        consultant replies of one address may wait behind the one in progress (beyond, TOO_FAST);
+        ``reply_lease``: seconds an instance holds the right to answer a question without renewing it
+        (a shared store: if the instance dies mid-reply, another answers once the lease lapses)."""
         self.store = store
         self.consultant = consultant
         self.reply_timeout = reply_timeout
         self.budgets = budgets
         self.store_budget = store_budget
         self.waiting_replies = waiting_replies
+        self.reply_lease = reply_lease
         self.clock = clock
-        self.watchers = {}    # session id -> set of async send(frame) callables
+        self.bus = store.bus()  # frames to the sockets watching a session, on any instance
         self.answering = {}   # (session id, message id) -> task
-        self.streaming = {}   # session id -> {reply id: frame so far} for late joiners
         self._turns = {}      # address -> [lock, its consultant replies started and not finished]
         self._reply_ids = itertools.count(1)
         self._reply_prefix = secrets.token_hex(4)  # reply ids stay unique across restarts
@@ -88,23 +92,27 @@ class Conversations:
             raise NewConversationRefused(close.LIMITED, f"too many new conversations from your address; "
                                                         f"try again in {wait} s")
 
-    def watch(self, session_id, send):
-        self.watchers.setdefault(session_id, set()).add(send)
-        return [dict(frame) for frame in self.streaming.get(session_id, {}).values()]
+    async def watch(self, session_id, send):
+        """``send`` receives the session's frames from now on; returns the replies streaming now."""
+        return await self.bus.watch(session_id, send)
 
     def unwatch(self, session_id, send):
-        watchers = self.watchers.get(session_id)
-        if watchers is not None:
-            watchers.discard(send)
-            if not watchers:
-                del self.watchers[session_id]
+        self.bus.unwatch(session_id, send)
 
     async def publish(self, session_id, frame):
-        for send in list(self.watchers.get(session_id, ())):
+        await self.bus.publish(session_id, frame)
+
+    async def resync(self, session_ids):
+        """The bus may have missed frames for these sessions (its connection to a shared store broke):
+        send this process's watchers every stored entry again. Widgets drop what they have (by sequence
+        number and id), so only what was missed shows."""
+        for session_id in session_ids:
             try:
-                await send(frame)
-            except Exception:  # a socket closing under us; its own handler cleans up
-                self.unwatch(session_id, send)
+                entries = await self.store.entries_after(session_id, 0)
+            except StoreUnavailable:
+                continue  # the store watch closes new connections; these resume when it answers
+            for entry in entries:
+                await self.bus.deliver(session_id, entry.frame(live=False))
 
     # ---- messages ------------------------------------------------------------------------------
     async def visitor_message(self, session_id, message_id, text, lang=None, address=None):
@@ -135,7 +143,7 @@ class Conversations:
         if consult:
             turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
             turn[1] += 1
-        task = asyncio.create_task(self._answer(session_id, message_id, lang, consult, address))
+        task = asyncio.create_task(self._answer_or_leave(session_id, message_id, lang, consult, address))
         self.answering[key] = task
         task.add_done_callback(lambda _: self.answering.pop(key, None))
         if consult:
@@ -147,16 +155,27 @@ class Conversations:
         if not turn[1]:
             del self._turns[address]
 
+    async def _answer_or_leave(self, *question):
+        try:
+            await self._answer(*question)
+        except StoreUnavailable as error:
+            # Nothing was stored: the claim lapses, and an instance answers once the store is back.
+            log.warning("reply not stored, the store is unavailable: %s", error)
+
     async def _answer(self, session_id, message_id, lang, consult=True, address=None):
-        reply_id = f"r{self._reply_prefix}-{next(self._reply_ids)}"
+        # A question is answered once however many instances share the store: the claim says who.
+        claim = await self.store.claim(session_id, message_id, f"r{self._reply_prefix}-{next(self._reply_ids)}",
+                                       lang, self.reply_lease)
+        if claim is None:
+            return  # answered, or another instance is answering it
+        reply_id, lang = claim
         if not consult:
-            entry = await self.store.add_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
-            await self.publish(session_id, entry.frame(live=True))
+            await self._store_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
             return
         partial = frames.reply_start(reply_id, message_id)
-        self.streaming.setdefault(session_id, {})[reply_id] = partial
-        await self.publish(session_id, dict(partial))
+        renewing = asyncio.create_task(self._renew(session_id, message_id))
         try:
+            await self.bus.stream_started(session_id, dict(partial))
             # One reply at a time per address; the history is read in its turn, with the answers to
             # the questions before it.
             async with self._turns[address][0]:
@@ -164,6 +183,10 @@ class Conversations:
                 text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang),
                                               self.reply_timeout)
         except asyncio.CancelledError:
+            self._abandon_stream(session_id, reply_id)
+            raise
+        except StoreUnavailable:
+            self._abandon_stream(session_id, reply_id)
             raise
         except Exception as error:  # a consultant failure must never reach the socket
             log.warning("consultant failed consultant=%s error=%s: %s", self.consultant.name, type(error).__name__, error)
@@ -171,14 +194,44 @@ class Conversations:
             # Keep what the visitor already saw stream in; the stored reply replaces the stream.
             text = partial["text"] + CUT_OFF if partial["text"].strip() else SORRY
         finally:
-            streams = self.streaming.get(session_id, {})
-            streams.pop(reply_id, None)
-            if not streams:
-                self.streaming.pop(session_id, None)
+            renewing.cancel()
         if not text.strip():
             text = SORRY
-        entry = await self.store.add_reply(session_id, reply_id, message_id, text)
-        await self.publish(session_id, entry.frame(live=True))
+        await self._store_reply(session_id, reply_id, message_id, text)
+
+    def _abandon_stream(self, session_id, reply_id):
+        """No reply will be stored by this process. In one process, forget the stream (the question is
+        asked again with a new reply id); a shared store keeps it until the instance that takes the
+        question over restarts it under the same id."""
+        if isinstance(self.bus, LocalBus):
+            self.bus.stream_ended_now(session_id, reply_id)
+
+    async def _store_reply(self, session_id, reply_id, message_id, text):
+        entry, is_new = await self.store.add_reply(session_id, reply_id, message_id, text)
+        await self.bus.stream_ended(session_id, reply_id)
+        if is_new:
+            await self.publish(session_id, entry.frame(live=True))
+
+    async def _renew(self, session_id, message_id):
+        """Keep the claim while the reply is produced (a third of the lease between renewals)."""
+        while True:
+            await asyncio.sleep(self.reply_lease / 3)
+            try:
+                if not await self.store.renew(session_id, message_id, self.reply_lease):
+                    log.warning("claim on a question was lost while answering it session=%s", session_id)
+                    return
+            except StoreUnavailable:
+                pass  # renewed on the next round, or lapsed: then another instance answers
+
+    async def take_over_lapsed(self):
+        """Answer the questions whose instance died while answering them (a shared store); returns how
+        many were started here."""
+        started = 0
+        for session_id, message_id in await self.store.lapsed_claims():
+            if (session_id, message_id) not in self.answering:
+                self.start_answer(session_id, message_id)
+                started += 1
+        return started
 
     async def _history(self, session_id, message_id):
         """The questions up to ``message_id``, each followed by its answer (answers are stored in the
@@ -203,7 +256,7 @@ class Conversations:
                 continue
             chunks.append(chunk)
             partial["text"] += chunk
-            await self.publish(session_id, frames.reply_chunk(reply_id, chunk))
+            await self.bus.stream_chunk(session_id, frames.reply_chunk(reply_id, chunk))
         return "".join(chunks)
 
     async def drain(self, timeout):

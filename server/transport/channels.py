@@ -16,14 +16,25 @@ plain HTTP lacks (docs/protocol.md, "HTTP fallback"):
 ``Channel`` adds the channel's identity, its long polls (one at a time: a newer poll releases the
 older) and its end: expiry, the widget closing it, its close delivered by a poll, or a full outbox.
 ``Channels`` is the table of them: unguessable ids, and closing every one when the server drains.
+An id names the process that owns the channel, ``<instance>.<random>``: behind a proxy without
+sticky sessions, another instance reads the owner from the id and forwards the request to it
+(server/transport/forwarding.py).
 Nothing here knows HTTP or Quart (server/transport/polling.py does).
 """
 
 import asyncio
 import logging
+import re
 import secrets
 
 log = logging.getLogger("chat_widget.polling")
+
+_INSTANCE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what new_instance_id makes, with room for longer ids
+
+
+def new_instance_id():
+    """A random name for this server process, 8 url-safe characters: the prefix of its channel ids."""
+    return secrets.token_urlsafe(6)
 
 
 class ChannelClosed(Exception):
@@ -209,16 +220,26 @@ class Channels:
     poll_timeout = 25   # seconds a poll is held while there is nothing to send (proxies cut at 30-60 s)
     expiry_grace = 15   # a channel nobody polled for poll_timeout + this long is dropped
 
-    def __init__(self):
+    def __init__(self, instance_id=None):
+        self.instance_id = instance_id or new_instance_id()
         self.open = {}  # channel id -> Channel
 
     def create(self, origin):
-        channel = Channel(secrets.token_urlsafe(18), origin, self.poll_timeout + self.expiry_grace, self._forget)
+        # The random part alone keeps ids unguessable (18 bytes); the prefix only says where to ask.
+        channel_id = f"{self.instance_id}.{secrets.token_urlsafe(18)}"
+        channel = Channel(channel_id, origin, self.poll_timeout + self.expiry_grace, self._forget)
         self.open[channel.id] = channel
         return channel
 
     def get(self, channel_id):
         return self.open.get(channel_id)
+
+    def owner(self, channel_id):
+        """The instance named by ``channel_id`` when it is another one, else None (ours, or no name)."""
+        instance, dot, _ = channel_id.partition(".")
+        if dot and instance != self.instance_id and _INSTANCE.fullmatch(instance):
+            return instance
+        return None
 
     def _forget(self, channel):
         self.open.pop(channel.id, None)

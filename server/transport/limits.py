@@ -64,6 +64,15 @@ class RateLimiter:
         wait = max(self.bucket.wait(now), shared_wait)
         if wait <= 0 and self.bucket.take(now):
             return OK
+        return self._refuse(now, wait)
+
+    def refuse(self, now, wait):
+        """A frame that ``check`` let through was refused by a budget asked afterwards (the session's,
+        kept in the store): its token comes back, and the refusal counts as any other."""
+        self.bucket.tokens = min(self.bucket.burst, self.bucket.tokens + 1)
+        return self._refuse(now, wait)
+
+    def _refuse(self, now, wait):
         self.refused += 1
         self.retry_at = max(self.retry_at or now, now + wait)
         return WARN if self.strikes <= self.warnings else CLOSE

@@ -55,14 +55,14 @@ def _allowed_origin():
         request.headers.get("Origin"), request.headers.get("Host"), request.scheme)
 
 
-def _refuse(status, code, message, why, allow_origin=None):
-    socket.refused("poll open", status, request.headers.get("Origin"), why)
+def _refuse(status, code, message, why, allow_origin=None, *, reason):
+    socket.refused("poll open", status, request.headers.get("Origin"), why, reason=reason)
     return _error(status, code, message, allow_origin)
 
 
-def _closed_at_once(code_reason, why, allow_origin):
+def _closed_at_once(code_reason, why, allow_origin, *, reason):
     """What the socket says by accepting only to close: here the close itself, and no channel."""
-    socket.refused("poll open", code_reason[0], request.headers.get("Origin"), why)
+    socket.refused("poll open", code_reason[0], request.headers.get("Origin"), why, reason=reason)
     return _answer({"close": _close(*code_reason)}, 200, allow_origin)
 
 
@@ -90,20 +90,25 @@ async def open_channel():
     origin = request.headers.get("Origin")
     allowed, why = current_app.extensions["chat_origins"].check(origin, request.headers.get("Host"), request.scheme)
     if not allowed:
-        return _refuse(403, "origin_not_allowed", "This site's origin is not allowed to use this chat server", why)
+        return _refuse(403, "origin_not_allowed", "This site's origin is not allowed to use this chat server", why,
+                       reason="origin")
     cors = _allowed_origin()
     if hub.draining:
         return _refuse(503, "draining", "The chat server is restarting; try again shortly", "draining for shutdown",
-                       cors)
+                       cors, reason="draining")
     if hub.full:
-        return _closed_at_once(socket.FULL, f"connection limit {hub.max_connections} reached", cors)
+        return _closed_at_once(socket.FULL, f"connection limit {hub.max_connections} reached", cors, reason="full")
+    if hub.store_trouble is not None:
+        return _closed_at_once(socket.STORE_DOWN, hub.store_trouble, cors, reason="unavailable")
     address = address_key(request.remote_addr)
     socket.note_forwarded(request.headers, current_app.extensions["chat_config"])
     if hub.addresses.full(address):
         return _refuse(429, "too_many_connections", "Too many chat connections are open from your address",
-                       f"{hub.addresses.max_per_address} connections from {address} already open", cors)
+                       f"{hub.addresses.max_per_address} connections from {address} already open", cors,
+                       reason="address")
     if (version := socket.other_version(request.args)) is not None:
-        return _closed_at_once(socket.UNSUPPORTED, f"unsupported protocol version v={version!r}", cors)
+        return _closed_at_once(socket.UNSUPPORTED, f"unsupported protocol version v={version!r}", cors,
+                               reason="version")
     channels = current_app.extensions["chat_channels"]
     channel = channels.create(origin or "")
     _start(channel, hub, address)
@@ -124,13 +129,21 @@ def _start(channel, hub, address):
 def _on_channel(view):
     """For every route after the opening: find the channel and check the Origin, then ``view(channel, origin)``.
 
-    An unknown channel gets 404 (readable by allowed origins, so the widget opens a new one); a request
-    from another origin than the one that opened the channel gets 403 without CORS headers.
+    A channel another instance owns is answered by it, through ``chat_forwarding`` when instances share
+    a store (server/transport/forwarding.py). An unknown channel gets 404 (readable by allowed origins,
+    so the widget opens a new one); a request from another origin than the one that opened the channel
+    gets 403 without CORS headers.
     """
     @functools.wraps(view)
     async def on_channel(channel_id):
-        channel = current_app.extensions["chat_channels"].get(channel_id)
+        channels = current_app.extensions["chat_channels"]
+        channel = channels.get(channel_id)
         if channel is None:
+            forwarding = current_app.extensions.get("chat_forwarding")
+            owner = channels.owner(channel_id)
+            answer = await forwarding.forward(owner) if forwarding is not None and owner is not None else None
+            if answer is not None:
+                return answer
             return _error(404, "unknown_channel", "This chat channel is unknown or has expired; open a new one",
                           _allowed_origin())
         origin = request.headers.get("Origin")

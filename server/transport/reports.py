@@ -33,12 +33,15 @@ class FailureReports:
         self.by_transport = {}  # "websocket" or "poll" -> reports
 
     def record(self, report, origin, session_id):
-        """Log one line for a checked ``report`` frame and count it."""
+        """Log one line for a checked ``report`` frame and count it; returns the classes it was counted
+        under (for /metrics)."""
         log.info("client report %s", describe(report, origin, session_id))
         self.total += 1
         self.by_transport[report["transport"]] = self.by_transport.get(report["transport"], 0) + 1
-        for failure_class in {counted_class(failure["class"]) for failure in report["failures"]}:
+        classes = {counted_class(failure["class"]) for failure in report["failures"]}
+        for failure_class in classes:
             self.by_class[failure_class] = self.by_class.get(failure_class, 0) + 1
+        return classes
 
 
 def counted_class(failure_class):

@@ -16,7 +16,8 @@ from protocol import close, frames
 from protocol.checks import FrameError
 
 from ..conversations.service import NewConversationRefused
-from ..conversations.store import ConversationFull, size_of
+from ..conversations.store import ConversationFull, StoreUnavailable, size_of
+from ..metrics import NO_METRICS
 from . import headers, wire
 from .channels import ChannelClosed
 from .limits import CLOSE, OK, RateLimiter, address_key
@@ -27,6 +28,7 @@ bp = Blueprint("socket", __name__)
 
 
 FULL = (close.TRY_LATER, "server is full; try again later")
+STORE_DOWN = (close.UNAVAILABLE, "the chat service cannot reach its conversation store; try again shortly")
 UNSUPPORTED = (close.UNSUPPORTED_VERSION, f"unsupported protocol version; server speaks v{frames.VERSION}")
 
 
@@ -35,10 +37,12 @@ def too_big(limit):
     return close.TOO_BIG, f"frame larger than {limit} bytes"
 
 
-def refused(what, status, origin, why):
-    """Log and count one refused handshake or channel opening (``what``): the one place for both."""
+def refused(what, status, origin, why, *, reason):
+    """Log and count one refused handshake or channel opening (``what``): the one place for both.
+    ``reason`` is its metrics label, one of ``metrics.REFUSAL_REASONS``."""
     log.warning("%s rejected status=%s origin=%r reason=%s", what, status, origin, why)
     current_app.extensions["chat_hub"].rejected_total += 1
+    current_app.extensions["chat_metrics"].handshake_refused(reason)
 
 
 _forwarded_seen = False
@@ -62,15 +66,15 @@ def other_version(args):
     return None if version == str(frames.VERSION) else version[:20]
 
 
-def _refuse(status, text, why):
-    refused("handshake", status, websocket.headers.get("Origin"), why)
+def _refuse(status, text, why, *, reason):
+    refused("handshake", status, websocket.headers.get("Origin"), why, reason=reason)
     return Response(text, status=status, content_type="text/plain")
 
 
-async def _accept_to_close(code_reason, why):
+async def _accept_to_close(code_reason, why, *, reason):
     """Accepted only to be closed with a code a browser can read: a refused handshake reaches script
     as 1006, indistinguishable from a dead server."""
-    refused("handshake", code_reason[0], websocket.headers.get("Origin"), why)
+    refused("handshake", code_reason[0], websocket.headers.get("Origin"), why, reason=reason)
     await websocket.accept()
     await websocket.close(*code_reason)
 
@@ -79,28 +83,32 @@ async def _accept_to_close(code_reason, why):
 @cors_exempt
 async def chat_socket():
     """Refusals in this order: origin 403 (before anything else counts, as /ws-check says), headers 431,
-    draining 503, server full 1013, this address 429, another protocol version 4001."""
+    draining 503, server full 1013, store unreachable 4203, this address 429, another protocol version
+    4001."""
     hub = current_app.extensions["chat_hub"]
     origin = websocket.headers.get("Origin")
     allowed, why = current_app.extensions["chat_origins"].check(origin, websocket.headers.get("Host"),
                                                                 websocket.scheme)
     if not allowed:
-        return _refuse(403, "Origin not allowed\n", why)
+        return _refuse(403, "Origin not allowed\n", why, reason="origin")
     sent = websocket.scope["headers"]
     if headers.too_large(sent):
         return _refuse(431, headers.refusal_text(sent),
-                       f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers")
+                       f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers",
+                       reason="headers")
     if hub.draining:
-        return _refuse(503, "Server is restarting\n", "draining for shutdown")
+        return _refuse(503, "Server is restarting\n", "draining for shutdown", reason="draining")
     if hub.full:
-        return await _accept_to_close(FULL, f"connection limit {hub.max_connections} reached")
+        return await _accept_to_close(FULL, f"connection limit {hub.max_connections} reached", reason="full")
+    if hub.store_trouble is not None:
+        return await _accept_to_close(STORE_DOWN, hub.store_trouble, reason="unavailable")
     address = address_key((websocket.scope.get("client") or (None,))[0])
     note_forwarded(websocket.headers, current_app.extensions["chat_config"])
     if hub.addresses.full(address):
         return _refuse(429, "Too many connections from your address\n",
-                       f"{hub.addresses.max_per_address} connections from {address} already open")
+                       f"{hub.addresses.max_per_address} connections from {address} already open", reason="address")
     if (version := other_version(websocket.args)) is not None:
-        return await _accept_to_close(UNSUPPORTED, f"unsupported protocol version v={version!r}")
+        return await _accept_to_close(UNSUPPORTED, f"unsupported protocol version v={version!r}", reason="version")
     hub.addresses.acquire(address)
     try:
         await websocket.accept()
@@ -119,21 +127,29 @@ async def serve(app, socket, origin, transport, address):
     connection runs in a task of its own, outside any request.
     """
     hub = app.extensions["chat_hub"]
+    metrics = app.extensions["chat_metrics"]
     connection_id = hub.register()
+    metrics.connection_opened(transport)
     log.info("connection opened id=%s transport=%s origin=%s open=%d", connection_id, transport, origin,
              len(hub.open))
     connection = app.extensions["chat_connection_class"](socket, app.extensions["chat_config"],
                                                          app.extensions["chat_conversations"], origin,
-                                                         reports=hub.failure_reports, address=address)
+                                                         reports=hub.failure_reports, address=address, metrics=metrics)
     try:
         await connection.run()
     except ChannelClosed:
         pass  # a channel ended (closed by the widget, expired, or full) while its connection was sending
     except PolicyViolation as violation:
         await socket.close(close.POLICY, str(violation))
+    except StoreUnavailable as error:
+        log.warning("store unavailable id=%s: %s", connection_id, error)
+        if connection.session_id is None:  # turned away at its hello; a drop later on is no refusal
+            metrics.handshake_refused("unavailable")
+        await socket.close(*STORE_DOWN)
     except NewConversationRefused as refusal:
         log.info("new conversation refused id=%s address=%s code=%d reason=%s", connection_id, address,
                  refusal.code, refusal.reason)
+        metrics.handshake_refused("busy" if refusal.code == close.BUSY else "limited")
         await socket.close(refusal.code, refusal.reason)
     except Exception:
         log.exception("connection failed id=%s", connection_id)
@@ -141,6 +157,7 @@ async def serve(app, socket, origin, transport, address):
     finally:
         connection.leave()
         duration = hub.unregister(connection_id)
+        metrics.connection_closed(transport)
         log.info("connection closed id=%s transport=%s duration=%.1fs", connection_id, transport, duration)
 
 
@@ -153,7 +170,7 @@ class ChatConnection:
 
     idle_timeout = None  # seconds without a frame before closing with 1001; None: the setting
 
-    def __init__(self, socket, config, conversations, origin, reports=None, address=None):
+    def __init__(self, socket, config, conversations, origin, reports=None, address=None, metrics=None):
         # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
         # session's tasks, whose context is that of whichever connection started them.
         self.socket = socket
@@ -166,6 +183,7 @@ class ChatConnection:
         # The hub's counts (a private one when not given: the report is still logged).
         self.reports = reports if reports is not None else FailureReports()
         self.reported = False
+        self.metrics = metrics if metrics is not None else NO_METRICS  # the app's (/metrics)
         self._send_lock = asyncio.Lock()
         self.limiter = RateLimiter(config.message_rate, config.message_period, config.message_burst)
         if self.idle_timeout is None:
@@ -214,6 +232,8 @@ class ChatConnection:
         elif self.session_id is None:
             raise FrameError("hello_required", "send a hello frame first", frame.get("id"))
         elif kind == "message":
+            received = time.monotonic()
+            self.metrics.message_received()
             if not await self._within_rate(frame):
                 return
             try:
@@ -223,6 +243,7 @@ class ChatConnection:
                 raise FrameError("conversation_full", "this conversation is full; start a new one to go on",
                                  frame["id"]) from None
             await self.acknowledge(entry)
+            self.metrics.round_trip(time.monotonic() - received)
         elif kind == "report":
             self.report(frame)
 
@@ -231,7 +252,8 @@ class ChatConnection:
         if self.reported:
             raise FrameError("report_limit", "a report was already received on this connection")
         self.reported = True
-        self.reports.record(frame, self.origin, self.session_id)
+        for failure_class in self.reports.record(frame, self.origin, self.session_id):
+            self.metrics.failure_report(failure_class)
 
     async def acknowledge(self, entry):
         """The message is stored: tell the widget (its outbox lets go of it)."""
@@ -243,6 +265,7 @@ class ChatConnection:
         session_id, resumed, expired, replay = await self.conversations.open_session(
             frame.get("session"), frame.get("last_seq", 0), self.origin, self.address)
         self.session_id = session_id
+        self.metrics.session_joined(resumed, expired)
         self.lang = frame.get("lang")
         if replay:
             last_seq = replay[-1].seq
@@ -254,23 +277,29 @@ class ChatConnection:
         await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits))
         for entry in replay:
             await self.send(entry.frame(live=False))
-        for partial in self.conversations.watch(session_id, self.send):
+        for partial in await self.conversations.watch(session_id, self.send):
             await self.send(partial)
         if resumed:
             await self.conversations.answer_unanswered(session_id, self.lang, self.address)
 
     async def _within_rate(self, frame):
-        """Refuse a message over the connection's rate or its address's budget with an error frame;
-        close 1008 if the client keeps going without waiting as told."""
+        """Refuse a message over the connection's rate, its session's or its address's budget with an
+        error frame; close 1008 if the client keeps going without waiting as told."""
         now = time.monotonic()
         budgets = self.conversations.budgets
         size = size_of(frame["text"])
         shared_wait = budgets.message_wait(self.address, size, now) if budgets is not None else 0.0
         verdict = self.limiter.check(now, shared_wait)
         if verdict == OK:
-            if budgets is not None:
-                budgets.spend_message(self.address, size, now)
-            return True
+            # The session's own bucket, in the store: reconnecting (to any instance) does not refill it.
+            config = self.config
+            session_wait = await self.conversations.store.rate_wait(self.session_id, config.message_rate,
+                                                                    config.message_period, config.message_burst)
+            if session_wait <= 0:
+                if budgets is not None:
+                    budgets.spend_message(self.address, size, now)
+                return True
+            verdict = self.limiter.refuse(now, session_wait)
         if verdict == CLOSE:
             log.warning("rate limit: closing connection after repeated warnings")
             raise PolicyViolation("message rate limit exceeded")

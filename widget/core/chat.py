@@ -219,8 +219,14 @@ class Conversation:
         return [Show(message, self._add_stored(message))]
 
     def _reply_started(self, reply_id, in_reply_to, text):
-        if reply_id in self._by_id:
-            return []
+        known = self._by_id.get(reply_id)
+        if known is not None:
+            if not known.streaming or known.text == text:
+                return []
+            # The same reply started again: the server that was writing it died and another took the
+            # question over (docs/protocol.md). Its text starts over too.
+            known.text = text
+            return [Update(known)]
         message = Message(reply_id, "consultant", text, None, None, in_reply_to)
         message.streaming = True
         return [Show(message, self._add_stored(message))]
