@@ -56,16 +56,19 @@ def run(config):
         raise
     workers = {}  # pid -> worker number
     stopping = []
+    failed = []   # workers that ended with an error once stopping
 
     def stop(signum, _frame):
+        # Workers are in process groups of their own (a terminal's Ctrl-C reaches only this process):
+        # each gets one SIGTERM, the graceful stop, whichever signal came here.
         stopping.append(signum)
         for pid in workers:
-            _signal(pid, signum)
+            _signal(pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for number in range(config.workers):
-        workers[_fork(config, sock, number)] = number
+        _start(workers, config, sock, number)
     # Connections wait in the socket's backlog until a worker is ready, so the address is usable now.
     announce(config, sock.getsockname()[1], f", {config.workers} workers")
     try:
@@ -78,25 +81,46 @@ def run(config):
                 continue
             number = workers.pop(pid, None)
             _mark_dead(pid)
-            if number is None or stopping:
+            if number is None:
+                continue
+            if stopping:
+                if os.waitstatus_to_exitcode(status) != 0:
+                    failed.append(number)
                 continue
             log.warning("worker %d (pid %d) ended with status %d; starting it again", number, pid, status)
             time.sleep(RESTART_PAUSE)
             if not stopping:
-                workers[_fork(config, sock, number)] = number
+                _start(workers, config, sock, number)
     finally:
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    if failed:
+        log.warning("worker(s) %s did not stop cleanly", ", ".join(map(str, sorted(failed))))
+    return 1 if failed else 0
 
 
-def _fork(config, sock, number):
+def _start(workers, config, sock, number):
+    """Fork worker ``number`` and register it, with SIGINT and SIGTERM held meanwhile: a signal arriving
+    between the fork and the registration would miss the new worker, and the parent would wait on it
+    forever."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        workers[_fork(config, sock, number, held)] = number
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _fork(config, sock, number, mask):
     pid = os.fork()
     if pid:
         return pid
-    # The worker: default signal handling (its server installs its own), then serve until told to stop.
+    # The worker: a process group of its own, gone with the parent even if the parent is killed,
+    # default signal handling (its server installs its own), then serve until told to stop.
+    os.setpgid(0, 0)
+    _end_with_parent()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     code = 0
     try:
         from .cli import run_server
@@ -111,6 +135,19 @@ def _fork(config, sock, number):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _end_with_parent():
+    """SIGTERM when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``): a supervisor that kills the parent
+    with SIGKILL must not leave workers serving on their own."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before that took effect
+        os._exit(0)
 
 
 def _mark_dead(pid):

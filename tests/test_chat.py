@@ -116,6 +116,18 @@ def test_partial_reply_is_dropped_on_disconnect_and_replay_restores_it():
     assert [m.text for m in chat.messages] == ["Half and whole"]
 
 
+def test_a_reply_overtaken_by_a_later_ack_is_still_shown_and_a_replayed_one_is_not_doubled():
+    """With several instances a reply (seq 2) comes through the shared store's bus and the ack of the next
+    message (seq 3) straight from the socket's server: the reply shows although it is behind last_seq;
+    the same reply replayed later shows once."""
+    chat = new()
+    chat.received({"type": "ack", "id": "m2", "seq": 3})
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Too fast for the ack", "seq": 2})
+    assert [m.id for m in chat.messages] == ["r1"]
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Too fast for the ack", "seq": 2})
+    assert [m.id for m in chat.messages] == ["r1"]
+
+
 def test_session_expiry_is_reported_once_and_resets_seq():
     """A new session replacing one we had (expired) is reported, and numbering restarts."""
     chat = new()

@@ -169,9 +169,9 @@ async def _restart_redis_under(a, redis_server):
             with pytest.raises(ConnectionClosed) as closed:
                 await frames_until(ws, lambda f: f.get("id") == "m9" and f["type"] == "ack", timeout=10)
             assert closed.value.rcvd.code == 4203
-        async with live.opened(a) as refused:
-            await refused.send(json.dumps({"type": "hello"}))
+        async with live.opened(a) as refused:  # accepted only to be closed: the hello may not get out
             with pytest.raises(ConnectionClosed) as closed:
+                await refused.send(json.dumps({"type": "hello"}))
                 await refused.recv()
             assert closed.value.rcvd.code == 4203
         redis_server.restart()
@@ -210,6 +210,22 @@ def test_workers_share_the_port_and_the_conversations(redis_url):
 
         asyncio.run(converse())
         assert server.terminate() == 0
+    finally:
+        server.stop()
+
+
+def test_workers_end_with_their_parent_even_when_it_is_killed(redis_url):
+    """A supervisor's SIGKILL of the parent must not leave workers serving on their own."""
+    server = instance(redis_url, "--workers", "2")
+    try:
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
+        pids = [int(pid) for pid in children.stdout.split()]
+        assert len(pids) == 2
+        server.kill()
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
     finally:
         server.stop()
 

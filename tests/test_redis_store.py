@@ -162,6 +162,26 @@ async def test_the_message_rate_holds_across_instances(stores):
     assert 0.4 < await b.rate_wait(sid, 20, 10, 2) <= 0.5
 
 
+async def test_a_visitor_who_stops_reading_holds_up_only_their_own_conversation(stores, buses):
+    """The bus's reader does not wait for sockets: a watcher whose send never returns (a client that
+    stopped reading) delays its own session's frames, not another session's."""
+    a, b = buses
+    stuck_session = await stores[0].create_session(ORIGIN)
+    other_session = await stores[0].create_session(ORIGIN)
+    never = asyncio.Event()
+
+    async def stuck(frame):
+        await never.wait()
+
+    inbox = Inbox()
+    await b.watch(stuck_session, stuck)
+    await b.watch(other_session, inbox)
+    await a.publish(stuck_session, {"type": "ack", "id": "m1", "seq": 1})
+    await a.publish(other_session, {"type": "ack", "id": "m2", "seq": 1})
+    assert await inbox.wait_for(1) == [{"type": "ack", "id": "m2", "seq": 1}]
+    never.set()
+
+
 async def test_a_frame_published_on_one_instance_reaches_a_watcher_on_the_other(stores, buses, raw):
     """One subscription per watched session, from its first local watcher to its last."""
     a, b = buses

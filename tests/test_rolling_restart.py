@@ -9,6 +9,7 @@ import time
 import pytest
 
 import live
+from server.conversations.service import CUT_OFF, SORRY, TOO_FAST
 from nginx import Nginx, require_nginx
 from visitors import SETTINGS, Visitor, spread
 
@@ -32,6 +33,9 @@ def test_rolling_restart_loses_nothing_and_answers_each_question_once(redis_url,
     assert not unfinished, f"{len(unfinished)} visitors did not get every question acknowledged and answered"
     twice = {v.name: {q: ids for q, ids in v.replies.items() if len(ids) > 1} for v in visitors}
     assert not any(twice.values()), f"questions answered by more than one reply: {twice}"
+    stand_ins = (SORRY, CUT_OFF.strip(), *TOO_FAST.values())
+    not_answered = [(v.name, q, t) for v in visitors for q, t in v.texts.items() if any(s in t for s in stand_ins)]
+    assert not not_answered, f"answered by a stand-in, not the consultant: {not_answered[:5]}"
     dropped = [v for v in visitors if v.closes]
     assert len(dropped) >= VISITORS // 4, "the restarts should have dropped many visitors' sockets"
     first_delays = [v.reconnects[0] for v in dropped if v.reconnects]

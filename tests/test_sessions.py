@@ -111,3 +111,49 @@ async def test_reply_started_for_one_socket_reaches_the_socket_that_replaced_it(
         await join(socket, session=session, last_seq=1)
         frames = await receive_until(socket, "reply")
     assert frames[0]["type"] == "reply_start" and frames[-1]["in_reply_to"] == "m1"
+
+
+class _Recorder:
+    """What a socket would have sent, decoded."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, text):
+        self.sent.append(json.loads(text))
+
+
+async def test_a_reply_stored_while_a_hello_reads_its_replay_reaches_that_socket_once():
+    """The reply lands between the replay's read and the socket joining the live frames (with Redis, a
+    few round trips): it is sent after the replay, once, not lost until the next reconnect."""
+    from server.config import Config
+    from server.conversations import Conversations, MemoryStore
+    from server.transport.socket import ChatConnection
+
+    class ReplyDuringReplay(MemoryStore):
+        hook = None
+
+        async def entries_after(self, session_id, seq):
+            entries = await super().entries_after(session_id, seq)
+            if self.hook is not None and seq > 0:  # the replay's read (last_seq reads from 0)
+                hook, self.hook = self.hook, None
+                await hook()
+            return entries
+
+    store = ReplyDuringReplay()
+    conversations = Conversations(store, consultant=None)
+    origin = "https://shop.example.com"
+    session = await store.create_session(origin)
+    await store.add_visitor_message(session, "m1", "Do you ship abroad?")
+
+    async def answer_now():
+        entry, _ = await store.add_reply(session, "r1", "m1", "Yes, to 30 countries.")
+        await conversations.publish(session, entry.frame(live=True))
+
+    store.hook = answer_now
+    socket = _Recorder()
+    connection = ChatConnection(socket, Config(store="memory"), conversations, origin)
+    await connection.hello({"type": "hello", "session": session, "last_seq": 1})
+    assert [frame["type"] for frame in socket.sent] == ["welcome", "reply"]
+    assert socket.sent[1]["id"] == "r1"
+    connection.leave()

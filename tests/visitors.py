@@ -31,6 +31,7 @@ class Visitor:
         self.last_seq = 0
         self.acked = {}          # question id -> seq
         self.replies = {}        # question id -> set of reply ids seen
+        self.texts = {}          # question id -> the reply's text
         self.sent = []           # questions sent at least once
         self.closes = []         # (time of the close, close code)
         self.reconnects = []     # seconds from a close to the next welcome
@@ -98,6 +99,7 @@ class Visitor:
                 self.acked.setdefault(frame["id"], frame["seq"])
             elif kind == "reply":
                 self.replies.setdefault(frame["in_reply_to"], set()).add(frame["id"])
+                self.texts[frame["in_reply_to"]] = frame["text"]
 
     async def _ask(self, ws, question):
         await ws.send(json.dumps({"type": "message", "id": question, "text": "How long does shipping take?"}))

@@ -42,6 +42,7 @@ pipeline). ``bench/redis_cost.py`` measures the commands and bytes of a chat mes
 """
 
 import asyncio
+import collections
 import inspect
 import json
 import logging
@@ -558,6 +559,7 @@ class RedisBus:
         self._waiting = {}       # channel -> [futures resolved by its confirmation]
         self._missed = set()     # sessions watched when the connection broke
         self._tasks = set()
+        self._queues = {}  # session id -> frames received and not yet delivered (_enqueue)
 
     async def start(self):
         if self._reader is None:
@@ -639,6 +641,25 @@ class RedisBus:
         await self.store._do(lambda: self.store._redis.hdel(key(session_id, "streams"), reply_id))
 
     # ---- delivery ----------------------------------------------------------------------------
+    def _enqueue(self, session_id, item):
+        """The reader never waits for a socket: each session's frames go out in order from a task of
+        their own, so a visitor who stops reading holds up only their own conversation (as with
+        LocalBus), not every conversation of the instance."""
+        queue = self._queues.get(session_id)
+        if queue is not None:
+            queue.append(item)
+            return
+        self._queues[session_id] = collections.deque([item])
+        self._spawn(self._deliver_queued(session_id))
+
+    async def _deliver_queued(self, session_id):
+        queue = self._queues[session_id]
+        try:
+            while queue:
+                await self._dispatch(session_id, queue.popleft())
+        finally:
+            del self._queues[session_id]
+
     async def _dispatch(self, session_id, item):
         for send, watcher in list(self.watchers.get(session_id, {}).items()):
             if watcher.held is not None:
@@ -766,7 +787,7 @@ class RedisBus:
                 continue  # PONG
             kind, name, data = message[0], message[1], message[2]
             if kind == "message":
-                await self._dispatch(name[len("chat:{"):-len("}:live")], _parse(data))
+                self._enqueue(name[len("chat:{"):-len("}:live")], _parse(data))
             elif kind == "subscribe" and name in self._requested:
                 self._confirmed.add(name)
                 for future in self._waiting.get(name, ()):

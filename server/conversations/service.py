@@ -35,6 +35,7 @@ TOO_FAST = {
     "en": "You're asking faster than I can answer. Please wait a minute, then ask me again.",
     "de": "Sie fragen schneller, als ich antworten kann. Bitte warten Sie eine Minute und fragen Sie dann noch einmal.",
 }
+GIVE_UP_AFTER = 600  # seconds without a store before a question is left to the visitor's next reconnect
 STORE_BUSY = "the chat service is very busy and cannot start new conversations now; try again later"
 
 
@@ -73,16 +74,17 @@ class Conversations:
     async def open_session(self, session_id, last_seq, origin, address=None):
         """Resume the session if it is known for this origin, else start a new one for ``address``.
 
-        Returns ``(session_id, resumed, expired, entries_to_replay)``. Raises ``NewConversationRefused``
-        when a new one may not start now (the store is full, or the address started too many).
+        Returns ``(session_id, resumed, expired)``; the caller watches the session, then reads what to
+        replay (``store.entries_after``), so that nothing stored in between is missed. Raises
+        ``NewConversationRefused`` when a new one may not start now (the store is full, or the address
+        started too many).
         """
         if session_id is not None and await self.store.find_session(session_id, origin):
-            server_seq = await self.store.last_seq(session_id)
-            if last_seq <= server_seq:
-                return session_id, True, False, await self.store.entries_after(session_id, last_seq)
+            if last_seq <= await self.store.last_seq(session_id):
+                return session_id, True, False
         self._may_start(address)
         new_id = await self.store.create_session(origin)
-        return new_id, False, session_id is not None, []
+        return new_id, False, session_id is not None
 
     def _may_start(self, address):
         if self.store_budget is not None and not self.store_budget.accepting:
@@ -119,7 +121,9 @@ class Conversations:
         """Store (once) and answer (once), in the widget's language ``lang``. Returns the stored entry.
         Raises the store's ``ConversationFull`` when the conversation holds its byte budget."""
         entry, is_new = await self.store.add_visitor_message(session_id, message_id, text)
-        if is_new:
+        # A shared store may have stored it on an earlier try whose answer never came back (the
+        # connection broke after Redis ran the script): the claim tells whether it still needs an answer.
+        if is_new or self.store.shared:
             self.start_answer(session_id, message_id, lang, address)
         return entry
 
@@ -129,75 +133,103 @@ class Conversations:
             self.start_answer(session_id, message_id, lang, address)
 
     def start_answer(self, session_id, message_id, lang=None, address=None):
+        """Answer in a task of its own; ``address`` None (a question taken over from another instance)
+        is answered outside the per-address turns and budgets, which belong to the visitors asking now."""
         key = (session_id, message_id)
         if key in self.answering:
             return
-        turn = self._turns.get(address)
-        if turn is not None and turn[1] > self.waiting_replies:
-            consult = False
-            log.info("consultant busy with %d replies for address=%s: answering without it", turn[1], address)
-        else:
-            consult = self.budgets is None or self.budgets.reply(address, self.clock())
-            if not consult:
-                log.info("reply budget spent address=%s: answering without the consultant", address)
-        if consult:
-            turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
-            turn[1] += 1
-        task = asyncio.create_task(self._answer_or_leave(session_id, message_id, lang, consult, address))
+        task = asyncio.create_task(self._answer_until_stored(session_id, message_id, lang, address))
         self.answering[key] = task
         task.add_done_callback(lambda _: self.answering.pop(key, None))
-        if consult:
-            task.add_done_callback(lambda _: self._leave_turn(address))
 
-    def _leave_turn(self, address):
-        turn = self._turns[address]
-        turn[1] -= 1
-        if not turn[1]:
-            del self._turns[address]
+    async def _answer_until_stored(self, session_id, message_id, lang, address):
+        """A store that does not answer (Redis restarting) postpones the answer: no claim may have been
+        written, so no other instance would take the question over; tried again with backoff."""
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                await self._answer(session_id, message_id, lang, address)
+                return
+            except StoreUnavailable as error:
+                log.warning("answer postponed, the store is unavailable: %s", error)
+            except KeyError:
+                return  # the conversation expired meanwhile
+            if waited > GIVE_UP_AFTER:
+                log.warning("question left unanswered after %.0f s without a store session=%s", waited, session_id)
+                return
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 30.0)
 
-    async def _answer_or_leave(self, *question):
-        try:
-            await self._answer(*question)
-        except StoreUnavailable as error:
-            # Nothing was stored: the claim lapses, and an instance answers once the store is back.
-            log.warning("reply not stored, the store is unavailable: %s", error)
-
-    async def _answer(self, session_id, message_id, lang, consult=True, address=None):
+    async def _answer(self, session_id, message_id, lang, address):
         # A question is answered once however many instances share the store: the claim says who.
         claim = await self.store.claim(session_id, message_id, f"r{self._reply_prefix}-{next(self._reply_ids)}",
                                        lang, self.reply_lease)
         if claim is None:
             return  # answered, or another instance is answering it
         reply_id, lang = claim
-        if not consult:
-            await self._store_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
+        consult, turn = self._take_turn(address)  # after the claim: a refused claim costs no budget
+        try:
+            if consult:
+                await self._consult(session_id, message_id, reply_id, lang, turn)
+            else:
+                await self._store_reply(session_id, reply_id, message_id, languages.choose(TOO_FAST, lang))
+        finally:
+            self._leave_turn(address, turn)
+
+    def _take_turn(self, address):
+        """``(consult, turn)``: whether the consultant answers (the address's reply budget and queue allow
+        it), and the turn to wait for (a lock per address, one reply at a time)."""
+        if address is None:
+            return True, [asyncio.Lock(), 1]
+        turn = self._turns.get(address)
+        if turn is not None and turn[1] > self.waiting_replies:
+            log.info("consultant busy with %d replies for address=%s: answering without it", turn[1], address)
+            return False, None
+        if self.budgets is not None and not self.budgets.reply(address, self.clock()):
+            log.info("reply budget spent address=%s: answering without the consultant", address)
+            return False, None
+        turn = self._turns.setdefault(address, [asyncio.Lock(), 0])
+        turn[1] += 1
+        return True, turn
+
+    def _leave_turn(self, address, turn):
+        if turn is None or address is None:
             return
+        turn[1] -= 1
+        if not turn[1]:
+            del self._turns[address]
+
+    async def _consult(self, session_id, message_id, reply_id, lang, turn):
         partial = frames.reply_start(reply_id, message_id)
-        renewing = asyncio.create_task(self._renew(session_id, message_id))
+        renewing = asyncio.create_task(self._renew(session_id, message_id, asyncio.current_task()))
+        stored = False
         try:
             await self.bus.stream_started(session_id, dict(partial))
-            # One reply at a time per address; the history is read in its turn, with the answers to
-            # the questions before it.
-            async with self._turns[address][0]:
+            text = await self._written(session_id, reply_id, message_id, partial, lang, turn)
+            await self._store_reply(session_id, reply_id, message_id, text)
+            stored = True
+        finally:
+            renewing.cancel()
+            if not stored:
+                self._abandon_stream(session_id, reply_id)
+
+    async def _written(self, session_id, reply_id, message_id, partial, lang, turn):
+        """The consultant's reply, in this address's turn; what stands in for it when the consultant fails."""
+        try:
+            # The history is read in the turn, with the answers to the questions before it.
+            async with turn[0]:
                 history = await self._history(session_id, message_id)
                 text = await asyncio.wait_for(self._stream(session_id, reply_id, history, partial, lang),
                                               self.reply_timeout)
-        except asyncio.CancelledError:
-            self._abandon_stream(session_id, reply_id)
-            raise
-        except StoreUnavailable:
-            self._abandon_stream(session_id, reply_id)
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception as error:  # a consultant failure must never reach the socket
             log.warning("consultant failed consultant=%s error=%s: %s", self.consultant.name, type(error).__name__, error)
             log.debug("consultant failure detail", exc_info=True)
             # Keep what the visitor already saw stream in; the stored reply replaces the stream.
             text = partial["text"] + CUT_OFF if partial["text"].strip() else SORRY
-        finally:
-            renewing.cancel()
-        if not text.strip():
-            text = SORRY
-        await self._store_reply(session_id, reply_id, message_id, text)
+        return text if text.strip() else SORRY
 
     def _abandon_stream(self, session_id, reply_id):
         """No reply will be stored by this process. In one process, forget the stream (the question is
@@ -209,19 +241,30 @@ class Conversations:
     async def _store_reply(self, session_id, reply_id, message_id, text):
         entry, is_new = await self.store.add_reply(session_id, reply_id, message_id, text)
         await self.bus.stream_ended(session_id, reply_id)
-        if is_new:
-            await self.publish(session_id, entry.frame(live=True))
+        if not is_new:
+            log.info("question already answered, by another instance or an earlier try session=%s", session_id)
+        # Published either way: a reply stored on a try whose answer was lost was never published, and a
+        # widget that has it already drops the frame.
+        await self.publish(session_id, entry.frame(live=True))
 
-    async def _renew(self, session_id, message_id):
-        """Keep the claim while the reply is produced (a third of the lease between renewals)."""
+    async def _renew(self, session_id, message_id, answering):
+        """Keep the claim while the reply is produced (a third of the lease between renewals). A claim
+        lost, or not renewed for a whole lease (the store did not answer), stops the answer: another
+        instance may be answering, and the visitor must not see two replies written into one."""
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
         while True:
             await asyncio.sleep(self.reply_lease / 3)
             try:
-                if not await self.store.renew(session_id, message_id, self.reply_lease):
-                    log.warning("claim on a question was lost while answering it session=%s", session_id)
-                    return
+                held = await self.store.renew(session_id, message_id, self.reply_lease)
             except StoreUnavailable:
-                pass  # renewed on the next round, or lapsed: then another instance answers
+                held = loop.time() - renewed < self.reply_lease
+            else:
+                renewed = loop.time()
+            if not held:
+                log.warning("claim on a question lost while answering it: stopping session=%s", session_id)
+                answering.cancel()
+                return
 
     async def take_over_lapsed(self):
         """Answer the questions whose instance died while answering them (a shared store); returns how

@@ -127,8 +127,10 @@ class Store:
         """Take the right to answer ``message_id`` for ``lease`` seconds. Returns ``(reply_id, lang)`` to
         answer with: an earlier claimer's reply id and language when its lease lapsed (the widget then
         restarts that reply's stream), else the ones given; None when another instance holds a live
-        lease or the question is answered. In one process the service itself answers each question once,
-        so this always grants."""
+        lease or the question is answered. In one process the service itself keeps one answer in progress
+        per question, so this only checks that the question has no answer yet."""
+        if message_id not in await self.unanswered(session_id):
+            return None
         return reply_id, lang
 
     async def renew(self, session_id, message_id, lease):

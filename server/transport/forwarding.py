@@ -39,6 +39,7 @@ REPLY = "chat:reply:{}"        # answers to the requests this instance forwarded
 ALIVE = "chat:instance:{}"     # exists while the instance runs
 ALIVE_TTL = 4                  # seconds the liveness key outlives the instance's last refresh
 REFRESH_EVERY = 1.0            # seconds between refreshes
+REDIS_TIMEOUT = 2.0            # seconds for a Redis command before it counts as failed
 MARGIN = 5.0                   # seconds past a poll's hold time before the asking instance gives up
 FORWARDED_HEADERS = ("Origin", "Content-Type", "Host")  # the rest: this instance answers as the owner would
 
@@ -79,7 +80,10 @@ class ChannelForwarding:
     def __init__(self, redis_url, instance_id, app):
         self.instance_id = instance_id
         self.app = app
-        self._redis = redis.asyncio.from_url(redis_url)
+        # Short timeouts, as the store's: a Redis that stops answering must not hold a request or the
+        # shutdown (pub/sub reads have their own wait; this client only publishes and sets keys).
+        self._redis = redis.asyncio.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT,
+                                             socket_timeout=REDIS_TIMEOUT)
         self._publish_if_alive = self._redis.register_script(_PUBLISH_IF_ALIVE)
         self._pubsub = None
         self._waiting = {}          # request id -> (owner, future of the owner's (head, body))

@@ -184,6 +184,7 @@ class ChatConnection:
         self.reports = reports if reports is not None else FailureReports()
         self.reported = False
         self.metrics = metrics if metrics is not None else NO_METRICS  # the app's (/metrics)
+        self._held = None  # frames from the bus held while hello sends the replay
         self._send_lock = asyncio.Lock()
         self.limiter = RateLimiter(config.message_rate, config.message_period, config.message_burst)
         if self.idle_timeout is None:
@@ -262,25 +263,41 @@ class ChatConnection:
     async def hello(self, frame):
         if self.session_id is not None:
             raise FrameError("already_joined", "hello was already sent on this connection")
-        session_id, resumed, expired, replay = await self.conversations.open_session(
-            frame.get("session"), frame.get("last_seq", 0), self.origin, self.address)
+        asked = frame.get("last_seq", 0)
+        session_id, resumed, expired = await self.conversations.open_session(
+            frame.get("session"), asked, self.origin, self.address)
         self.session_id = session_id
         self.metrics.session_joined(resumed, expired)
         self.lang = frame.get("lang")
-        if replay:
-            last_seq = replay[-1].seq
-        else:
-            last_seq = frame.get("last_seq", 0) if resumed else 0
+        # Watch first, then read the replay: a reply stored in between is held and sent after the
+        # replay, unless the replay carried it.
+        self._held = []
+        early = await self.conversations.watch(session_id, self.deliver)
+        replay = await self.conversations.store.entries_after(session_id, asked) if resumed else []
+        last_seq = replay[-1].seq if replay else (asked if resumed else 0)
         config = self.config
         limits = frames.limits(config.message_rate, config.message_period, config.message_burst,
                                config.max_message_bytes)
         await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits))
         for entry in replay:
             await self.send(entry.frame(live=False))
-        for partial in await self.conversations.watch(session_id, self.send):
-            await self.send(partial)
+        replayed = {entry.id for entry in replay}
+        self._held[:0] = early  # the replies streaming when it started watching, then what came since
+        while self._held:
+            held = self._held.pop(0)
+            stale = isinstance(held.get("seq"), int) and held["seq"] <= last_seq
+            if not stale and held.get("id") not in replayed:
+                await self.send(held)
+        self._held = None
         if resumed:
             await self.conversations.answer_unanswered(session_id, self.lang, self.address)
+
+    async def deliver(self, frame):
+        """A frame of this connection's session, from the bus: held while ``hello`` sends the replay."""
+        if self._held is not None:
+            self._held.append(frame)
+        else:
+            await self.send(frame)
 
     async def _within_rate(self, frame):
         """Refuse a message over the connection's rate, its session's or its address's budget with an
@@ -309,4 +326,4 @@ class ChatConnection:
 
     def leave(self):
         if self.session_id is not None:
-            self.conversations.unwatch(self.session_id, self.send)
+            self.conversations.unwatch(self.session_id, self.deliver)

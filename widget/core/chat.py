@@ -240,7 +240,10 @@ class Conversation:
 
     def _reply(self, reply_id, in_reply_to, text, seq):
         message = self._by_id.get(reply_id)
-        if isinstance(seq, int) and seq <= self.last_seq and (message is None or not message.streaming):
+        # Known by its id: a replay of what is shown. An unknown reply is shown even behind last_seq:
+        # with several server instances a reply travels through the shared store's bus while the ack of
+        # a later message comes straight from the socket's server, and may overtake it.
+        if isinstance(seq, int) and seq <= self.last_seq and message is not None and not message.streaming:
             return []
         self._seen(seq)
         if message is not None:
