@@ -168,15 +168,17 @@ async def open_client(url):
     return connection
 
 
-async def open_many(url, count, concurrency=200):
-    """N connections, at most ``concurrency`` handshakes at once; (connections, failures, seconds)."""
+async def open_many(url, count, concurrency=200, open_one=None):
+    """N connections (each made by ``open_one(url)``, ``open_client`` by default), at most
+    ``concurrency`` handshakes at once; (connections, failures, seconds)."""
     gate = asyncio.Semaphore(concurrency)
     errors = {}
+    open_one = open_one or open_client
 
     async def one():
         async with gate:
             try:
-                return await open_client(url)
+                return await open_one(url)
             except Exception as error:  # noqa: BLE001 - counted and reported
                 key = type(error).__name__ + ": " + str(error)[:80]
                 errors[key] = errors.get(key, 0) + 1

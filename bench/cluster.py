@@ -74,6 +74,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
+import capacity
 from capacity import ORIGIN, close_all, med, percentile, spread
 from common import ROOT, raise_nofile, table, write_results
 from server_process import ServerProcess  # e2e/server_process.py (common puts e2e/ on the path)
@@ -445,21 +446,7 @@ async def open_visitor(url):
 
 async def open_many(url, count, concurrency=200):
     """N visitors, at most ``concurrency`` handshakes at once; (visitors, errors, seconds)."""
-    gate = asyncio.Semaphore(concurrency)
-    errors = {}
-
-    async def one():
-        async with gate:
-            try:
-                return await open_visitor(url)
-            except Exception as error:  # noqa: BLE001 - counted and reported
-                key = type(error).__name__ + ": " + str(error)[:80]
-                errors[key] = errors.get(key, 0) + 1
-                return None
-
-    started = time.perf_counter()
-    visitors = await asyncio.gather(*(one() for _ in range(count)))
-    return [v for v in visitors if v is not None], errors, time.perf_counter() - started
+    return await capacity.open_many(url, count, concurrency, open_one=open_visitor)
 
 
 def close_visitors(visitors):
