@@ -84,7 +84,9 @@ def run(config):
             if number is None:
                 continue
             if stopping:
-                if os.waitstatus_to_exitcode(status) != 0:
+                # A worker stopped by the signal itself (told before its server took over the signals,
+                # right after start) stopped as asked too.
+                if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM, -signal.SIGINT):
                     failed.append(number)
                 continue
             log.warning("worker %d (pid %d) ended with status %d; starting it again", number, pid, status)
@@ -111,13 +113,14 @@ def _start(workers, config, sock, number):
 
 
 def _fork(config, sock, number, mask):
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     # The worker: a process group of its own, gone with the parent even if the parent is killed,
     # default signal handling (its server installs its own), then serve until told to stop.
     os.setpgid(0, 0)
-    _end_with_parent()
+    _end_with_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -137,7 +140,7 @@ def _fork(config, sock, number, mask):
         os._exit(code)
 
 
-def _end_with_parent():
+def _end_with_parent(parent):
     """SIGTERM when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``): a supervisor that kills the parent
     with SIGKILL must not leave workers serving on their own."""
     try:
@@ -146,7 +149,7 @@ def _end_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the parent died before that took effect
+    if os.getppid() != parent:  # the parent died before that took effect
         os._exit(0)
 
 

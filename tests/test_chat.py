@@ -121,11 +121,26 @@ def test_a_reply_overtaken_by_a_later_ack_is_still_shown_and_a_replayed_one_is_n
     message (seq 3) straight from the socket's server: the reply shows although it is behind last_seq;
     the same reply replayed later shows once."""
     chat = new()
-    chat.received({"type": "ack", "id": "m2", "seq": 3})
+    chat.received({"type": "message", "id": "m1", "text": "first", "seq": 1})
+    chat.received({"type": "message", "id": "m2", "text": "second", "seq": 3})
     chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Too fast for the ack", "seq": 2})
-    assert [m.id for m in chat.messages] == ["r1"]
+    assert [m.id for m in chat.messages] == ["m1", "r1", "m2"]  # in the order of their numbers
     chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Too fast for the ack", "seq": 2})
-    assert [m.id for m in chat.messages] == ["r1"]
+    assert [m.id for m in chat.messages] == ["m1", "r1", "m2"]
+
+
+def test_a_reconnect_replays_from_the_oldest_question_still_without_its_answer():
+    """The reply to m1 (seq 2) was streaming when the ack of m2 (seq 3) arrived, then the connection
+    dropped: the hello asks for everything after m1, so the replay brings that reply."""
+    chat = new()
+    chat.received({"type": "message", "id": "m1", "text": "first", "seq": 1})
+    chat.received({"type": "reply_start", "id": "r1", "in_reply_to": "m1"})
+    chat.received({"type": "message", "id": "m2", "text": "second", "seq": 3})
+    chat.abandon_streams()
+    assert chat.last_seq == 3 and chat.hello_frame()["last_seq"] == 1
+    chat.received({"type": "message", "id": "m2", "text": "second", "seq": 3})  # the replay: dropped
+    chat.received({"type": "reply", "id": "r1", "in_reply_to": "m1", "text": "Answer one", "seq": 2})
+    assert [m.id for m in chat.messages] == ["m1", "r1", "m2"] and chat.hello_frame()["last_seq"] == 3
 
 
 def test_session_expiry_is_reported_once_and_resets_seq():

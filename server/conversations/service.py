@@ -35,6 +35,7 @@ TOO_FAST = {
     "en": "You're asking faster than I can answer. Please wait a minute, then ask me again.",
     "de": "Sie fragen schneller, als ich antworten kann. Bitte warten Sie eine Minute und fragen Sie dann noch einmal.",
 }
+TAKEOVERS_AT_ONCE = 4  # consultant replies for taken-over questions in progress at once per instance
 GIVE_UP_AFTER = 600  # seconds without a store before a question is left to the visitor's next reconnect
 STORE_BUSY = "the chat service is very busy and cannot start new conversations now; try again later"
 
@@ -67,6 +68,8 @@ class Conversations:
         self.bus = store.bus()  # frames to the sockets watching a session, on any instance
         self.answering = {}   # (session id, message id) -> task
         self._turns = {}      # address -> [lock, its consultant replies started and not finished]
+        # Questions taken over from an instance that died: a few at a time, not all of its questions at once.
+        self._takeovers = asyncio.Semaphore(TAKEOVERS_AT_ONCE)
         self._reply_ids = itertools.count(1)
         self._reply_prefix = secrets.token_hex(4)  # reply ids stay unique across restarts
 
@@ -181,7 +184,7 @@ class Conversations:
         """``(consult, turn)``: whether the consultant answers (the address's reply budget and queue allow
         it), and the turn to wait for (a lock per address, one reply at a time)."""
         if address is None:
-            return True, [asyncio.Lock(), 1]
+            return True, [self._takeovers, 1]
         turn = self._turns.get(address)
         if turn is not None and turn[1] > self.waiting_replies:
             log.info("consultant busy with %d replies for address=%s: answering without it", turn[1], address)
@@ -203,16 +206,37 @@ class Conversations:
     async def _consult(self, session_id, message_id, reply_id, lang, turn):
         partial = frames.reply_start(reply_id, message_id)
         renewing = asyncio.create_task(self._renew(session_id, message_id, asyncio.current_task()))
-        stored = False
         try:
             await self.bus.stream_started(session_id, dict(partial))
             text = await self._written(session_id, reply_id, message_id, partial, lang, turn)
-            await self._store_reply(session_id, reply_id, message_id, text)
-            stored = True
-        finally:
+        except BaseException:
             renewing.cancel()
-            if not stored:
-                self._abandon_stream(session_id, reply_id)
+            self._abandon_stream(session_id, reply_id)
+            raise
+        # The text exists: from here the claim no longer matters, and a cancel from the renewer must not
+        # land while the store writes (stored, then never published). One already on its way stops here.
+        renewing.cancel()
+        if asyncio.current_task().cancelling():
+            self._abandon_stream(session_id, reply_id)
+            raise asyncio.CancelledError
+        await self._store_written(session_id, reply_id, message_id, text)
+
+    async def _store_written(self, session_id, reply_id, message_id, text):
+        """Store and publish a written reply, again while the store does not answer: asking the consultant
+        again would restart the visitor's reply, and a try whose answer was lost may have stored it (the
+        store then returns it, and it is published)."""
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                await self._store_reply(session_id, reply_id, message_id, text)
+                return
+            except StoreUnavailable as error:
+                if waited > GIVE_UP_AFTER:
+                    raise
+                log.warning("reply written, storing it again shortly: %s", error)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 30.0)
 
     async def _written(self, session_id, reply_id, message_id, partial, lang, turn):
         """The consultant's reply, in this address's turn; what stands in for it when the consultant fails."""
@@ -252,15 +276,19 @@ class Conversations:
         lost, or not renewed for a whole lease (the store did not answer), stops the answer: another
         instance may be answering, and the visitor must not see two replies written into one."""
         loop = asyncio.get_running_loop()
+        every = self.reply_lease / 3
         renewed = loop.time()
         while True:
-            await asyncio.sleep(self.reply_lease / 3)
+            await asyncio.sleep(every)
+            asked = loop.time()
             try:
                 held = await self.store.renew(session_id, message_id, self.reply_lease)
             except StoreUnavailable:
-                held = loop.time() - renewed < self.reply_lease
+                # Stop before the lease can have lapsed in the store: the next renewal would come after
+                # another third, and another instance may take the question over at the lapse.
+                held = loop.time() + every < renewed + self.reply_lease
             else:
-                renewed = loop.time()
+                renewed = asked  # the store's deadline counts from no later than when it was asked
             if not held:
                 log.warning("claim on a question lost while answering it: stopping session=%s", session_id)
                 answering.cancel()

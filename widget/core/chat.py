@@ -127,7 +127,23 @@ class Conversation:
 
     # ---- session --------------------------------------------------------------------------------
     def hello_frame(self):
-        return frames.hello(self.session, self.last_seq, self.lang)
+        return frames.hello(self.session, self.resume_after(), self.lang)
+
+    def resume_after(self):
+        """The entry number the server replays after: ``last_seq``, or the number of the oldest stored
+        question still without a complete answer here. Its answer may carry a lower number than a later
+        entry already seen (with several server instances an ack can overtake a reply), or have been
+        lost with the connection mid-stream: the replay brings it, and what is shown is dropped."""
+        answered = set()
+        for message in self.messages:
+            if message.author == "consultant" and not message.streaming:
+                answered.add(message.in_reply_to)
+        after = self.last_seq
+        for message in self.messages:
+            if message.author == "visitor" and message.delivery == DELIVERED and isinstance(message.seq, int) \
+                    and message.id not in answered and message.id not in self._earlier and message.seq < after:
+                after = message.seq
+        return after
 
     def forget_session(self):
         """The server's conversation is full: the next hello (without a session) starts a new one. What
@@ -310,6 +326,13 @@ class Conversation:
 
     def _insert_stored(self, message):
         index = self._first_waiting_index()
+        if isinstance(message.seq, int):
+            # Among the stored entries by number: a reply overtaken by a later entry goes before it.
+            for position in range(index):
+                other = self.messages[position]
+                if isinstance(other.seq, int) and other.seq > message.seq and other.id not in self._earlier:
+                    index = position
+                    break
         self.messages.insert(index, message)
         return self.messages[index + 1].id if index + 1 < len(self.messages) else None
 
