@@ -157,3 +157,45 @@ async def test_a_reply_stored_while_a_hello_reads_its_replay_reaches_that_socket
     assert [frame["type"] for frame in socket.sent] == ["welcome", "reply"]
     assert socket.sent[1]["id"] == "r1"
     connection.leave()
+
+
+async def test_a_reply_whose_store_answer_was_lost_is_published_once_without_asking_again():
+    """The store stored the reply but its answer never came back (Redis's connection broke): the written
+    reply is stored again (the store returns the one it has) and published; the consultant is asked once."""
+    from server.conversations import Conversations, MemoryStore
+    from server.conversations.store import StoreUnavailable
+
+    class LosesFirstAnswer(MemoryStore):
+        lost = False
+
+        async def add_reply(self, *args):
+            result = await super().add_reply(*args)
+            if not self.lost:
+                self.lost = True
+                raise StoreUnavailable("connection lost after the write")
+            return result
+
+    class Consultant:
+        name = "counting"
+        asked = 0
+
+        async def reply(self, history, lang=None):
+            Consultant.asked += 1
+            yield "Yes, to 30 countries."
+
+    store = LosesFirstAnswer()
+    conversations = Conversations(store, Consultant())
+    session = await store.create_session("https://shop.example.com")
+    published = []
+
+    async def watcher(frame):
+        published.append(frame)
+
+    await conversations.watch(session, watcher)
+    await conversations.visitor_message(session, "m1", "Do you ship abroad?")
+    async with asyncio.timeout(10):
+        while not any(frame["type"] == "reply" for frame in published):
+            await asyncio.sleep(0.05)
+    assert [f["type"] for f in published if f["type"] == "reply"] == ["reply"]
+    assert Consultant.asked == 1
+    assert [e.author for e in await store.entries_after(session, 0)] == ["visitor", "consultant"]
