@@ -478,8 +478,9 @@ def unanswered(visitors):
 
 
 # ---- phases ------------------------------------------------------------------------------------------
-async def heartbeat(visitors, interval, duration):
-    """Every visitor pings every ``interval`` s (random phase), as the widget does while connected."""
+async def paced(visitors, interval, duration, act):
+    """Every visitor does ``act(visitor)`` every ``interval`` s (random phase) for ``duration`` s, open
+    loop: the next one is due whether or not the last was answered."""
     phase = Phase()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + duration
@@ -489,37 +490,27 @@ async def heartbeat(visitors, interval, duration):
         await asyncio.sleep(random.uniform(0, interval))
         due = loop.time()
         while loop.time() < deadline:
-            if not await phase.attempt(visitor.ping()):
+            if not await phase.attempt(act(visitor)):
                 return
             phase.sent += 1
             due += interval
             await asyncio.sleep(max(0.0, min(due, deadline) - loop.time()))
 
     await asyncio.gather(*(client(v) for v in visitors))
+    return phase
+
+
+async def heartbeat(visitors, interval, duration):
+    """Every visitor pings every ``interval`` s, as the widget does while connected."""
+    phase = await paced(visitors, interval, duration, lambda visitor: visitor.ping())
     await asyncio.sleep(0.2)  # the last pongs
     return phase
 
 
 async def chat(visitors, rate, duration):
-    """Open loop: each visitor sends a message every len(visitors)/rate s, whether or not answered."""
-    phase = Phase()
-    loop = asyncio.get_running_loop()
-    interval = len(visitors) / rate
-    deadline = loop.time() + duration
-
-    async def client(visitor):
-        visitor.phase = phase
-        await asyncio.sleep(random.uniform(0, interval))
-        due = loop.time()
-        while loop.time() < deadline:
-            if not await phase.attempt(visitor.ask(next(_questions))):
-                return
-            phase.sent += 1
-            due += interval
-            await asyncio.sleep(max(0.0, min(due, deadline) - loop.time()))
-
+    """Each visitor sends a message every len(visitors)/rate s, whether or not answered."""
     started = time.perf_counter()
-    await asyncio.gather(*(client(v) for v in visitors))
+    phase = await paced(visitors, len(visitors) / rate, duration, lambda visitor: visitor.ask(next(_questions)))
     phase.missing = await settle(visitors, 15)
     phase.unanswered = unanswered(visitors)
     phase.span = (started, started + duration)

@@ -41,10 +41,12 @@ WEBSOCKET_DIRECTIVES = """
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;"""
 
-CONFIG = """{user}worker_processes 1;
+# The main configuration every test nginx runs: its own pid, logs and temporary paths in ``tmp``;
+# ``site`` is what goes in http{} (where conf.d/*.conf is included on a real machine).
+MAIN_CONFIG = """{user}worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log notice;
-events {{ worker_connections 256; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {tmp}/access.log;
     client_body_temp_path {tmp}/client_body;
@@ -52,7 +54,12 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    server {{
+{site}
+}}
+"""
+
+# One upstream, with or without the upgrade headers (the harness's own site).
+SITE = """    server {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://{upstream_host}:{upstream_port};
@@ -60,27 +67,7 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{websocket}{extra}
         }}
-    }}
-}}
-"""
-
-
-# The shipped file inside a main configuration of the test's own (its http{} is what conf.d/*.conf is
-# included into on a real machine).
-DEPLOYED_CONFIG = """{user}worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log notice;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/chat-widget.conf;
-}}
-"""
+    }}"""
 
 _LISTEN = re.compile(r"^([ \t]*)listen[ \t]+80;[ \t]*$", re.M)
 _ANY_LISTEN = re.compile(r"^[ \t]*listen\b", re.M)
@@ -205,10 +192,14 @@ class Nginx:
         return DeployedNginx(upstream_ports, port=port, source=source)
 
     def _write_config(self):
-        (self.tmp / "nginx.conf").write_text(CONFIG.format(
-            user=_user_line(), tmp=self.tmp, port=self.port, upstream_host=self.upstream_host,
-            upstream_port=self.upstream_port, websocket=WEBSOCKET_DIRECTIVES if self.websocket_headers else "",
-            extra="\n            " + self.extra if self.extra else ""))
+        site = SITE.format(port=self.port, upstream_host=self.upstream_host, upstream_port=self.upstream_port,
+                           websocket=WEBSOCKET_DIRECTIVES if self.websocket_headers else "",
+                           extra="\n            " + self.extra if self.extra else "")
+        self._write_main(site, connections=256)
+
+    def _write_main(self, site, connections):
+        (self.tmp / "nginx.conf").write_text(MAIN_CONFIG.format(user=_user_line(), tmp=self.tmp,
+                                                                connections=connections, site=site))
 
     def _wait_until_listening(self, timeout):
         # nginx writes its pid file only once its sockets are bound: a port answering before that
@@ -286,4 +277,4 @@ class DeployedNginx(Nginx):
 
     def _write_config(self):
         self.site_config.write_text(deployed_config(self.source.read_text(), self.port, self.upstream_ports))
-        (self.tmp / "nginx.conf").write_text(DEPLOYED_CONFIG.format(user=_user_line(), tmp=self.tmp))
+        self._write_main(f"    include {self.site_config};", connections=1024)

@@ -62,10 +62,12 @@ class LocalBus:
 
     async def stream_ended(self, session_id, reply_id):
         """The reply is stored (its ``reply`` frame replaces the stream): late watchers no longer need it."""
-        self.stream_ended_now(session_id, reply_id)
+        self.stream_abandoned(session_id, reply_id)
 
-    def stream_ended_now(self, session_id, reply_id):
-        """``stream_ended`` without awaiting (from a task being cancelled)."""
+    def stream_abandoned(self, session_id, reply_id):
+        """This process stopped writing the reply without storing it (cancelled, or the store failed;
+        callable from a task being cancelled): in one process nobody else will, so it is forgotten and
+        the question is answered again under a new reply id."""
         streams = self.streaming.get(session_id, {})
         streams.pop(reply_id, None)
         if not streams:

@@ -635,6 +635,10 @@ class RedisBus:
         await self.store._script("stream_chunk", [key(session_id, "streams")], [
             frame["id"], frame["text"], _json(frame), channel(session_id)])
 
+    def stream_abandoned(self, session_id, reply_id):
+        """Kept: the instance that takes the question over restarts the stream under the same reply id
+        (and until then a late watcher sees what was written)."""
+
     async def stream_ended(self, session_id, reply_id):
         if self.store._ended.pop((session_id, reply_id), None):
             return

@@ -23,7 +23,6 @@ import time
 from protocol import close, frames
 
 from .. import languages
-from .bus import LocalBus
 from .store import StoreUnavailable
 
 log = logging.getLogger("chat_widget.conversations")
@@ -211,13 +210,13 @@ class Conversations:
             text = await self._written(session_id, reply_id, message_id, partial, lang, turn)
         except BaseException:
             renewing.cancel()
-            self._abandon_stream(session_id, reply_id)
+            self.bus.stream_abandoned(session_id, reply_id)
             raise
         # The text exists: from here the claim no longer matters, and a cancel from the renewer must not
         # land while the store writes (stored, then never published). One already on its way stops here.
         renewing.cancel()
         if asyncio.current_task().cancelling():
-            self._abandon_stream(session_id, reply_id)
+            self.bus.stream_abandoned(session_id, reply_id)
             raise asyncio.CancelledError
         await self._store_written(session_id, reply_id, message_id, text)
 
@@ -254,13 +253,6 @@ class Conversations:
             # Keep what the visitor already saw stream in; the stored reply replaces the stream.
             text = partial["text"] + CUT_OFF if partial["text"].strip() else SORRY
         return text if text.strip() else SORRY
-
-    def _abandon_stream(self, session_id, reply_id):
-        """No reply will be stored by this process. In one process, forget the stream (the question is
-        asked again with a new reply id); a shared store keeps it until the instance that takes the
-        question over restarts it under the same id."""
-        if isinstance(self.bus, LocalBus):
-            self.bus.stream_ended_now(session_id, reply_id)
 
     async def _store_reply(self, session_id, reply_id, message_id, text):
         entry, is_new = await self.store.add_reply(session_id, reply_id, message_id, text)
