@@ -75,8 +75,10 @@ def test_hidden_tab_retries_slowly_and_coming_back_reconnects_at_once(server, pa
 
 # ---- cancel_timer (main.py) ---------------------------------------------------------------------
 
-def test_a_quick_reconnect_leaves_one_heartbeat(server, page, context):
-    """Offline and back within a second: the new socket is pinged every 4 s, not also by the old heartbeat."""
+def test_a_quick_reconnect_leaves_one_heartbeat(start_server, page, context):
+    """Offline and back within a second: the new socket is pinged every 4 s, not also by the old heartbeat.
+    (A server without beats, so the widget pings on every tick: e2e/test_heartbeat.py covers the beats.)"""
+    server = start_server(env={"CHAT_WIDGET_HEARTBEAT": "0"})
     frame = open_chat(page, server.url + "/")
     context.set_offline(True)
     expect(frame.locator(WIDGET)).to_have_attribute("data-state", "offline", timeout=2000)

@@ -51,10 +51,25 @@ def report(attempts, failures, transport, reason, conditions):
 
 # ---- server -> widget ------------------------------------------------------------------------------
 
-def welcome(session, resumed, expired, last_seq, contact, limits):
-    """First answer to ``hello``; the replay of entries after the widget's ``last_seq`` follows."""
-    return {"type": "welcome", "v": VERSION, "session": session, "resumed": resumed, "expired": expired,
-            "last_seq": last_seq, "contact": contact, "limits": limits}
+def welcome(session, resumed, expired, last_seq, contact, limits, heartbeat=None):
+    """First answer to ``hello``; the replay of entries after the widget's ``last_seq`` follows.
+    ``heartbeat``: the server's beats on this connection (``heartbeat()``), None where it sends none."""
+    frame = {"type": "welcome", "v": VERSION, "session": session, "resumed": resumed, "expired": expired,
+             "last_seq": last_seq, "contact": contact, "limits": limits}
+    if heartbeat is not None:
+        frame["heartbeat"] = heartbeat
+    return frame
+
+
+def heartbeat(interval, idle_timeout):
+    """Announced in ``welcome`` on a WebSocket: the server sends ``beat`` every ``interval`` seconds, and
+    closes a socket that sent nothing for ``idle_timeout`` seconds."""
+    return {"interval": interval, "idle_timeout": idle_timeout}
+
+
+def beat():
+    """Proof of life from the server, every ``heartbeat.interval`` seconds: the widget need not ask."""
+    return {"type": "beat"}
 
 
 def limits(messages, per, burst, max_message_bytes):
@@ -103,6 +118,21 @@ def read_limits(frame):
     for key in ("messages", "per", "burst"):
         value = found.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return None
+        values.append(value)
+    return tuple(values)
+
+
+def read_heartbeat(frame):
+    """``(interval, idle_timeout)`` from a ``welcome``, or None when absent or not positive numbers
+    (the widget then pings as it always did)."""
+    found = frame.get("heartbeat")
+    if not isinstance(found, dict):
+        return None
+    values = []
+    for key in ("interval", "idle_timeout"):
+        value = found.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
             return None
         values.append(value)
     return tuple(values)

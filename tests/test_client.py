@@ -1077,3 +1077,58 @@ def test_a_pending_flush_does_not_resend_before_retry_after():
     assert len(browser.messages_sent()) == 1
     browser.advance(0.2)
     assert [f["id"] for f in browser.messages_sent()] == ["m1", "m1"]
+
+
+# ---- the server's beats ----------------------------------------------------------------------------
+
+def pings(browser):
+    return [frame for _, frame in browser.sent if frame["type"] == "ping"]
+
+
+def test_a_welcome_with_heartbeat_lets_the_beats_replace_the_pings():
+    """The server announces beats every 5 s: 30 s of beats and no ping; the beats never reach the view
+    (no ShowMessages for them), as pongs never do."""
+    browser = Browser()
+    browser.open()
+    browser.welcome(heartbeat={"interval": 5, "idle_timeout": 300})
+    for _ in range(6):
+        browser.advance(5)
+        before = len(browser.actions)
+        browser.receive({"type": "beat"})
+        assert not [a for a in browser.actions[before:] if isinstance(a, (A.ShowMessages, A.ShowTyping))]
+    assert pings(browser) == [] and browser.status.state == "connected"
+
+
+@pytest.mark.parametrize("heartbeat", [None, {"interval": "5", "idle_timeout": 300}, {"interval": 5}, 7])
+def test_a_welcome_without_a_usable_heartbeat_keeps_the_pings(heartbeat):
+    """An older server (no field) or a malformed one: a ping every 4 s, as before."""
+    browser = Browser()
+    browser.open()
+    browser.welcome(**({} if heartbeat is None else {"heartbeat": heartbeat}))
+    browser.live_for(12)
+    assert len(pings(browser)) == 3
+
+
+def test_an_unknown_frame_type_is_ignored():
+    """A frame type this widget does not know (a newer server's) changes nothing and keeps the socket alive."""
+    browser = joined()
+    browser.advance(3)
+    browser.receive({"type": "something_new", "x": 1})
+    assert browser.status.state == "connected" and browser.client.lifecycle._last_rx == browser.now
+
+
+def test_moving_back_from_http_to_a_beating_websocket_stops_the_pinging():
+    """On the HTTP fallback the widget pings every 4 s (no beats there); once the conversation moves to a
+    trial WebSocket whose welcome announces beats, it no longer pings while they arrive."""
+    browser = on_fallback()
+    browser.live_for(60)
+    browser.do(browser.client.socket_opened(browser.now, "trial-1"))
+    browser.do(browser.client.socket_received(browser.now, "trial-1", json.dumps(
+        {"type": "welcome", "session": "s1", "resumed": True, "last_seq": 0, "limits": LIMITS,
+         "heartbeat": {"interval": 5, "idle_timeout": 300}})))
+    assert browser.socket == "trial-1"
+    before = len(pings(browser))
+    for _ in range(6):
+        browser.advance(5)
+        browser.receive({"type": "beat"})
+    assert len(pings(browser)) == before

@@ -479,6 +479,136 @@ def test_heartbeat_death_of_socket_silent_since_open_keeps_counting():
     assert lc.attempt == 5
 
 
+# ---------------------------------------------------------- server beats
+
+BEATS = (5.0, 300.0)  # the server's defaults: a beat every 5 s, idle timeout 300 s
+
+
+def beaten(until, beat_offset=0.0, dies_at=None, heartbeat=BEATS, late=None):
+    """Run a connection welcomed at 0 with ``heartbeat`` against a server that beats every interval from
+    ``beat_offset``, answers pings after 0.05 s, and goes silent for good at ``dies_at``; ``late``: a map
+    from a beat's number to seconds it is late. Returns (machine, pings sent as (time), death time or None,
+    last frame before death)."""
+    lc = new()
+    lc.start(0.0)
+    lc.opened(0.0, 1)
+    acts = lc.joined(0.0, 1, heartbeat)
+    tick = timer(acts, "heartbeat")
+    pings, frames_at, n = [], [], 0
+    late = late or {}
+    beats = []
+    t = beat_offset
+    while t < until:
+        beats.append(t + late.get(n, 0.0))
+        n += 1
+        t = beat_offset + n * heartbeat[0]
+    events = [(b, "beat") for b in beats]
+    events.append((tick, "tick"))
+    while events:
+        events.sort()
+        now, what = events.pop(0)
+        if now > until:
+            break
+        alive = dies_at is None or now < dies_at
+        if what in ("beat", "pong"):
+            if alive:
+                lc.received(now, 1, {"type": what})
+                frames_at.append(now)
+            continue
+        acts = lc.timer_fired(now, "heartbeat")
+        if of(acts, CloseSocket):
+            return lc, pings, now, frames_at[-1] if frames_at else 0.0
+        for send in of(acts, Send):
+            pings.append(now)
+            events.append((now + 0.05, "pong"))
+        events.append((now + timer(acts, "heartbeat"), "tick"))
+    return lc, pings, None, frames_at[-1] if frames_at else 0.0
+
+
+def test_a_welcome_with_heartbeat_stops_the_pinging_while_beats_arrive_on_time():
+    """A server that beats every 5 s: no ping at all for 90 s (the keepalive is 100 s away), connected."""
+    for offset in (0.0, 1.3, 2.5, 4.9):
+        lc, pings, died, _ = beaten(90.0, offset)
+        assert pings == [] and died is None and lc.state == CONNECTED, offset
+
+
+def test_a_late_beat_costs_one_ping_never_a_false_death():
+    """A beat missing for 10 s (the next one is on time): exactly one ping, at the first tick more than
+    6 s after the last beat; it is answered and the connection stays up."""
+    for offset in (0.5, 1.5, 2.5, 3.5):
+        lc, pings, died, _ = beaten(60.0, offset, late={4: BEATS[0]})
+        assert died is None and lc.state == CONNECTED
+        assert len(pings) == 1 and offset + 21.0 < pings[0] < offset + 25.0, (offset, pings)
+
+
+def test_a_beat_within_the_margin_costs_nothing():
+    """A beat 0.9 s late is within beat_margin (1 s): no ping."""
+    for offset in (0.0, 1.0, 2.0, 3.0):
+        assert beaten(60.0, offset, late={4: 0.9})[1] == [], offset
+
+
+def test_keepalive_pings_every_third_of_the_idle_timeout():
+    """Beats do not reset the server's idle timeout (only the widget's frames do): a ping every
+    idle_timeout / 3 = 100 s (at the first tick after it), and never a gap the idle timeout would close."""
+    lc, pings, died, _ = beaten(1000.0, 2.0)
+    assert died is None and lc.state == CONNECTED
+    gaps = [b - a for a, b in zip([0.0] + pings, pings)]
+    assert len(pings) == 10 and all(100.0 <= gap < 100.0 + S.ping_interval for gap in gaps), gaps
+    assert 1000.0 - pings[-1] < 300.0
+
+
+def test_with_beats_a_silent_dead_socket_is_still_found_within_14s_at_every_phase():
+    """The path dies right after a beat, at every phase of the widget's tick against the beats, and at
+    several points of the connection's life: closed 4101 at most ping_interval + dead_after = 14 s after
+    the last frame (the bound without beats), never sooner than dead_after."""
+    worst = 0.0
+    for tenths in range(50):
+        offset = tenths / 10.0
+        for dies_after_beat in (2, 3, 7, 20):
+            last_beat = offset + dies_after_beat * BEATS[0]
+            lc, pings, died, last_rx = beaten(200.0, offset, dies_at=last_beat + 0.001)
+            assert died is not None and lc.state == RECONNECTING, (offset, dies_after_beat)
+            assert last_rx == last_beat
+            assert S.dead_after < died - last_rx <= S.ping_interval + S.dead_after, (offset, died - last_rx)
+            worst = max(worst, died - last_rx)
+    assert worst > 13.5  # the bound is reached, so the test would see it stretched
+
+
+def test_a_server_announcing_a_long_interval_cannot_stretch_detection():
+    """An interval of 60 s: the widget still pings after 6 s of silence (dead_after - ping_interval), so a
+    silent socket is found within 14 s."""
+    for tenths in range(0, 40, 3):
+        offset = tenths / 10.0
+        lc, pings, died, last_rx = beaten(200.0, offset, dies_at=offset + 0.001, heartbeat=(60.0, 300.0))
+        assert died is not None and died - last_rx <= S.ping_interval + S.dead_after, offset
+
+
+def test_without_heartbeat_in_the_welcome_the_widget_pings_every_tick():
+    """An older server (or the HTTP fallback): a ping every 4 s even while other frames keep arriving."""
+    lc = connected(0.0)
+    for n in range(1, 6):
+        lc.received(n * 4.0 - 1.0, 1, {"type": "beat"})
+        assert of(lc.timer_fired(n * 4.0, "heartbeat"), Send) == [Send(1, {"type": "ping", "t": n * 4.0})]
+
+
+def test_a_new_socket_starts_from_its_own_welcome():
+    """Beats announced on one socket say nothing of the next one: after a reconnect to a server without
+    the field, the widget pings every tick again; a handover to a beating socket stops the pinging."""
+    lc = new()
+    lc.start(0.0)
+    lc.opened(0.0, 1)
+    lc.joined(0.0, 1, BEATS)
+    lc.closed(10.0, 1, 1006, "", False)
+    retry_at = lc.retry_at
+    lc.timer_fired(retry_at, "retry")
+    lc.opened(retry_at + 0.1, 2)
+    joined_at = retry_at + 0.2
+    lc.joined(joined_at, 2)
+    assert of(lc.timer_fired(joined_at + 4.0, "heartbeat"), Send)
+    lc.handover(joined_at + 5.0, "trial", BEATS)
+    assert of(lc.timer_fired(joined_at + 8.0, "heartbeat"), Send) == []
+
+
 # ------------------------------------------------------- close-code policy
 
 @pytest.mark.parametrize("code", [1000, 1001, 1005, 1006, 1011, 1002, 1003, 1007, 1014, 1015,
@@ -1074,13 +1204,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             acts = self.sh.lc.opened(self.sh.now, sid)
             assert non_log(acts) == []
 
-    @rule(which=SOCKET_PICK)
-    def joined(self, which):
+    @rule(which=SOCKET_PICK, beats=st.sampled_from([None, BEATS, (1.0, 65.0)]))
+    def joined(self, which, beats):
         sid = self.pick(which)
         if sid in self.sh.sockets:  # a welcome only comes on a live socket
-            self.sh.call("joined", sid)
+            self.sh.call("joined", sid, beats)
         else:
-            assert non_log(self.sh.lc.joined(self.sh.now, sid)) == []
+            assert non_log(self.sh.lc.joined(self.sh.now, sid, beats)) == []
 
     @rule(which=SOCKET_PICK, code=CODES, clean=st.booleans())
     def closed(self, which, code, clean):

@@ -77,6 +77,16 @@ try:
 except ValueError:
     pass
 assert L.Lifecycle(Settings(ping_interval=0)).start(0)[0] == Render(L.FAILED, 0, None, "config")
+# with the server's beats: no ping while they arrive, one when late, dead 14 s after the last frame
+lc = L.Lifecycle(random=lambda: 0.5)
+lc.start(0.0)
+lc.opened(0.0, 1)
+lc.joined(0.0, 1, frames.read_heartbeat({"heartbeat": {"interval": 5, "idle_timeout": 300}}))
+lc.received(3.0, 1, {"type": "beat"})
+assert [a for a in lc.timer_fired(4.0, "heartbeat") if isinstance(a, Send)] == []
+assert lc.timer_fired(10.0, "heartbeat")[0] == Send(1, {"type": "ping", "t": 10.0})
+assert lc.timer_fired(13.0, "heartbeat")[0] == Send(1, {"type": "ping", "t": 13.0})
+assert lc.timer_fired(13.01, "heartbeat")[0] == CloseSocket(1, 4101, "heartbeat timeout")
 lc = L.Lifecycle()
 now = 0.0
 lc.start(now)
@@ -88,7 +98,7 @@ for i in range(3000):
     k = names[int(r() * len(names))]
     sid = lc.socket_id if r() < 0.8 else 1
     if k == "opened": acts = lc.opened(now, sid)
-    elif k == "joined": acts = lc.joined(now, sid)
+    elif k == "joined": acts = lc.joined(now, sid, (5, 300) if r() < 0.5 else None)
     elif k == "received": acts = lc.received(now, sid, {"type": "pong"})
     elif k == "closed":
         acts = lc.closed(now, sid, [1000, 1006, 1008, 1012, 1013, 4001, 4201, 4202][int(r() * 8)], "", True)

@@ -52,8 +52,9 @@ def test_widget_frames_are_documented_with_their_fields():
 def test_builders_make_the_documented_frames():
     """Each server frame builder produces exactly the fields the table lists (optional ones in brackets)."""
     built = {
-        "welcome": frames.welcome("s", True, False, 3, {}, frames.limits(20, 10, 10, 16384)),
-        "pong": frames.pong(1.5), "ack": frames.ack("m1", 1), "message": frames.visitor_message("m1", "hi", 2),
+        "welcome": frames.welcome("s", True, False, 3, {}, frames.limits(20, 10, 10, 16384),
+                                  frames.heartbeat(5, 300)),
+        "pong": frames.pong(1.5), "beat": frames.beat(), "ack": frames.ack("m1", 1), "message": frames.visitor_message("m1", "hi", 2),
         "reply_start": frames.reply_start("r1", "m1"), "reply_chunk": frames.reply_chunk("r1", "x"),
         "reply": frames.reply("r1", "m1", "x", 3), "error": frames.error("rate_limited", "slow", "m1", 2.0),
     }

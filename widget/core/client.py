@@ -49,6 +49,9 @@ UPGRADE_TIMER = "upgrade"   # while on the HTTP fallback: time to try WebSocket 
 TRIAL_TIMER = "trial"       # a trial WebSocket that has not been welcomed by then failed
 TIMERS = (FLUSH_TIMER, COUNTDOWN_TIMER, PROBE_TIMER, UPGRADE_TIMER, TRIAL_TIMER)
 
+# Frames that only prove the connection alive: the lifecycle takes them, the conversation never sees them.
+LIVENESS_FRAMES = ("pong", "beat")
+
 WEBSOCKET = "websocket"
 POLL = "poll"
 FALLBACK_MODES = ("auto", "off", "always")
@@ -209,8 +212,10 @@ class Client:
             return []
         acts = self._run(self.lifecycle.received(now, socket_id, frame), now)
         kind = frame.get("type")
+        if kind in LIVENESS_FRAMES:
+            return acts
         if kind == "welcome":
-            acts += self._run(self.lifecycle.joined(now, socket_id), now)
+            acts += self._run(self.lifecycle.joined(now, socket_id, frames.read_heartbeat(frame)), now)
             return acts + self._welcomed(now, socket_id, frame)
         if kind == "error" and frame.get("code") == "rate_limited":
             acts.append(ShowMessages(self.conversation.requeue(str(frame.get("id")))))
@@ -419,7 +424,7 @@ class Client:
             return [CloseSocket(socket_id, close.NORMAL, "not needed")] + self._end_trial()
         self._trial = None
         acts = self._cancel(TRIAL_TIMER)
-        acts += self._run(self.lifecycle.handover(now, socket_id), now)
+        acts += self._run(self.lifecycle.handover(now, socket_id, frames.read_heartbeat(frame)), now)
         self.fallback_reason = None
         self.diagnostics.record(now, "upgrade", result="moved", socket=socket_id)
         acts += self._log("info", "chat: WebSocket works again; moved back from HTTP")

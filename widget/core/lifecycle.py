@@ -40,7 +40,12 @@ An attempt ("opened" is not "connected")
 Liveness ("is the socket dead?")
     Any received frame is proof of life. The heartbeat timer ticks every
     ping_interval while connected and sends {"type": "ping", "t": now}; the
-    server answers {"type": "pong"}. At a tick the socket is dead when
+    server answers {"type": "pong"}. A server that beats (its welcome carries
+    ``heartbeat``: interval, idle_timeout) sends {"type": "beat"} every
+    interval by itself, so a tick pings only when the beats are late (nothing
+    received for ``quiet`` = min(interval + beat_margin, dead_after -
+    ping_interval)) or as a keepalive (the last ping is idle_timeout / 3 old:
+    the server's idle timeout counts only our frames). At a tick the socket is dead when
         now - last_received > dead_after            (silent too long)
         and a ping has been unanswered for at least min(ping_interval,
             verify_timeout)                          (we were asking)
@@ -52,7 +57,10 @@ Liveness ("is the socket dead?")
     min(ping_interval, verify_timeout) to answer. In a foreground tab the
     second clause is always true when the first is, so worst-case detection
     of a silent dead socket is ping_interval + dead_after = 4 + 10 = 14 s
-    with the defaults (< 15 s required).
+    with the defaults (< 15 s required). With beats too: the first tick
+    after ``quiet`` (<= 6 s) of silence pings, at most ping_interval after
+    it; the next tick, ping_interval later, finds more than dead_after of
+    silence and that ping unanswered: quiet + 2 * ping_interval <= 14 s.
 """
 
 from protocol import close, frames
@@ -122,6 +130,8 @@ class Lifecycle:
         self._blocked = False     # last probe: HTTP works although the socket does not
         self._last_rx = None      # last frame (or open) on the current socket
         self._ping_at = None      # earliest ping not yet followed by any frame
+        self._pinged = None       # when the last ping was sent on the current socket
+        self._beats = None        # (interval, idle_timeout) of the current socket's server beats, or None
         self._hidden = False
         self._offline = False     # browser reported offline (remembered in FAILED/IDLE)
         self._server_says = None  # why the server itself refused for now (close.DRAINING, STORE_BUSY,
@@ -167,13 +177,14 @@ class Lifecycle:
         acts.append(Log("debug", "chat: socket %r open; waiting for welcome" % socket_id))
         return acts
 
-    def joined(self, now, socket_id):
-        """The server's welcome arrived on the current socket: the conversation is live."""
+    def joined(self, now, socket_id, heartbeat=None):
+        """The server's welcome arrived on the current socket: the conversation is live. ``heartbeat``:
+        ``(interval, idle_timeout)`` when the server beats on it (``frames.read_heartbeat``), else None."""
         if socket_id is None or socket_id != self.socket_id or self._opened_at is None:
             return []
         if self._joined_at is not None:
             return [Log("debug", "chat: duplicate welcome ignored")]
-        acts = self._cancel(CONNECT_TIMER) + self._watch(now)
+        acts = self._cancel(CONNECT_TIMER) + self._watch(now, heartbeat)
         self._probed = False
         self._blocked = False
         self._server_says = None
@@ -184,7 +195,7 @@ class Lifecycle:
             return acts + [Log("debug", "chat: joined on probation (the last connection was cut soon after)")]
         return acts + self._connect()
 
-    def handover(self, now, socket_id):
+    def handover(self, now, socket_id, heartbeat=None):
         """The client moved the live conversation to another joined socket (an HTTP fallback
         upgraded back to WebSocket): close the old one, keep the state, watch the new one."""
         if self.state != CONNECTED or self.socket_id is None or socket_id == self.socket_id:
@@ -193,13 +204,15 @@ class Lifecycle:
         acts += self._cancel(VERIFY_TIMER)
         self.socket_id = socket_id
         self._opened_at = now
-        return acts + self._watch(now)
+        return acts + self._watch(now, heartbeat)
 
-    def _watch(self, now):
+    def _watch(self, now, heartbeat):
         """The current socket was welcomed at ``now``: live from here, and watched by the heartbeat."""
         self._joined_at = now
         self._last_rx = now
         self._ping_at = None
+        self._pinged = now  # the hello (or the last frame on the old transport) just reset the idle timeout
+        self._beats = heartbeat
         return self._start_timer(HEARTBEAT_TIMER, self.settings.ping_interval)
 
     @property
@@ -224,8 +237,8 @@ class Lifecycle:
         return acts
 
     def received(self, now, socket_id, frame):
-        """A decoded frame arrived. Any frame is proof of life; pongs are
-        consumed here (the shell should not pass {"type": "pong"} on)."""
+        """A decoded frame arrived. Any frame is proof of life; pongs and beats
+        are consumed here (the client passes neither on to the conversation)."""
         if socket_id is None or socket_id != self.socket_id:
             return []
         if self._opened_at is None:
@@ -449,7 +462,18 @@ class Lifecycle:
     def _ping(self, now):
         if self._ping_at is None:
             self._ping_at = now
+        self._pinged = now
         return Send(self.socket_id, frames.ping(now))
+
+    def _ping_due(self, now):
+        """At a tick: without server beats always; with them only when they are late, or as a keepalive."""
+        if self._beats is None:
+            return True
+        s = self.settings
+        interval, idle_timeout = self._beats
+        quiet = min(interval + s.beat_margin, s.dead_after - s.ping_interval)
+        keepalive = max(idle_timeout / 3.0, s.ping_interval)
+        return now - self._last_rx > quiet or now - self._pinged >= keepalive
 
     def _silent_too_long(self, now):
         s = self.settings
@@ -473,6 +497,7 @@ class Lifecycle:
         self._joined_at = None
         self._last_rx = None
         self._ping_at = None
+        self._beats = None
         self.retry_at = None
         acts.append(OpenSocket(self.socket_id))
         acts += self._start_timer(CONNECT_TIMER, self.settings.connect_timeout)
@@ -508,7 +533,7 @@ class Lifecycle:
             return []
         if self._silent_too_long(now):
             return self._dead(now, "no frame for %.1f s" % (now - self._last_rx))
-        acts = [self._ping(now)]
+        acts = [self._ping(now)] if self._ping_due(now) else []
         acts += self._start_timer(HEARTBEAT_TIMER, self.settings.ping_interval)
         return acts
 

@@ -30,6 +30,12 @@ class Settings:
                      ping_interval + dead_after = 14 s (< 15 s required),
                      while a healthy socket answering pings is never more
                      than ~ping_interval + RTT silent, well under dead_after.
+    beat_margin      with a server that beats (its welcome's ``heartbeat``), a tick
+                     pings only when nothing arrived for the beat interval plus
+                     this (1 s): a beat this late costs one ping, never a false
+                     "dead". Capped so the silence that prompts a ping is at
+                     most dead_after - ping_interval (6 s): detection stays
+                     within ping_interval + dead_after whatever the server says.
     verify_timeout   after the page becomes visible (or a ping is needed to
                      judge liveness) the server must answer within this.
     alert_after      after this many consecutive failures (count), Render
@@ -41,7 +47,7 @@ class Settings:
     def __init__(self, connect_timeout=5.0, backoff_base=0.75, backoff_cap=30.0,
                  stable_after=5.0, ping_interval=4.0, dead_after=10.0,
                  verify_timeout=3.0, alert_after=3, hidden_delay=30.0,
-                 welcome_timeout=4.0, probation=2.0):
+                 welcome_timeout=4.0, probation=2.0, beat_margin=1.0):
         self.connect_timeout = connect_timeout
         self.welcome_timeout = welcome_timeout
         self.probation = probation
@@ -53,12 +59,13 @@ class Settings:
         self.verify_timeout = verify_timeout
         self.alert_after = alert_after
         self.hidden_delay = hidden_delay
+        self.beat_margin = beat_margin
 
     def problems(self):
         """List of human-readable problems; empty when the settings are usable."""
         out = []
         for name in ("connect_timeout", "backoff_base", "backoff_cap", "ping_interval", "dead_after",
-                     "verify_timeout", "hidden_delay", "welcome_timeout", "probation"):
+                     "verify_timeout", "hidden_delay", "welcome_timeout", "probation", "beat_margin"):
             v = getattr(self, name)
             if not _is_number(v) or not v > 0:
                 out.append("%s must be a positive number" % name)
@@ -77,11 +84,11 @@ class Settings:
     def __repr__(self):
         return ("Settings(connect_timeout=%r, backoff_base=%r, backoff_cap=%r, "
                 "stable_after=%r, ping_interval=%r, dead_after=%r, verify_timeout=%r, "
-                "alert_after=%r, hidden_delay=%r, welcome_timeout=%r, probation=%r)" % (
+                "alert_after=%r, hidden_delay=%r, welcome_timeout=%r, probation=%r, beat_margin=%r)" % (
                     self.connect_timeout, self.backoff_base, self.backoff_cap,
                     self.stable_after, self.ping_interval, self.dead_after,
                     self.verify_timeout, self.alert_after, self.hidden_delay,
-                    self.welcome_timeout, self.probation))
+                    self.welcome_timeout, self.probation, self.beat_margin))
 
 
 def _is_number(v):
