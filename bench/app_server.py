@@ -47,6 +47,10 @@ async def run_uvicorn(config, ws):
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:
         await asyncio.sleep(0.02)
+    if not os.environ.get("BENCH_GC"):  # the server's own policy (CHAT_WIDGET_GC), as `chat-widget serve` applies it
+        from server import gcpolicy
+
+        gcpolicy.install(asyncio.get_running_loop(), config.gc)
     print(f"app_server: serving http://{config.host}:{listener.getsockname()[1]}/ (uvicorn ws={ws})", flush=True)
     await serving
 
@@ -104,7 +108,8 @@ if __name__ == "__main__":
                 print(f"gc: generation 2 pause {(time.perf_counter() - started[0]) * 1000:.0f} ms, "
                       f"{len(gc.get_objects())} objects tracked, {info['collected']} collected", flush=True)
         gc.callbacks.append(gc_log)
-    gc_mode = os.environ.get("BENCH_GC", "")  # experiments: "off", "freeze", or "T0,T1,T2" thresholds
+    # experiments: "off", "freeze", or "T0,T1,T2" thresholds, instead of the server's policy (server/gcpolicy.py)
+    gc_mode = os.environ.get("BENCH_GC", "")
     if gc_mode == "off":
         gc.disable()
     elif gc_mode == "freeze":
@@ -125,6 +130,7 @@ if __name__ == "__main__":
                 while True:
                     await asyncio.sleep(2)
                     profiler.dump_stats(profile_to)
+                    profiler.enable()  # dump_stats stops the profiler (create_stats disables it)
             asyncio.get_running_loop().create_task(dump())
             await original(config, ws)
         profiler.enable()

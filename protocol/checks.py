@@ -41,8 +41,9 @@ CLIENT_FRAMES = {
 
 # Server -> widget: type -> fields, for the documentation check (optional fields in brackets).
 SERVER_FRAMES = {
-    "welcome": ("v", "session", "resumed", "expired", "last_seq", "contact", "limits"),
+    "welcome": ("v", "session", "resumed", "expired", "last_seq", "contact", "limits", "[heartbeat]"),
     "pong": ("[t]",),
+    "beat": (),
     "ack": ("id", "seq"),
     "message": ("id", "text", "seq"),
     "reply_start": ("id", "in_reply_to", "text"),
@@ -115,7 +116,10 @@ def check_client_frame(frame, max_text_chars):
 
 def _check_report(frame):
     """The nested fields of a ``report`` (its top-level types are checked by the table)."""
-    size = len(json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    try:
+        size = len(json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    except RecursionError:  # json.loads took it, a few levels short of the limit, and json.dumps cannot
+        _invalid_report("a report does not nest this deep")
     if size > MAX_REPORT_BYTES:
         raise FrameError("report_too_large", "a report is at most %d bytes as compact JSON" % MAX_REPORT_BYTES)
     if not 1 <= frame["attempts"] <= MAX_REPORT_ATTEMPTS:

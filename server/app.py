@@ -16,16 +16,19 @@ from .config import Config, ConfigError
 from .conversations import Conversations, MemoryStore, SqliteStore
 from .conversations.store import StoreUnavailable
 from .security import install_security_headers
-from .transport import forwarding, headers, polling, socket
+from .transport import headers, polling, socket
 from .transport.channels import Channels, new_instance_id
+from .transport.heartbeat import BeatSlots, beat_forever
 from .transport.hub import Hub, watch_loop_lag
 from .transport.origins import OriginPolicy
+from .transport.quart_websocket import ChatWebsocket
 
 
 def create_app(config=None):
     """Build the chat server app from a ``Config`` (defaults when None)."""
     config = config or Config()
     app = Quart(__name__)
+    app.websocket_class = ChatWebsocket  # Quart's, without its per-frame yield and accept(): the ping path
     policy = OriginPolicy(config.allow_origins, allow_missing=config.allow_missing_origin)
     meter = app.extensions["chat_metrics"] = metrics.Metrics()
     store = meter.instrument_store(make_store(config))
@@ -33,6 +36,8 @@ def create_app(config=None):
     app.extensions["chat_config"] = config
     app.extensions["chat_origins"] = policy
     app.extensions["chat_hub"] = Hub(config.max_connections, config.max_connections_per_address)
+    # The joined WebSockets the server beats (None: beats off, the widgets ping).
+    beats = app.extensions["chat_beats"] = BeatSlots(config.heartbeat) if config.heartbeat else None
     # This process's name among the instances sharing a store: the prefix of its channel ids.
     instance_id = app.extensions.setdefault("chat_instance_id", new_instance_id())
     app.extensions["chat_channels"] = Channels(instance_id)  # the HTTP fallback's open channels
@@ -57,7 +62,9 @@ def create_app(config=None):
     assets.init_app(app, config)
     app.register_blueprint(socket.bp)
     app.register_blueprint(polling.bp)  # exempt from quart-cors: its CORS is per channel
-    forwarding.install(app, config)  # with a shared store: other instances' channels are asked of them
+    if config.store_kind == "redis":  # other instances' channels are asked of them (imports redis: ~50 ms)
+        from .transport import forwarding
+        forwarding.install(app, config)
     # CORS headers for the allowed origins on HTTP routes. The socket is exempt: it checks Origin
     # itself (exact match, 403 before upgrade) where quart-cors would answer 400 and match by prefix.
     # quart-cors matches regexes with re.match (a prefix), so the patterns from our rules are anchored.
@@ -80,6 +87,8 @@ def create_app(config=None):
                  asyncio.create_task(watch_loop_lag(hub, report=meter.loop_lag))]
         if store.shared:
             tasks.append(asyncio.create_task(_take_over_lapsed(conversations, config.reply_lease)))
+        if beats is not None:
+            tasks.append(asyncio.create_task(beat_forever(beats)))
         yield
         for task in tasks:
             task.cancel()

@@ -23,8 +23,10 @@ RUNTIMES = ("micropython", "pyodide")
 CONSULTANTS = ("knowledge", "openai", "helpdesk")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PYTHON_DELIVERIES = ("bundle", "files")
+GC_POLICIES = ("freeze", "python")  # server/gcpolicy.py
 FAULTS = ("drop_ack_once", "stall_ack_once", "reply_delay", "poll_timeout")
 HTTP_FALLBACKS = ("auto", "off", "always")
+MAX_HEARTBEAT = 5  # seconds: widgets ping after 6 s without a frame (widget/core/settings.py, beat_margin)
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "CHAT_WIDGET_"
 
@@ -94,6 +96,9 @@ SETTINGS = (
     Setting("max_connections", 10_000, "Open sockets per process; beyond, new ones are closed with 1013.", cli=False),
     # Above a minute: a hidden tab's timers (the widget's pings) may be throttled to once a minute.
     Setting("idle_timeout", 300, "Seconds without any frame from the client before closing with 1001.", cli=False),
+    # At most 5: a widget pings when nothing arrived for 6 s (its dead-connection detection needs a frame by then).
+    Setting("heartbeat", 5, "Seconds between the server's beats to each WebSocket, 1 to 5 (widgets then ping only "
+            "when beats are late, or every idle_timeout / 3); 0: no beats, widgets ping every 4 s.", cli=False),
     Setting("max_connections_per_address", 20, "Open sockets per IPv4 address or IPv6 /64; beyond: HTTP 429.",
             cli=False),
     Setting("message_rate", ratelimit.MESSAGES, "Visitor messages per message_period seconds, sustained.", cli=False),
@@ -122,9 +127,14 @@ SETTINGS = (
     Setting("openai_api_key", "", "API key for --consultant openai (or OPENAI_API_KEY); empty for local servers.",
             cli=False),
     Setting("asset_cache", "var/compressed", "Folder for the compressed copies of runtime files.", cli=False),
+    Setting("pyodide_snapshot", False, "Experiment: with --runtime pyodide, Pyodide starts from a memory snapshot "
+            "made by node at start (server/assets/snapshot.py; 4.2 MB more brotli, seconds less CPU).", cli=False,
+            kind="flag"),
     Setting("python_delivery", "bundle", "How the widget's Python is sent: one bundle, or files (one request each; "
             "for comparison).", cli=False),
     Setting("faults", "", "Fault injection for the tests (server/testing/faults.py); off by default.", cli=False),
+    Setting("gc", "freeze", "Garbage-collection policy (server/gcpolicy.py): freeze (short full collections at "
+            "10,000 sockets) or python (CPython's defaults, for comparison).", cli=False),
     Setting("root", ROOT, "Where index.html, widget/, protocol/ and node_modules/ live.", cli=False),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
@@ -154,6 +164,7 @@ class Config:
         self.max_message_bytes = _int_setting("max_message_bytes", values["max_message_bytes"], 256, 1 << 20)
         self.max_connections = _int_setting("max_connections", values["max_connections"], 1, 1_000_000)
         self.idle_timeout = _int_setting("idle_timeout", values["idle_timeout"], 65, 86400)
+        self.heartbeat = _int_setting("heartbeat", values["heartbeat"], 0, MAX_HEARTBEAT)
         self.max_connections_per_address = _int_setting(
             "max_connections_per_address", values["max_connections_per_address"], 1, 1_000_000)
         self.message_rate = _int_setting("message_rate", values["message_rate"], 1, 100_000)
@@ -203,7 +214,9 @@ class Config:
         self.root = Path(values["root"])
         cache = Path(values["asset_cache"])
         self.asset_cache = cache if cache.is_absolute() else self.root / cache
+        self.pyodide_snapshot = _bool_setting("pyodide_snapshot", values["pyodide_snapshot"])
         self.python_delivery = _choice_setting("python_delivery", values["python_delivery"], PYTHON_DELIVERIES)
+        self.gc = _choice_setting("gc", values["gc"], GC_POLICIES)
         self.catalogues = str(values["catalogues"] or "")
         try:
             self.languages = languages.load(self.catalogues)

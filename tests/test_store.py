@@ -133,3 +133,41 @@ async def test_sqlite_keeps_everything_across_reopen(tmp_path):
     assert await reopened.find_session(sid, "https://a.test")
     assert [e.text for e in await reopened.entries_after(sid, 0)] == ["hello"]
     await reopened.close()
+
+
+async def test_only_a_stored_question_without_its_answer_is_claimed(store):
+    """The answerer claims a question while it has no answer, not once answered; in one process, not a
+    question of another session either (a shared store's claims are leases, keyed by what it is given)."""
+    sid = await store.create_session("https://a.test")
+    other = await store.create_session("https://a.test")
+    await store.add_visitor_message(sid, "m1", "hello")
+    await store.add_visitor_message(sid, "m2", "again")
+    assert await store.claim(sid, "m1", "r1", "de", 30) == ("r1", "de")
+    await store.add_reply(sid, "r1", "m1", "hi")
+    assert await store.claim(sid, "m1", "r9", "de", 30) is None
+    if not store.shared:
+        assert await store.claim(other, "m2", "r2", None, 30) is None
+    assert await store.claim(sid, "m2", "r2", None, 30) == ("r2", None)
+
+
+async def test_a_failed_sqlite_operation_leaves_nothing_for_the_next_to_commit(tmp_path):
+    """A statement that fails halfway through an operation (a full disk, a locked file) must not leave
+    its first half to be committed by the next operation: the conversation's numbering has no gap."""
+    store = SqliteStore(tmp_path / "chat.sqlite3")
+    await store.open()
+    try:
+        session = await store.create_session("https://shop.example.com")
+        await store.add_visitor_message(session, "m1", "hello")
+
+        def numbered_then_failed():
+            store._db.execute("UPDATE sessions SET seq = seq + 1 WHERE id = ?", (session,))
+            raise OSError("disk full")
+
+        with pytest.raises(OSError):
+            await store._run(numbered_then_failed)
+        second = (await store.add_visitor_message(session, "m2", "still there?"))[0]
+        assert second.seq == 2
+    finally:
+        await store.close()
+    with pytest.raises(Exception, match="closed"):
+        await store.add_visitor_message(session, "m3", "after close")

@@ -103,6 +103,9 @@ class Analyzer:
                     stems = tuple(self.stem(word) for word in words)
                     if stems and canonical and list(stems) != canonical:
                         table[stems] = canonical
+        # The lengths of their keys, longest first: the only run lengths worth looking up.
+        self._phrase_sizes = _sizes(self._phrases)
+        self._synonym_sizes = _sizes(self._synonyms)
 
     @property
     def stemmer_name(self):
@@ -124,26 +127,34 @@ class Analyzer:
         """``text`` as ``(word, tokens)`` pairs: a content word and its stem, or ``(None, tokens)`` for a
         synonym ("how much", "send back") replaced by the file's word. Stop words are dropped."""
         words = self.words(text)
-        items = _replace(self._phrases, [(word, [self.stem(word)]) for word in words])
+        items = _replace(self._phrases, self._phrase_sizes, [(word, [self.stem(word)]) for word in words])
         items = [(word, tokens) for word, tokens in items if word is None or word not in self.stopwords]
-        return _replace(self._synonyms, items)
+        return _replace(self._synonyms, self._synonym_sizes, items)
 
     def tokens(self, text):
         """The search tokens of ``text``: content words, stemmed, synonyms replaced."""
         return [token for _, tokens in self.analyze(text) for token in tokens]
 
 
-def _replace(table, items):
-    """``items`` with each run whose stems are a key of ``table`` replaced by ``(None, its tokens)``."""
+def _sizes(table):
+    return sorted({len(key) for key in table}, reverse=True)
+
+
+def _replace(table, sizes, items):
+    """``items`` with each run whose stems are a key of ``table`` replaced by ``(None, its tokens)``,
+    the longest run first; ``sizes``: the lengths of the keys (``_sizes``). Runs the question's every
+    word through the table for every message: a key length no key has is not looked up."""
     if not table:
         return items
-    longest = max(len(key) for key in table)
+    stems = [None if word is None else tokens[0] for word, tokens in items]  # None: replaced already
     out = []
     index = 0
     while index < len(items):
-        for size in range(min(longest, len(items) - index), 0, -1):
-            run = items[index:index + size]
-            replacement = None if any(word is None for word, _ in run) else table.get(tuple(t[0] for _, t in run))
+        for size in sizes:
+            run = stems[index:index + size]
+            if len(run) < size or None in run:
+                continue
+            replacement = table.get(tuple(run))
             if replacement is not None:
                 out.append((None, list(replacement)))
                 index += size

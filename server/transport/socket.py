@@ -20,6 +20,7 @@ from ..conversations.store import ConversationFull, StoreUnavailable, size_of
 from ..metrics import NO_METRICS
 from . import headers, wire
 from .channels import ChannelClosed
+from .heartbeat import sender as heartbeat_sender
 from .limits import CLOSE, OK, RateLimiter, address_key
 from .reports import FailureReports
 
@@ -27,6 +28,7 @@ log = logging.getLogger("chat_widget.socket")
 bp = Blueprint("socket", __name__)
 
 
+YIELD_EVERY = 16  # frames handled back to back before a connection lets the others run
 FULL = (close.TRY_LATER, "server is full; try again later")
 STORE_DOWN = (close.UNAVAILABLE, "the chat service cannot reach its conversation store; try again shortly")
 UNSUPPORTED = (close.UNSUPPORTED_VERSION, f"unsupported protocol version; server speaks v{frames.VERSION}")
@@ -135,6 +137,8 @@ async def serve(app, socket, origin, transport, address):
     connection = app.extensions["chat_connection_class"](socket, app.extensions["chat_config"],
                                                          app.extensions["chat_conversations"], origin,
                                                          reports=hub.failure_reports, address=address, metrics=metrics)
+    if transport == "websocket":  # a channel gets no beats: each would cost a poll answer
+        connection.beats = app.extensions.get("chat_beats")
     try:
         await connection.run()
     except ChannelClosed:
@@ -169,6 +173,7 @@ class ChatConnection:
     """One socket: waits for ``hello``, joins (or resumes) the session, then relays frames."""
 
     idle_timeout = None  # seconds without a frame before closing with 1001; None: the setting
+    beats = None  # the server's heartbeat.BeatSlots when it beats this connection (a WebSocket), else None
 
     def __init__(self, socket, config, conversations, origin, reports=None, address=None, metrics=None):
         # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
@@ -191,13 +196,19 @@ class ChatConnection:
             self.idle_timeout = config.idle_timeout
 
     async def send(self, frame):
+        await self.send_encoded(wire.encode(frame))
+
+    async def send_encoded(self, text):
+        """Send a frame already encoded (``wire``), in turn with the session's tasks sending replies."""
         async with self._send_lock:
-            await self.socket.send(wire.encode(frame))
+            await self.socket.send(text)
 
     async def run(self):
         # One idle deadline per connection, pushed back on every frame (a wait_for per receive cost
         # about half the server's ping throughput: docs/performance.md).
         loop = asyncio.get_running_loop()
+        deadline = None
+        handled = 0
         try:
             async with asyncio.timeout(self.idle_timeout) as deadline:
                 while True:
@@ -205,11 +216,23 @@ class ChatConnection:
                     deadline.reschedule(loop.time() + self.idle_timeout)
                     if not await self.take(data):
                         return
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        # Frames already queued are received and answered without yielding
+                        # (quart_websocket.py): a burst of thousands of pings in one read would
+                        # otherwise hold every other socket, reply and beat for a few hundred ms.
+                        await asyncio.sleep(0)
         except TimeoutError:
             if not deadline.expired():
                 raise
             log.info("closing idle connection after %ss", self.idle_timeout)
             await self.socket.close(close.GOING_AWAY, "idle timeout")
+        finally:
+            # The deadline knows this task, and a cancelled task keeps its CancelledError, whose traceback
+            # keeps this frame: a cycle of about 110 objects per closed socket (the protocol, its buffers,
+            # Quart's websocket) that only a full collection frees, and none once frozen
+            # (server/gcpolicy.py). Forgetting the deadline lets reference counting free them at once.
+            deadline = None
 
     async def take(self, data):
         """Handle one frame; False when the connection was closed."""
@@ -227,7 +250,7 @@ class ChatConnection:
     async def handle(self, frame):
         kind = frame["type"]
         if kind == "ping":
-            await self.send(frames.pong(frame.get("t")))
+            await self.send_encoded(wire.encode_pong(frame.get("t")))
         elif kind == "hello":
             await self.hello(frame)
         elif self.session_id is None:
@@ -278,7 +301,10 @@ class ChatConnection:
         config = self.config
         limits = frames.limits(config.message_rate, config.message_period, config.message_burst,
                                config.max_message_bytes)
-        await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits))
+        heartbeat = None if self.beats is None else frames.heartbeat(self.beats.interval, self.idle_timeout)
+        await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits, heartbeat))
+        if self.beats is not None:  # beaten from its welcome on, until it leaves
+            self.beats.add(self, heartbeat_sender(self.socket))
         for entry in replay:
             await self.send(entry.frame(live=False))
         replayed = {entry.id for entry in replay}
@@ -325,5 +351,7 @@ class ChatConnection:
         return False
 
     def leave(self):
+        if self.beats is not None:
+            self.beats.discard(self)
         if self.session_id is not None:
             self.conversations.unwatch(self.session_id, self.deliver)
