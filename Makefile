@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: serve test test-unit test-e2e soak cluster setup browser tools clean
+.PHONY: serve test test-unit test-e2e soak soak-churn cluster setup browser tools clean
 
 serve: setup
 	$(BIN)/chat-widget serve $(ARGS)
@@ -21,6 +21,11 @@ test-e2e: setup browser tools
 
 soak: setup browser
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
+
+# The server's churn soak alone (tests/test_churn_soak.py: 10,000 held, 100 in and out a second, 10 minutes;
+# SOAK_CHURN_HELD, SOAK_CHURN_RATE, SOAK_CHURN_MINUTES, SOAK_CHURN_P99_MS to size it)
+soak-churn: setup
+	$(BIN)/python -m pytest -m soak tests/test_churn_soak.py $(PYTEST_ARGS)
 
 # Redis, three instances and nginx running deploy/nginx.conf, on loopback ports; Ctrl-C stops them
 # (scripts/cluster; ARGS="--store memory" without Redis, ARGS="--help" for the rest).
@@ -57,7 +62,7 @@ screenshots: setup browser
 	$(BIN)/python scripts/screenshots --out docs/screenshots
 
 # ---- benchmarks (bench/, docs/performance.md); results in bench/results/ (gitignored) ----
-.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-fallback bench-hostload bench-consultant bench-flood bench-compress bench-smoke bench-cluster
+.PHONY: bench-connect bench-bytes bench-reconnect bench-capacity bench-churn bench-plot bench-fallback bench-hostload bench-consultant bench-flood bench-compress bench-smoke bench-cluster
 
 bench-connect: setup browser
 	$(BIN)/python bench/connect.py $(BENCH_ARGS)
@@ -70,6 +75,14 @@ bench-reconnect: setup browser
 
 bench-capacity: setup
 	$(BIN)/python bench/capacity.py $(BENCH_ARGS)
+
+# 10,000 sockets held while 100 a second come and go, 10 minutes (bench/churn.py; BENCH_ARGS="--held 2000 --minutes 2")
+bench-churn: setup
+	$(BIN)/python bench/churn.py $(BENCH_ARGS)
+
+# docs/capacity-rtt.svg and docs/churn-memory.svg from bench/results/*-latest.json (bench/plot.py)
+bench-plot: setup
+	$(BIN)/python bench/plot.py $(BENCH_ARGS)
 
 bench-fallback: setup
 	$(BIN)/python bench/fallback.py $(BENCH_ARGS)

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import sys
@@ -9,13 +10,28 @@ import sys
 import click
 import uvicorn
 
+from . import gcpolicy
 from .assets import missing_runtime_assets
 from .config import SETTINGS, Config, ConfigError
-from .doctor import doctor
 from .transport.ws_protocol import HEAD_BUFFER_BYTES, ChatH11Protocol, ChatWebSocketProtocol
 
 
-@click.group()
+class Commands(click.Group):
+    """The subcommands, ``doctor`` imported only when it runs: ``serve`` does not pay for its imports
+    (websockets' client, about 50 ms of every start; bench/startup.py)."""
+
+    LAZY = {"doctor": "server.doctor"}  # command -> module defining it under that name
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            return getattr(importlib.import_module(self.LAZY[name]), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=Commands)
 def main():
     """A dependable website chat widget and its server."""
 
@@ -120,6 +136,8 @@ async def run_server(config, sock=None, announce_url=True):
     serving = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
+    if server.started:  # the app, its knowledge index and the imports are built: frozen from here
+        gcpolicy.install(asyncio.get_running_loop(), config.gc)
     if server.started and announce_url:
         announce(config, server.servers[0].sockets[0].getsockname()[1])
     await serving
@@ -133,8 +151,6 @@ def announce(config, port, more=""):
     click.echo(f"chat-widget: serving http://{host}:{port}/ (runtime {config.runtime}{more})", err=False)
     sys.stdout.flush()
 
-
-main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

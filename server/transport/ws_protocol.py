@@ -44,6 +44,22 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.transport.close()
 
+    def start_keepalive(self):
+        # Called once the handshake's 101 is written: Uvicorn no longer reads the handshake's request and
+        # response, which it would keep for the socket's life (about 4 KiB of headers per socket,
+        # docs/performance.md); the app has the scope, headers included.
+        self.request = self.response = None
+        super().start_keepalive()
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        # asyncio's socket transport keeps its read callback, a bound method of itself: a cycle only a full
+        # collection frees, and none once frozen (server/gcpolicy.py). Cut, the closed transport (about a
+        # KiB) goes with its last reference. Only asyncio's own selector transport has it (not uvloop's,
+        # not TLS's), hence the check.
+        if hasattr(self.transport, "_read_ready_cb"):
+            self.transport._read_ready_cb = None
+
 
 class _Connection(h11.Connection):
     """h11's connection, remembering the status h11 suggests for the client's last error (431: too long)."""

@@ -1,0 +1,195 @@
+"""The server's garbage-collection policy (server/gcpolicy.py): frozen survivors, sweeps, and sockets that
+leave nothing behind for the collector."""
+
+import asyncio
+import gc
+import json
+import weakref
+
+import pytest
+
+from server import gcpolicy
+from server.transport.socket import ChatConnection
+
+ALLOWED = {"Origin": "https://shop.example.com"}
+
+
+class Node:
+    """An object that can sit in a reference cycle and be watched with a weakref."""
+
+
+def cycle():
+    node = Node()
+    node.me = node
+    return node
+
+
+@pytest.fixture
+def policy():
+    """A FreezePolicy installed in this process, its scheduled sweeps collected instead of run."""
+    scheduled = []
+    now = [0.0]
+    installed = gcpolicy.FreezePolicy(scheduled.append, clock=lambda: now[0])
+    installed.scheduled, installed.now = scheduled, now
+    installed.install()
+    try:
+        yield installed
+    finally:
+        installed.uninstall()
+
+
+def test_sweep_is_due_when_the_frozen_set_grew_by_a_quarter_and_ten_minutes_passed():
+    """The sweep's trigger is CPython's own quarter rule, applied to the frozen set, at most every ten
+    minutes (a server filling up grows its frozen set with live sockets)."""
+    assert not gcpolicy.sweep_due(1250, 1000, 600)
+    assert gcpolicy.sweep_due(1251, 1000, 600)
+    assert not gcpolicy.sweep_due(5000, 1000, 599)
+    assert gcpolicy.sweep_due(111, 100, 1, growth=0.1, interval=1)
+
+
+def test_young_collections_wait_for_more_allocations_and_uninstall_restores_them():
+    """Young collections every YOUNG_THRESHOLD allocations while the policy is on; CPython's after."""
+    before = gc.get_threshold()
+    policy = gcpolicy.FreezePolicy(lambda callback: None)
+    policy.install()
+    try:
+        assert gc.get_threshold() == (gcpolicy.YOUNG_THRESHOLD, *before[1:])
+    finally:
+        policy.uninstall()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_survivors_of_a_full_collection_are_frozen(policy):
+    """After a full collection, what survived is out of the next one's walk."""
+    kept = [cycle() for _ in range(1000)]
+    before = gc.get_freeze_count()
+    gc.collect()
+    assert gc.get_freeze_count() >= before + 1000
+    assert not gc.is_tracked(kept) or gc.get_freeze_count() > before  # the list itself too
+    del kept
+
+
+def test_a_frozen_cycle_is_freed_by_the_sweep(policy):
+    """A cycle frozen while alive is garbage nobody collects, until the sweep."""
+    node = cycle()
+    watch = weakref.ref(node)
+    gc.collect()  # node survives: frozen
+    del node
+    gc.collect()
+    assert watch() is not None  # the leak the sweep exists for
+    policy.sweep()
+    assert watch() is None
+    assert policy.sweeps == 1
+
+
+def test_a_sweep_is_scheduled_once_when_the_frozen_set_grows(policy):
+    """Growth past the quarter schedules one sweep on the loop, not one per collection, and not before
+    the interval."""
+    kept = [[] for _ in range(policy.after_last_sweep // 2 + 1000)]
+    gc.collect()
+    assert policy.scheduled == []
+    policy.now[0] += gcpolicy.SWEEP_INTERVAL
+    gc.collect()
+    gc.collect()
+    assert policy.scheduled == [policy.sweep]
+    policy.sweep()
+    assert policy.after_last_sweep >= len(kept)
+    gc.collect()
+    assert policy.scheduled == [policy.sweep]  # no growth since the sweep
+
+
+def test_python_mode_leaves_the_collector_alone():
+    """CHAT_WIDGET_GC=python: no freeze, no callback (the comparison baseline)."""
+    callbacks = list(gc.callbacks)
+    assert gcpolicy.install(asyncio.new_event_loop(), "python") is None
+    assert gc.callbacks == callbacks and gc.get_freeze_count() == 0
+
+
+async def test_a_closed_socket_is_freed_without_the_collector(make_app):
+    """A socket that ends (here: the client goes away) leaves no cycle: reference counting frees its
+    connection at once. Under the freeze policy a cycle would never be freed until a sweep."""
+    app = make_app(allow_origins=["https://shop.example.com"])
+    seen = []
+
+    class Watched(ChatConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(weakref.ref(self))
+
+    app.extensions["chat_connection_class"] = Watched
+    gc.collect()
+    gc.disable()
+    try:
+        async with app.test_app():
+            async with app.test_client().websocket("/ws", headers=ALLOWED) as socket:
+                await socket.send(json.dumps({"type": "hello"}))
+                assert json.loads(await socket.receive())["type"] == "welcome"
+                await socket.send(json.dumps({"type": "message", "id": "m1", "text": "When are you open?"}))
+                while json.loads(await socket.receive())["type"] != "reply":
+                    pass
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if seen and seen[0]() is None:
+                    break
+        assert seen and seen[0]() is None, "the closed socket's connection is kept alive by a reference cycle"
+    finally:
+        gc.enable()
+
+
+# In the server under test: its collector off, and on SIGUSR1 one collection that prints how many of the
+# objects it found in cycles belong to a connection (short-lived cycles, such as Werkzeug's router makes
+# for every request, are collected young and never frozen: those are not counted).
+COUNT_GARBAGE = """import gc, signal, sys
+gc.disable()
+KINDS = {"ChatWebSocketProtocol", "_SelectorSocketTransport", "ChatConnection", "Task", "ChatWebsocket",
+         "ASGIWebsocketConnection", "Timeout", "traceback"}
+def _count(signum, frame):
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.collect()
+    found = sum(1 for o in gc.garbage if type(o).__name__ in KINDS)
+    gc.garbage.clear()
+    gc.set_debug(0)
+    gc.collect()
+    print("garbage %d" % found, file=sys.stderr, flush=True)
+signal.signal(signal.SIGUSR1, _count)
+"""
+
+
+async def test_closed_sockets_leave_no_cycles_in_the_real_server(tmp_path):
+    """Through Uvicorn's protocol and asyncio's transport too: sockets that close (with a close frame or
+    cut) leave no connection object that only the collector could free."""
+    import signal
+    import time
+
+    import live
+
+    (tmp_path / "sitecustomize.py").write_text(COUNT_GARBAGE)
+    server = live.start(env={"PYTHONPATH": str(tmp_path), "CHAT_WIDGET_GC": "python"})
+
+    async def garbage():
+        seen = len(server.output)
+        server.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = [int(line.split()[1]) for line in server.output[seen:] if line.startswith("garbage ")]
+            if counts:
+                return counts[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError("the server did not count its garbage")
+
+    try:
+        await garbage()  # start-up's own
+        sockets = 40
+        for index in range(sockets):
+            async with live.opened(server) as ws:
+                await ws.send(json.dumps({"type": "hello"}))
+                assert (await live.receive(ws))["type"] == "welcome"
+                await ws.send(json.dumps({"type": "ping", "t": 1}))
+                await live.receive(ws)
+                if index % 2:
+                    ws.transport.abort()  # cut without a close frame
+        await asyncio.sleep(0.5)
+        left = await garbage()
+        assert left == 0, f"{left} connection objects in cycles after {sockets} sockets closed"
+    finally:
+        server.stop()
