@@ -135,7 +135,11 @@ def test_with_the_fallback_off_the_widget_never_claims_to_be_connected(start_ser
             if mode == "withhold":
                 assert "connected" not in seen, seen
             else:
-                assert seen.count("connected") <= 1 and "connected" not in seen[seen.index("reconnecting"):], seen
+                # One flash at most, before the second retry: the socket opened while the runtime loads
+                # (widget/boot.js) may be cut before its welcome, which does not yet tell a cutting proxy.
+                assert seen.count("connected") <= 1, seen
+                second_retry = [index for index, state in enumerate(seen) if state == "reconnecting"][1:2]
+                assert not second_retry or "connected" not in seen[second_retry[0]:], seen
             expect(chat(each).locator(WIDGET)).not_to_have_attribute("data-state", "connected")
             ours = [text for _, text in lines[mode] if text.startswith("chat:")]
             assert len(ours) <= 4, (mode, ours)

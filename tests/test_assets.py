@@ -129,11 +129,14 @@ def test_each_app_has_its_own_state(make_app):
 
 
 async def test_versioned_vendor_url_is_immutable_and_plain_url_revalidates(client):
-    """/vendor/<pkg>@<version>/ is cached for a year (immutable); /vendor/<pkg>/ is no-cache."""
+    """/vendor/<pkg>@<version>/ is cached for a year (immutable) and carries no validator (nothing asks it
+    again; bytes on every first visit); /vendor/<pkg>/ is no-cache with its validators."""
     versioned = await client.get(f"/vendor/pyscript@{PYSCRIPT}/core.js")
     assert versioned.headers["Cache-Control"] == IMMUTABLE
+    assert "ETag" not in versioned.headers and "Last-Modified" not in versioned.headers
     plain = await client.get("/vendor/pyscript/core.js")
     assert plain.status_code == 200 and plain.headers["Cache-Control"] == "no-cache"
+    assert plain.headers["ETag"] and plain.headers["Last-Modified"]
 
 
 async def test_other_version_is_404(client):
@@ -260,9 +263,10 @@ async def test_traversal_on_asset_routes_is_404(client, path):
     assert response.status_code == 404
 
 
-async def test_bundle_is_one_request_that_installs_every_module(client, tmp_path, monkeypatch):
-    """The bundle is linked from the page, immutable, and its prelude writes every module of widget/ and
-    protocol/ (stripped) at its relative path, before main.py, whose line numbers it states."""
+async def test_bundle_is_one_request_that_installs_every_module(make_app, tmp_path, monkeypatch):
+    """The source bundle is linked from the page, immutable, and its prelude writes every module of widget/
+    and protocol/ (stripped) at its relative path, before main.py, whose line numbers it states."""
+    client = make_app().test_client()
     html = await page_html(client)
     url = re.search(r'src="(/widget/main\.bundle\.py\?v=\w+)"', html).group(1)
     response = await client.get(url)
@@ -296,9 +300,9 @@ catch (e) { console.log("PYERROR " + e.message); process.exit(1); }
 
 @pytest.mark.skipif(not (shutil.which("node") and MICROPYTHON_MJS.exists()),
                     reason="node or the MicroPython wasm package (npm) is not installed")
-def test_bundle_prelude_runs_under_micropython(app, tmp_path):
+def test_bundle_prelude_runs_under_micropython(make_app, tmp_path):
     """Under the real MicroPython (no os.makedirs, no importlib) the prelude writes every module, nested folders included."""
-    assets = app.extensions["chat_assets"]
+    assets = make_app().extensions["chat_assets"]
     source = assets.python.bundle().decode()
     prelude = source.partition("del _chat_widget_install\n")[0]
     modules = sorted(browser_modules())
@@ -340,6 +344,19 @@ def test_strip_python_keeps_lines_and_code():
     scope = {}
     exec(stripped, scope)  # noqa: S102
     assert scope["f"](3) == 3
+
+
+def test_strip_python_indents_one_space_per_block_and_leaves_strings_and_brackets():
+    """Statements are indented one space per block (fewer bytes); a string's lines and a bracket's
+    continuation lines keep their spaces, and the code still does the same."""
+    source = ('class A:\n    def f(self, x):\n        if x:\n            return (x,\n                    2)\n'
+              '        text = """a\n    b"""\n        return text\n')
+    stripped = strip_python(source)
+    assert stripped.splitlines() == ["class A:", " def f(self, x):", "  if x:", "   return (x,",
+                                     "                    2)", '  text = """a', '    b"""', "  return text"]
+    scope = {}
+    exec(stripped, scope)  # noqa: S102
+    assert scope["A"]().f(1) == (1, 2) and scope["A"]().f(0) == "a\n    b"
 
 
 def test_manifest_reads_chunks_and_plugins_from_core():

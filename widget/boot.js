@@ -41,7 +41,55 @@
   function tell(message) {
     if (host) window.parent.postMessage(message, host);
   }
+  // The socket, opened while the runtime loads if the chat is open (or a conversation in progress) before
+  // Python runs: one round trip less. Python's first WebSocket to the same URL takes it, its events so far
+  // replayed; one Python did not take is closed. The server says nothing before the widget's hello.
+  var early = null, pythonRuns = false;
+  function socketUrl() {
+    var url = settings.socket_url || "/ws";
+    if (url.charAt(0) === "/") url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + url;
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + "v=" + settings.protocol_version;
+  }
+  function openEarly() {
+    if (early || pythonRuns || !settings.protocol_version || settings.fallback === "always" || !navigator.onLine) return;
+    var opened = early = {url: socketUrl(), socket: null, events: []};
+    try { opened.socket = new WebSocket(opened.url); }
+    catch (error) { opened.socket = null; return; }  // a URL the browser refuses: Python will say why
+    ["open", "error", "close"].forEach(function (type) {
+      opened.socket.addEventListener(type, function (event) { if (early === opened) opened.events.push(event); });
+    });
+  }
+  window.chatWidgetBoot = {
+    // The early socket if opened to ``url``, else null. Its past events go to the handlers Python sets now,
+    // after this task; later ones reach them directly (a close delivered so first stops the replay).
+    takeSocket: function (url) {
+      var taken = early, socket = early && early.socket;
+      early = {url: "", socket: null, events: []};
+      if (!socket) return null;
+      if (taken.url !== url) {
+        socket.close(1000);
+        return null;
+      }
+      setTimeout(function () {
+        var closedSince = socket.readyState === 3 && !taken.events.some(function (e) { return e.type === "close"; });
+        if (closedSince) return;
+        taken.events.forEach(function (event) {
+          var handler = socket["on" + event.type];
+          if (handler) handler(event);
+        });
+      }, 0);
+      return socket;
+    },
+    pythonStarted: dropEarly  // Python runs: an early socket it did not take is closed
+  };
+  function dropEarly() {  // also when the runtime failed to load: the socket would hold a server slot for minutes
+    pythonRuns = true;
+    var socket = early && early.socket;
+    early = {url: "", socket: null, events: []};
+    if (socket && socket.readyState < 2) socket.close(1000);
+  }
   function setOpen(open) {
+    if (open) openEarly();
     if ((root.getAttribute("data-open") === "true") !== open) {
       root.setAttribute("data-open", open ? "true" : "false");
       root.dispatchEvent(new Event(open ? "chat-widget:open" : "chat-widget:close"));
@@ -88,6 +136,9 @@
     }
   };
 
+  // A conversation in progress (only such a one is kept) reconnects as Python starts: open its socket now.
+  if (window.chatWidgetStorage.load()) openEarly();
+
   var last = "";
   function report() {
     var state = root.getAttribute("data-state"), unread = Number(root.getAttribute("data-unread")) || 0;
@@ -107,6 +158,7 @@
   var seconds = Number(document.currentScript.getAttribute("data-loading-timeout")) || 20;
   setTimeout(function () {
     if (root.getAttribute("data-state") !== "loading") return;
+    dropEarly();
     root.setAttribute("data-state", "failed");
     root.querySelector('[role="status"]').textContent = words.load_failed_status;
     var alert = root.querySelector("[data-alert]");

@@ -13,8 +13,8 @@ Two deliveries (``Config.python_delivery``):
 - ``files``: main.py is the script's src and PyScript's ``files`` config fetches each module from
   its versioned URL (for comparison).
 
-Either way comments and docstrings are removed with every line kept in place (``strip_python``), so
-tracebacks keep their line numbers.
+Sources are sent with comments and docstrings removed and every line kept in place (``strip_python``),
+so tracebacks keep their line numbers.
 """
 
 import ast
@@ -92,9 +92,9 @@ def _without_bare_strings(tree):
 
 
 def strip_python(source):
-    """The source without comments and docstrings, every line kept in place (so tracebacks keep their
-    line numbers): about a third fewer bytes for the widget. Returns the source unchanged if it cannot
-    prove (by comparing syntax trees) that nothing else changed."""
+    """The source without comments and docstrings and indented by one space per block, every line kept
+    in place (so tracebacks keep their line numbers): about a third fewer bytes for the widget. Returns
+    the source unchanged if it cannot prove (by comparing syntax trees) that nothing else changed."""
     try:
         tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.NL]
     except (tokenize.TokenError, SyntaxError):
@@ -115,13 +115,38 @@ def strip_python(source):
         if not merged.strip():
             merged = "\n"
         lines[start_row - 1:end_row] = [merged] + ["\n"] * (end_row - start_row)
-    result = "".join(lines)
+    result = _one_space_indents("".join(lines))
     try:
         if _without_bare_strings(ast.parse(source)) != _without_bare_strings(ast.parse(result)):
             return source
     except SyntaxError:
         return source
     return result
+
+
+def _one_space_indents(source):
+    """``source`` with each statement's indentation made one space per block (Python asks only for
+    consistency): 2.6 % less brotli for the widget's bundle. Lines inside brackets or strings are left
+    as they are; a source that does not tokenize is returned unchanged."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return source
+    lines = source.splitlines(keepends=True)
+    depth, starts_statement = 0, True
+    for token in tokens:
+        if token.type == tokenize.INDENT:
+            depth += 1
+        elif token.type == tokenize.DEDENT:
+            depth -= 1
+        elif token.type == tokenize.NEWLINE:
+            starts_statement = True
+        elif token.type not in (tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER):
+            if starts_statement:
+                row, column = token.start
+                lines[row - 1] = " " * depth + lines[row - 1][column:]
+            starts_statement = False
+    return "".join(lines)
 
 
 # Runs in MicroPython too: os.mkdir but no os.makedirs, and no importlib.
@@ -168,6 +193,7 @@ class WidgetPython:
     def __init__(self, config, files):
         self.config = config
         self.files = files  # FileMemo: each source is stripped again only when it changes
+        self._made = None       # ((modules, main), bundle bytes) of the last bundle made
 
     def modules(self):
         return python_modules(self.config.root, self._imported_names)
@@ -181,9 +207,13 @@ class WidgetPython:
                               lambda path: strip_python(path.read_text(encoding="utf-8")))
 
     def bundle(self):
-        """The bundle's bytes (``make_bundle`` of the stripped sources)."""
-        modules = [(name, self.stripped(name)) for name in self.modules()]
-        return make_bundle(modules, self.stripped(ENTRY)).encode("utf-8")
+        """The bundle's bytes (``make_bundle`` of the stripped sources), made again only when a module
+        changed: every frame names it by its hash."""
+        modules = tuple((name, self.stripped(name)) for name in self.modules())
+        main = self.stripped(ENTRY)
+        if self._made is None or self._made[0] != (modules, main):  # the memo's own strings: compared by identity first
+            self._made = ((modules, main), make_bundle(modules, main).encode("utf-8"))
+        return self._made[1]
 
     def urls(self):
         """What PyScript fetches for the widget's Python, the main script first: the bundle, or main.py

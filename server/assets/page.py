@@ -13,6 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 from markupsafe import Markup, escape
 from quart import current_app
 
+from protocol.frames import VERSION as PROTOCOL_VERSION
+
 from .. import languages
 
 OTHER_TYPE = {"mpy": "py", "py": "mpy"}
@@ -43,7 +45,8 @@ def widget_settings(config, words=None):
     offer when it cannot, and its words."""
     settings = {"words": words or config.languages["en"], "socket_url": "/ws", "check_url": "/ws-check",
                 "poll_url": "/poll", "fallback": config.http_fallback, "upgrade_interval": config.http_upgrade_interval,
-                "runtime": config.runtime, "contact": config.contact, "version": config.version}
+                "runtime": config.runtime, "contact": config.contact, "version": config.version,
+                "protocol_version": PROTOCOL_VERSION}  # for widget/boot.js's early socket (?v=)
     if config.socket_url:
         # The socket's host serves /ws-check and the HTTP fallback too, over http(s).
         parts = urlsplit(config.socket_url)

@@ -19,7 +19,6 @@ import js
 from pyscript.ffi import create_proxy, to_js
 
 from widget.core import actions as A
-from widget.core import polling
 from widget.core.client import POLL, Client, Page
 from widget.core.words import Words
 from widget.shell.view import View
@@ -86,7 +85,10 @@ class Shell:
         view.copy_button.addEventListener("click", create_proxy(self.copy_diagnostics))
         window.chatWidgetDiagnostics = create_proxy(lambda *a: client.diagnostics_json(time.time()))
         opened = str(view.root.getAttribute("data-open")) == "true"
-        self.run(client.start(time.time(), bool(js.navigator.onLine), self.load(), opened))
+        try:
+            self.run(client.start(time.time(), bool(js.navigator.onLine), self.load(), opened))
+        finally:
+            js.window.chatWidgetBoot.pythonStarted()  # boot.js closes an early socket the start did not take
 
     def submit(self, now, event):
         event.preventDefault()
@@ -104,7 +106,10 @@ class Shell:
         if action.transport == POLL:
             self.sockets[socket_id] = HttpSocket(self, socket_id, action.url)
             return
-        socket = js.WebSocket.new(action.url)
+        # widget/boot.js may have opened this socket while the runtime loaded: take it if so.
+        socket = js.window.chatWidgetBoot.takeSocket(action.url)
+        if is_missing(socket):
+            socket = js.WebSocket.new(action.url)
         self.sockets[socket_id] = socket
         socket.onopen = create_proxy(lambda e: self.run(client.socket_opened(time.time(), socket_id)))
         socket.onmessage = create_proxy(
@@ -183,6 +188,7 @@ class HttpSocket:
     reports what it says as the socket's events. No credentials: the channel token is the session."""
 
     def __init__(self, shell, socket_id, url):
+        from widget.core import polling  # only when the fallback is used: not compiled on the way to connected
         self.shell = shell
         self.socket_id = socket_id
         self.channel = polling.PollChannel(url)
@@ -196,6 +202,7 @@ class HttpSocket:
         self.carry_out(self.channel.close())
 
     def carry_out(self, items):
+        from widget.core import polling
         shell, client, socket_id = self.shell, self.shell.client, self.socket_id
         for item in items:
             kind = type(item)
