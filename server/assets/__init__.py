@@ -22,6 +22,7 @@ from .fileinfo import FileMemo
 from .http import Responder
 from .routes import bp
 from .runtime import Runtime, missing_runtime_assets
+from .snapshot import Snapshots
 
 __all__ = ["Assets", "init_app", "missing_runtime_assets", "strip_python"]
 
@@ -36,6 +37,7 @@ class Assets:
         self.python = WidgetPython(config, self.files)
         self.store = CompressedStore(config.asset_cache)
         self.http = Responder(self.files, self.store)
+        self.runtime.snapshots = Snapshots(config, self.files, self.store)  # the pyodide_snapshot experiment
         self.templates = {}  # template text -> compiled Jinja template (page.compiled)
 
     def preloads(self):

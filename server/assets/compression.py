@@ -1,10 +1,13 @@
 """Compressed copies of files (brotli quality 11 and gzip), made once and kept on disk.
 
 Copies live in ``Config.asset_cache`` as ``<sha256 of the original>.br|.gz``, so a changed file never
-gets an old copy. They are made by one background thread per store (the request may wait for a small
-file, see ``http.SMALL``), or ahead of time by ``scripts/compress-assets``. A lock file holding the
-maker's pid keeps two server processes from compressing the same file; a ``.skip`` file records that
-compressing does not pay (less than 5 % smaller; python_stdlib.zip).
+gets an old copy. They are made by two threads per store: one for the copies a request waits for (a
+small file, see ``http.SMALL``), and one at a lower CPU priority for the rest (``warm`` at start:
+Pyodide's take about 30 s), so a first visitor never waits behind the warming; or ahead of time by
+``scripts/compress-assets``. brotli and zlib release the GIL while they compress, so the threads do not
+hold up the event loop (bench/startup.py measures it). A lock file holding the maker's pid keeps two
+server processes from compressing the same file; a ``.skip`` file records that compressing does not
+pay (less than 5 % smaller; python_stdlib.zip).
 """
 
 import gzip
@@ -12,6 +15,7 @@ import hashlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -24,11 +28,16 @@ except ImportError:  # gzip only (add `brotli` to the dependencies)
 
 log = logging.getLogger("chat_widget.assets")
 
-COMPRESSIBLE = {".js", ".mjs", ".wasm", ".css", ".py", ".json", ".map", ".html", ".txt", ".ts", ".svg"}
+COMPRESSIBLE = {".js", ".mjs", ".wasm", ".css", ".py", ".json", ".map", ".html", ".txt", ".ts", ".svg",
+                ".snapshot"}  # Pyodide's memory snapshot (snapshot.py): 31 MB, 4.4 MB brotli
 SUFFIX = {"br": "br", "gzip": "gz"}  # Content-Encoding -> file suffix (and ETag suffix)
 LOCK_STALE = 300  # seconds after which another process's compression lock is ignored
 BROTLI_QUALITY = 11
 GZIP_LEVEL = 9
+# Requests wait for the copy of files up to this size (http.SMALL); a larger one is sent as it is meanwhile,
+# so its job is never urgent: on the urgent thread it would hold up the small ones for seconds.
+URGENT_SIZE = 256 * 1024
+BACKGROUND_NICE = 10  # the warming thread's niceness: on a busy machine the event loop's thread comes first
 
 
 def available_encodings():
@@ -43,24 +52,28 @@ def compress(data, encoding, brotli_quality=BROTLI_QUALITY):
 
 
 class CompressedStore:
-    """Compressed copies of files, on disk under their content hash, made by one background thread."""
+    """Compressed copies of files, on disk under their content hash, made by background threads."""
 
     def __init__(self, directory, brotli_quality=BROTLI_QUALITY):
         self.directory = Path(directory)
         self.brotli_quality = brotli_quality
-        self.pending = {}
+        self.pending = {}  # (digest, encoding) -> Future
         self.lock = threading.Lock()
         self.writable = True
-        self.jobs = queue.SimpleQueue()
-        self.worker = None
+        self.queues = {True: queue.SimpleQueue(), False: queue.SimpleQueue()}  # urgent? -> jobs
+        self.workers = {}
 
-    def _run(self):
-        # A daemon thread, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit,
+    def _run(self, urgent):
+        # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit,
         # so a 25 s brotli job (Pyodide's wasm) would hold up a graceful shutdown.
+        if not urgent:
+            _lower_priority_of_this_thread()
+        jobs = self.queues[urgent]
         while True:
-            job, info, encoding = self.jobs.get()
-            if not job.set_running_or_notify_cancel():
-                continue
+            job, info, encoding = jobs.get()
+            with self.lock:  # a job may sit in both queues: the first worker to get it makes it
+                if job.running() or job.done() or not job.set_running_or_notify_cancel():
+                    continue
             try:
                 job.set_result(self._make(info, encoding))
             except BaseException as error:  # noqa: BLE001 - handed to whoever waits
@@ -78,8 +91,14 @@ class CompressedStore:
             return False
         return None
 
-    def schedule(self, info, encoding):
-        """A Future of lookup()'s answer once the copy exists (one job per file and encoding)."""
+    def schedule(self, info, encoding, urgent=None):
+        """A Future of lookup()'s answer once the copy exists (one job per file and encoding).
+
+        ``urgent`` (default: for files up to URGENT_SIZE): a request waits for it, so it does not queue
+        behind the warming at start (a job already queued there is queued here too; whichever thread
+        takes it first makes it).
+        """
+        urgent = info.size <= URGENT_SIZE if urgent is None else urgent
         key = (info.digest, encoding)
         with self.lock:
             job = self.pending.get(key)
@@ -87,10 +106,15 @@ class CompressedStore:
                 job = Future()
                 self.pending[key] = job
                 job.add_done_callback(lambda _, key=key: self._done(key))
-                if self.worker is None or not self.worker.is_alive():
-                    self.worker = threading.Thread(target=self._run, name="chat-widget-compress", daemon=True)
-                    self.worker.start()
-                self.jobs.put((job, info, encoding))
+            elif not urgent or job.running():
+                return job
+            worker = self.workers.get(urgent)
+            if worker is None or not worker.is_alive():
+                name = "chat-widget-compress" + ("" if urgent else "-warm")
+                worker = self.workers[urgent] = threading.Thread(target=self._run, args=(urgent,), name=name,
+                                                                 daemon=True)
+                worker.start()
+            self.queues[urgent].put((job, info, encoding))
             return job
 
     def warm(self, infos):
@@ -99,7 +123,7 @@ class CompressedStore:
         for encoding in reversed(available_encodings()):  # gzip (fast) for all, then brotli
             for info in infos:
                 if self.lookup(info, encoding) is None:
-                    self.schedule(info, encoding)
+                    self.schedule(info, encoding, urgent=False)
 
     def _done(self, key):
         with self.lock:
@@ -167,6 +191,16 @@ def _take(lock):
             stream.write(str(os.getpid()))
         return True
     return False
+
+
+def _lower_priority_of_this_thread():
+    """Nice the calling thread only. Linux keeps a niceness per thread (setpriority(2), NOTES); elsewhere
+    the same call would nice the whole process, so it is left alone there."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        except OSError:
+            pass
 
 
 def _alive(pid):

@@ -6,6 +6,7 @@ Versioned URLs (``?v=<content hash>``, ``/vendor/<package>@<version>/``) are imm
 files at unversioned URLs revalidate. A path that leaves its folder is a 404.
 """
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from .bundle import BUNDLE_NAME
 from .fileinfo import content_version
 from .http import IMMUTABLE, REVALIDATE, SHORT_LIVED, content_type
 from .page import FRAME_PATH, render_embed_script, render_frame, render_page
+from . import snapshot as pyodide_snapshot
 from .runtime import VENDOR
 
 log = logging.getLogger("chat_widget.assets")
@@ -24,6 +26,7 @@ bp = Blueprint("assets", __name__)
 
 WIDGET_SUFFIXES = (".py", ".css", ".js")
 PROTOCOL_SUFFIXES = (".py",)
+FRAME_PREPARATION = "chat_assets_frame_preparation"  # app.extensions key: the start-up task
 
 
 def _assets():
@@ -80,6 +83,9 @@ async def frame():
     """The widget itself, in the visitor's language (``?lang=``; unknown ones get English). Only the
     allowed origins may frame it (the CSP's frame-ancestors)."""
     assets = _assets()
+    starting = current_app.extensions.get(FRAME_PREPARATION)
+    if starting is not None and not starting.done():
+        await asyncio.shield(starting)  # the Python bundle is being built in a thread: do not build it twice
     html = await render_frame(assets, request.args.get("lang", "en"))
     return await assets.http.serve_generated(html.encode("utf-8"), "text/html; charset=utf-8", REVALIDATE)
 
@@ -105,6 +111,8 @@ async def protocol_file(name):
 async def vendor_file(package, filename):
     """/vendor/<package>@<version>/<file> (immutable) or /vendor/<package>/<file> (revalidated)."""
     name, at, version = package.partition("@")
+    if name == pyodide_snapshot.PACKAGE:
+        return await _snapshot_file(version, filename)
     folder = VENDOR.get(name)
     if folder is None:
         abort(404)
@@ -117,6 +125,20 @@ async def vendor_file(package, filename):
     return await assets.http.serve_file(path, IMMUTABLE if at else REVALIDATE)
 
 
+async def _snapshot_file(version, filename):
+    """The pyodide_snapshot experiment (snapshot.py): the interpreter module and the snapshot, immutable."""
+    assets = _assets()
+    info = assets.runtime.snapshot()
+    if info is None or version != info.version:
+        abort(404)
+    if filename == pyodide_snapshot.WRAPPER:
+        return await assets.http.serve_generated(assets.runtime.snapshot_wrapper(info).encode("utf-8"),
+                                                 "text/javascript; charset=utf-8", IMMUTABLE)
+    if filename == pyodide_snapshot.SNAPSHOT:
+        return await assets.http.serve_file(info.path, IMMUTABLE)
+    abort(404)
+
+
 @bp.route("/favicon.ico")
 async def favicon():
     return "", 204
@@ -127,7 +149,14 @@ async def warm_compressed_copies():
     """At start, without waiting: compressed copies of the runtime's files and of the page and bundle."""
     assets = _assets()
     assets.store.warm([assets.files.info(path) for path in assets.runtime_files()])
+    # Not awaited: the frame needs the Python bundle, hundreds of ms of CPU (strip_python of every module)
+    # that held up the bind and so the first page (bench/startup.py); the frame's first request awaits it.
+    current_app.extensions[FRAME_PREPARATION] = asyncio.create_task(_prepare_frame(assets))
+
+
+async def _prepare_frame(assets):
     try:
+        await asyncio.to_thread(assets.python.urls)  # builds the bundle off the event loop
         page = (await render_frame(assets)).encode("utf-8")
     except Exception:  # noqa: BLE001 - the first request will report it
         log.exception("rendering the widget's frame at start failed")

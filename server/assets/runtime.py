@@ -9,6 +9,8 @@ so they download in parallel instead of in a chain of round trips.
 import json
 import re
 
+from . import snapshot as pyodide_snapshot
+
 # URL prefix -> folder below the project root.
 VENDOR = {
     "pyscript": "node_modules/@pyscript/core/dist",
@@ -100,6 +102,7 @@ class Runtime:
     def __init__(self, config, files):
         self.config = config
         self.files = files  # FileMemo: package.json and core.js are read again only when they change
+        self.snapshots = None  # snapshot.Snapshots, for the pyodide_snapshot experiment
 
     def package_version(self, package):
         """The installed npm version of a vendor package (None if it is not installed)."""
@@ -116,8 +119,28 @@ class Runtime:
         return self.files.get("manifest", core_js, read_manifest) or _NO_MANIFEST
 
     def interpreter_url(self):
+        snapshot = self.snapshot()
+        if snapshot is not None:
+            return self.snapshot_url(snapshot, pyodide_snapshot.WRAPPER)
         folder, entry, _ = RUNTIME_ENTRY[self.config.runtime]
         return self.vendor_url(folder, entry)
+
+    def snapshot(self):
+        """The Pyodide memory snapshot's ``FileInfo`` when the pyodide_snapshot experiment is on and the
+        snapshot is ready (made in the background until then), else None."""
+        if self.config.runtime != "pyodide" or not self.config.pyodide_snapshot or self.snapshots is None:
+            return None
+        return self.snapshots.ready()
+
+    def snapshot_url(self, info, filename):
+        """/vendor/pyodide-snapshot@<snapshot's content version>/<file>: immutable, like the package's files."""
+        return f"/vendor/{pyodide_snapshot.PACKAGE}@{info.version}/{filename}"
+
+    def snapshot_wrapper(self, info):
+        """The interpreter module of the snapshot experiment (``snapshot.wrapper_module``)."""
+        pyodide_url = self.vendor_url("pyodide", "pyodide.mjs")
+        return pyodide_snapshot.wrapper_module(pyodide_url, pyodide_url.rsplit("/", 1)[0] + "/",
+                                               self.snapshot_url(info, pyodide_snapshot.SNAPSHOT))
 
     def script_type(self):
         """The PyScript script type of the configured runtime: "mpy" or "py"."""
@@ -144,6 +167,11 @@ class Runtime:
         modules += [self.vendor_url(folder, name) for name in RUNTIME_MODULES[config.runtime]]
         fetches = [self.vendor_url(folder, name) for name in RUNTIME_FETCHES[config.runtime]
                    if (config.root / VENDOR[folder] / name).is_file()]
+        snapshot = self.snapshot()
+        if snapshot is not None:  # the interpreter module is ours, importing Pyodide's
+            modules.insert(len(modules) - len(RUNTIME_MODULES[config.runtime]),
+                           self.snapshot_url(snapshot, pyodide_snapshot.WRAPPER))
+            fetches.insert(0, self.snapshot_url(snapshot, pyodide_snapshot.SNAPSHOT))
         if config.runtime == "micropython":
             # Pyodide needs seconds of CPU before it asks for the Python: preloading it then only earns
             # Chromium's "preloaded but not used within a few seconds" console warning.
