@@ -106,21 +106,10 @@ QUESTIONS = [
     "How do I clean my wool rug?",
     "How much does a custom rug cost?",
 ]
-# With --gc-log, on the instances' PYTHONPATH: one line per full (generation 2) collection, its pause and
-# when it ended on CLOCK_MONOTONIC (time.perf_counter's clock here), so pauses can be set against latencies.
-GC_LOG = """import gc, sys, time
-_started = []
-def _log(phase, info):
-    if info.get("generation") != 2:
-        return
-    if phase == "start":
-        _started[:] = [time.perf_counter()]
-    elif _started:
-        print("gc-pause %.1f ms at %.3f" % ((time.perf_counter() - _started[0]) * 1000, time.perf_counter()),
-              file=sys.stderr, flush=True)
-gc.callbacks.append(_log)
-"""
-GC_PAUSE = re.compile(r"gc-pause ([0-9.]+) ms at ([0-9.]+)")
+# With --gc-log, capacity.GC_LOG on the instances' PYTHONPATH: one line per full collection, its pause and
+# when it ended, so pauses can be set against latencies.
+GC_LOG = capacity.GC_LOG
+GC_PAUSE = re.compile(r"gc-pause wall ([0-9.]+) ms .* at ([0-9.]+)")
 # Commands that only touch the two global indexes (chat:sessions, chat:claims): one slot, one shard in a cluster
 INDEX_COMMANDS = ("zadd", "zrem", "zrangebyscore", "zcount", "zremrangebyscore")
 
