@@ -29,7 +29,7 @@ Then (phase ``saturation``): ``--sat-clients`` connections each keeping ``--sat-
 Stacks: ``app`` = ``chat-widget serve`` (Quart + Uvicorn websockets-sansio, deflate off; its store is
 ``--store``, SQLite in a fresh file by default, and the default knowledge consultant answers); ``base`` =
 the same from another checkout (``--base-root``, e.g. /tmp/base15: before and after in one run,
-interleaved); ``app-gc-python`` = ``app`` with CPython's own collector (``CHAT_WIDGET_GC=python``);
+interleaved); ``app-gc-freeze`` = ``app`` with the experimental GC policy (``CHAT_WIDGET_GC=freeze``);
 ``echo`` = bench/echo_server.py (bare ``websockets``, the floor); optional ``app-wsproto`` (Uvicorn
 ws=wsproto) and ``app-hypercorn`` (Hypercorn), both via bench/app_server.py. The server is pinned to CPU
 0 and this load process to CPU 1 (``--no-pin`` to turn off). Both raise the soft open-file limit to the
@@ -79,7 +79,7 @@ STACKS = {
     "app-wsproto": "our app under Uvicorn ws=wsproto",
     "app-hypercorn": "our app under Hypercorn",
     "base": "chat-widget serve of the checkout --base-root (before/after)",
-    "app-gc-python": "chat-widget serve with CHAT_WIDGET_GC=python (CPython's collector as it comes, to compare)",
+    "app-gc-freeze": "chat-widget serve with CHAT_WIDGET_GC=freeze (the experimental GC policy, server/gcpolicy.py)",
 }
 PHASES = ("ping", "heartbeat", "chat", "saturation")
 
@@ -555,8 +555,8 @@ def server_for(stack, args):
     env = {**CHAT_ENV, **args.server_env}
     if stack == "base":
         return ServerUnderTest("app", cpu, root=args.base_root, store=args.store, env=env, gc_log=args.gc_log)
-    if stack == "app-gc-python":
-        return ServerUnderTest("app", cpu, store=args.store, env={**env, "CHAT_WIDGET_GC": "python"},
+    if stack == "app-gc-freeze":
+        return ServerUnderTest("app", cpu, store=args.store, env={**env, "CHAT_WIDGET_GC": "freeze"},
                                gc_log=args.gc_log)
     return ServerUnderTest(stack, cpu, store=args.store if stack == "app" else "memory", env=env, gc_log=args.gc_log)
 

@@ -89,16 +89,6 @@ def deliver(send, text):
     return False
 
 
-def sender(socket):
-    """The call ``deliver`` needs for a Quart websocket: its ASGI send of one text frame.
-
-    Quart's own ``send`` first yields to the event loop (``asyncio.sleep(0)``) on every call, so it never
-    completes in one step; ``_send`` is the ASGI send under it (and under the ``send`` of
-    ``quart_websocket.ChatWebsocket``, which skips that yield once accepted).
-    """
-    return socket._send
-
-
 async def beat_forever(slots):
     """Beat every socket in ``slots`` every ``slots.interval`` seconds, until cancelled."""
     text = wire.encode(frames.beat())

@@ -20,7 +20,6 @@ from ..conversations.store import ConversationFull, StoreUnavailable, size_of
 from ..metrics import NO_METRICS
 from . import headers, wire
 from .channels import ChannelClosed
-from .heartbeat import sender as heartbeat_sender
 from .limits import CLOSE, OK, RateLimiter, address_key
 from .reports import FailureReports
 
@@ -304,7 +303,7 @@ class ChatConnection:
         heartbeat = None if self.beats is None else frames.heartbeat(self.beats.interval, self.idle_timeout)
         await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits, heartbeat))
         if self.beats is not None:  # beaten from its welcome on, until it leaves
-            self.beats.add(self, heartbeat_sender(self.socket))
+            self.beats.add(self, self.socket.send)  # ChatWebsocket.send: one step once accepted (heartbeat.deliver)
         for entry in replay:
             await self.send(entry.frame(live=False))
         replayed = {entry.id for entry in replay}
