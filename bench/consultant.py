@@ -28,7 +28,16 @@ Measured:
    answer, lowercased once at start), keeping the section with most hits. ``× naive scan`` = median
    answer time / median scan time.
 
-    .venv/bin/python bench/consultant.py                  # 7 runs, 2,000-section files: about 30 s
+4. The semantic ranker (``--ranker semantic``, the server's default; skipped with ``--words-only``):
+   loading the model in a fresh process; the time until a file set's examples are embedded, cold
+   (nothing cached: what the first start costs) and warm (the vectors on disk: every later start);
+   and the time per answer of every evaluation question, each a new question to the model (its
+   in-memory question cache is off here), one timed pass. Generated files for it have
+   ``--semantic-sections`` (300) sections: a section without ``Asked:`` lines is compared by its
+   keyword phrases, about 15 examples each, so a cold 2,000-section file would take minutes (it is
+   embedded in the background; the words answer meanwhile).
+
+    .venv/bin/python bench/consultant.py                  # 7 runs, 2,000-section files: about 2 minutes
     .venv/bin/python bench/consultant.py --runs 3 --sections 5000
     .venv/bin/python bench/consultant.py --smoke          # 1 run, 200 sections (CI smoke)
 
@@ -52,6 +61,7 @@ from common import ROOT, write_results
 
 sys.path.insert(0, str(ROOT))
 
+from server.consultants import semantic  # noqa: E402
 from server.consultants.knowledge import KnowledgeConsultant, parse_knowledge  # noqa: E402
 
 EVAL = ROOT / "tests" / "consultant_eval"
@@ -323,6 +333,84 @@ def versions():
     return found
 
 
+MODEL_LOAD = ("import time; t = time.perf_counter(); from server.consultants import semantic; "
+              "semantic.load_model(); print(time.perf_counter() - t)")
+
+
+def ready_time(path, embedder):
+    """Seconds from constructing the consultant until its examples are embedded, and the consultant."""
+    started = time.perf_counter()
+    consultant = KnowledgeConsultant(path, embedder=embedder)
+    if not consultant.knowledge.wait_ready():
+        raise SystemExit("the semantic ranker could not be loaded")
+    return time.perf_counter() - started, consultant
+
+
+def measure_semantic(args, tmp, demo, eval_questions):
+    """Start-up (model load; examples embedded, cold and warm) and answer times of the semantic ranker."""
+    loads = []
+    for _ in range(args.import_runs):
+        done = subprocess.run([sys.executable, "-c", MODEL_LOAD], cwd=ROOT, capture_output=True, text=True, check=True)
+        loads.append(float(done.stdout.strip().splitlines()[-1]))
+    semantic.load_model()  # this process's, once (as the server's)
+    semantic.QUESTION_CACHE = 0  # every question is new to the model: the cost of a visitor's question
+    sets = {"demo": (demo, {"en": ROOT / "knowledge.md", "de": ROOT / "knowledge.de.md"})}
+    for lang in ("en", "de"):
+        folder = tmp / f"semantic-{lang}"
+        folder.mkdir()
+        generate(folder / "knowledge.md", lang, args.semantic_sections, args.seed)
+        sets[f"generated {lang}"] = (folder / "knowledge.md", {lang: folder / "knowledge.md"})
+    startup, consultants = {}, {}
+    for name, (path, _) in sets.items():
+        cache = tmp / f"cache-{name.replace(' ', '-')}"
+        cold, _ = ready_time(path, semantic.Embedder(cache))  # fills the cache
+        warm = []
+        for _ in range(args.runs):
+            seconds, consultants[name] = ready_time(path, semantic.Embedder(cache))
+            warm.append(seconds)
+        examples = sum(len(section.examples) for file in sets[name][1].values()
+                       for section in parse_knowledge(file.read_text(encoding="utf-8")).sections)
+        startup[name] = {"sections": sum(len(parse_knowledge(file.read_text(encoding="utf-8")).sections)
+                                         for file in sets[name][1].values()),
+                         "examples": examples, "cold_s": cold, "warm_s": warm}
+        print(f"semantic start-up {name:12} cold {ms(cold)} ms, warm {ms(statistics.median(warm))} ms",
+              file=sys.stderr, flush=True)
+    answers = {}
+    for name, lang in [("demo", "en"), ("demo", "de"), ("generated en", "en"), ("generated de", "de")]:
+        consultant, times = consultants[name], []
+        for question in eval_questions[lang][:40 if args.smoke else None]:
+            gc.disable()
+            try:
+                started = time.perf_counter()
+                consultant.answer(question, lang)
+                times.append(time.perf_counter() - started)
+            finally:
+                gc.enable()
+        answers[f"{name}/{lang}"] = times
+        print(f"semantic answers {name:12} {lang}: median {ms(statistics.median(times))} ms", file=sys.stderr, flush=True)
+    return {"model_load_s": loads, "startup": startup, "answers": answers}
+
+
+def report_semantic(args, result):
+    loads = result["model_load_s"]
+    rows = [["load the model (fresh process)", "", "", ms(statistics.median(loads)), f"{ms(min(loads))}-{ms(max(loads))}", ""]]
+    for name, found in result["startup"].items():
+        warm = found["warm_s"]
+        rows.append([name, f"{found['sections']:,}", f"{found['examples']:,}", ms(found["cold_s"]),
+                     ms(statistics.median(warm)), f"{ms(min(warm))}-{ms(max(warm))}"])
+    print(f"\nsemantic ranker: start-up = until the examples are embedded; cold = nothing cached (once), warm = "
+          f"vectors on disk (median of {args.runs}); the words answer meanwhile\n")
+    print(markdown_table(["file set", "sections", "examples", "cold ms", "warm median ms", "warm min-max ms"], rows,
+                         right={1, 2, 3, 4, 5}))
+    rows = []
+    for key, times in result["answers"].items():
+        name, lang = key.split("/")
+        rows.append([f"{name}, {lang} questions", len(times), ms(statistics.median(times)),
+                     ms(percentile(times, 0.9)), ms(max(times))])
+    print("\nsemantic ranker: answers, each question new to the model, one pass\n")
+    print(markdown_table(["file set", "questions", "median ms", "p90 ms", "max ms"], rows, right={1, 2, 3, 4}))
+
+
 def main(argv=None):
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -332,9 +420,11 @@ def main(argv=None):
     parser.add_argument("--import-runs", type=int, default=5, help="fresh processes timing the import")
     parser.add_argument("--smoke", action="store_true", help="1 run, 200 sections, 2 imports (CI smoke)")
     parser.add_argument("--label", default="", help="free text stored with the results (e.g. 'before')")
+    parser.add_argument("--semantic-sections", type=int, default=300, help="sections of the semantic ranker's generated files")
+    parser.add_argument("--words-only", action="store_true", help="skip the semantic ranker's measurements")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.runs, args.sections, args.import_runs = 1, 200, 2
+        args.runs, args.sections, args.import_runs, args.semantic_sections = 1, 200, 2, 20
     started = time.time()
     eval_questions = {lang: questions(lang) for lang in ("en", "de")}
 
@@ -406,6 +496,7 @@ def main(argv=None):
             print(f"answers {name:12} {lang}: {len(asked)} questions, median {ms(statistics.median(answers[(name, lang)]))} ms",
                   file=sys.stderr, flush=True)
         section_sizes = {name: sets[name][2] for name in sets}
+        by_meaning = None if args.words_only else measure_semantic(args, Path(tmp), sets["demo"][0], eval_questions)
 
     # report
     elapsed = time.time() - started
@@ -432,6 +523,7 @@ def main(argv=None):
     print(markdown_table(["file set", "questions", "median ms", "p90 ms", "max ms", "naive median ms", "× naive scan",
                           "\"don't know\""], answer_rows, right={1, 2, 3, 4, 5, 6, 7}))
     path = write_results("consultant", {
+        "semantic": by_meaning,
         "label": args.label, "runs": args.runs, "sections": args.sections, "seed": args.seed,
         "consultant_versions": versions(),
         "import_s": imports,
@@ -441,6 +533,8 @@ def main(argv=None):
                                        "naive_s": scans[(name, lang)], "dont_know": replies[(name, lang)]}
                     for name, lang in cases},
     })
+    if by_meaning:
+        report_semantic(args, by_meaning)
     print(f"\nwrote {path.relative_to(ROOT)}")
     return 0
 

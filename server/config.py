@@ -21,6 +21,7 @@ from .transport.origins import OriginError, OriginRule
 
 RUNTIMES = ("micropython", "pyodide")
 CONSULTANTS = ("knowledge", "openai", "helpdesk")
+RANKERS = ("semantic", "words")  # server/consultants/semantic.py, retrieval.py
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PYTHON_DELIVERIES = ("bundle", "files")
 GC_POLICIES = ("freeze", "python")  # server/gcpolicy.py
@@ -74,6 +75,9 @@ SETTINGS = (
     Setting("sweep_interval", 60, "Seconds between sweeps of expired conversations.", cli=False),
     Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
             "openai (any OpenAI-compatible API), helpdesk."),
+    Setting("ranker", "semantic", "How the knowledge consultant finds the section: semantic (meaning and words: "
+            "a multilingual model, about 18 ms of CPU per question) or words (BM25 alone, under 1 ms; answers fewer "
+            "questions, see docs/consultant.md)."),
     Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md); "
             "knowledge.<lang>.md files beside it answer visitors in that language."),
     Setting("openai_base_url", "", "e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1; "
@@ -126,7 +130,8 @@ SETTINGS = (
     # Operations; environment only.
     Setting("openai_api_key", "", "API key for --consultant openai (or OPENAI_API_KEY); empty for local servers.",
             cli=False),
-    Setting("asset_cache", "var/compressed", "Folder for the compressed copies of runtime files.", cli=False),
+    Setting("asset_cache", "var/compressed", "Folder for derived files: compressed copies of runtime files, and the "
+            "knowledge consultant's example vectors.", cli=False),
     Setting("pyodide_snapshot", False, "Experiment: with --runtime pyodide, Pyodide starts from a memory snapshot "
             "made by node at start (server/assets/snapshot.py; 4.2 MB more brotli, seconds less CPU).", cli=False,
             kind="flag"),
@@ -198,6 +203,7 @@ class Config:
         self.store_max_bytes = _int_setting("store_max_bytes", values["store_max_bytes"], 1 << 20, 1 << 50)
         self.store_warn_percent = _int_setting("store_warn_percent", values["store_warn_percent"], 1, 100)
         self.consultant = _choice_setting("consultant", values["consultant"], CONSULTANTS)
+        self.ranker = _choice_setting("ranker", values["ranker"], RANKERS)
         self.knowledge_path = str(values["knowledge_path"] or "")
         self.openai_base_url = str(values["openai_base_url"] or "")
         self.openai_model = str(values["openai_model"] or "")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from server.app import create_app
@@ -48,3 +50,11 @@ def redis_url(redis_server):
         redis_server.restart()
     redis_server.flush(0)
     return redis_server.url(0)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The semantic ranker's model, shared by the tests; example vectors cached where the server keeps them."""
+    from server.consultants.semantic import Embedder
+
+    return Embedder(Path(__file__).resolve().parent.parent / "var" / "compressed")

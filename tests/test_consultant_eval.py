@@ -1,9 +1,10 @@
 """The knowledge consultant on the evaluation questions (tests/consultant_eval/, docs/consultant.md).
 
-The held-out questions (round 4, written blind and never tuned on) are below the issue's target of
-92 % (docs/consultant.md says why), so these tests hold the line where it was measured: a change
-that answers fewer held-out questions rightly, or refuses fewer off-topic ones, fails here. Raise
-the floors when a change measures better; the target stays in TARGET_RECALL for the day it is met.
+The held-out questions (round 5, written blind and never tuned on) are below the issue's target of
+92 % (docs/consultant.md says why), so these tests hold the line where it was measured, for the
+server's default ranker (meaning and words) and for words alone: a change that answers fewer
+held-out questions rightly, or refuses fewer off-topic ones, fails here. Raise the floors when a
+change measures better; the target stays in TARGET_RECALL for the day it is met.
 """
 
 import pytest
@@ -12,15 +13,24 @@ from consultant_eval import evaluate
 from server.consultants import KnowledgeConsultant
 
 TARGET_RECALL = 0.92
-# Measured on the held-out round (docs/consultant.md): right answers and refusals, per language.
-HELD_OUT_FLOOR = {"en": {"right": 53, "refused": 15}, "de": {"right": 44, "refused": 13}}
-# Everything tuned on: a change that loses what tuning won shows here first.
+# Measured once on the held-out round (docs/consultant.md): right answers and refusals, per language.
+HELD_OUT_FLOOR = {
+    "semantic": {"en": {"right": 101, "refused": 25}, "de": {"right": 72, "refused": 21}},
+    "words": {"en": {"right": 89, "refused": 24}, "de": {"right": 57, "refused": 19}},
+}
+# Everything tuned on, by words (by meaning it is 97-98 %, but 770 questions cost 14 s there): a change to
+# the word ranker that loses what tuning won shows here first.
 TUNING_FLOOR = {"en": 0.94, "de": 0.94}
 
 
-@pytest.fixture(scope="module")
-def consultant():
-    return KnowledgeConsultant(evaluate.ROOT / "knowledge.md", contact={"email": "hello@lantern-loom.example"})
+@pytest.fixture(scope="module", params=["semantic", "words"])
+def consultant(request, embedder):
+    chosen = embedder if request.param == "semantic" else None
+    consultant = KnowledgeConsultant(evaluate.ROOT / "knowledge.md", contact={"email": "hello@lantern-loom.example"},
+                                     embedder=chosen)
+    assert consultant.knowledge.wait_ready() == (request.param == "semantic")
+    consultant.ranker = request.param
+    return consultant
 
 
 def outcomes(consultant, lang, split):
@@ -31,13 +41,14 @@ def outcomes(consultant, lang, split):
 def test_held_out_questions_are_answered_and_refused_as_measured(consultant, lang):
     result = evaluate.score(outcomes(consultant, lang, "held"))
     assert result.on_topic >= 50 and result.off_topic >= 10  # the set is all there
-    floor = HELD_OUT_FLOOR[lang]
+    floor = HELD_OUT_FLOOR[consultant.ranker][lang]
     assert result.right >= floor["right"], f"{lang}: {result.right}/{result.on_topic} right, was {floor['right']}"
     assert result.refused >= floor["refused"], f"{lang}: {result.refused}/{result.off_topic} refused, was {floor['refused']}"
 
 
 @pytest.mark.parametrize("lang", evaluate.LANGUAGES)
-def test_tuning_questions_stay_answered(consultant, lang):
+def test_tuning_questions_stay_answered_by_words(lang):
+    consultant = KnowledgeConsultant(evaluate.ROOT / "knowledge.md")
     result = evaluate.score(outcomes(consultant, lang, evaluate.TUNING))
     assert result.recall >= TUNING_FLOOR[lang], f"{lang}: recall {result.recall:.1%}"
 

@@ -50,20 +50,27 @@ import glob
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy
+
 from .. import languages
 from . import small_talk
 from .base import Consultant
-from .retrieval import KNOWN_LANGUAGES, Retriever
+from . import semantic
+from .retrieval import KNOWN_LANGUAGES, Match, Retriever
 
 log = logging.getLogger("chat_widget.knowledge")
 
 #: At most this many sections answer one message (one per question in it).
 MAX_ANSWERS = 2
+#: At most this many parts of a message (its questions, its sentences that ask) are searched on their
+#: own: each costs the semantic ranker a model call, so a message of a thousand question marks must not.
+MAX_PARTS = 6
 
 
 @dataclass
@@ -79,6 +86,13 @@ class Section:
     def answer(self):
         """The body as plain text for the chat: markup removed, paragraphs kept."""
         return markdown_to_text(self.body)
+
+    @property
+    def examples(self):
+        """What the semantic ranker compares a question with: the heading and the ``Asked:`` questions;
+        a section without any uses its keyword phrases instead (with them, they only answered
+        off-topic questions more; without, they answer more on-topic ones: docs/consultant.md)."""
+        return [self.title, *(self.asked or self.keywords)]
 
     @property
     def index_text(self):
@@ -186,9 +200,11 @@ class KnowledgeBase:
     is missing, unreadable, has no sections or declares another language than its name.
     """
 
-    def __init__(self, path, language=None, reload_interval=2.0, clock=time.monotonic):
+    def __init__(self, path, language=None, reload_interval=2.0, clock=time.monotonic, embedder=None):
         self.path = Path(path)
         self._named_language = language
+        self._embedder = embedder
+        self._reloading = threading.Lock()
         self.reload_interval = reload_interval
         self._clock = clock
         self._stamp = None
@@ -226,6 +242,8 @@ class KnowledgeBase:
         self.talk = small_talk.for_language(language)  # the words around its answers
         self.sections = parsed.sections
         self.retriever = retriever
+        self.semantic = None if self._embedder is None else semantic.SemanticIndex(
+            self._embedder, [section.examples for section in parsed.sections], self.path.name)
         self._stamp = stamp
 
     def reload_if_changed(self, force=False):
@@ -237,6 +255,10 @@ class KnowledgeBase:
         now = self._clock()
         if not force and now - self._last_check < self.reload_interval:
             return False
+        with self._reloading:  # answers run in worker threads: one of them reloads
+            return self._reload(now)
+
+    def _reload(self, now):
         self._last_check = now
         try:
             if self._file_stamp() == self._stamp:
@@ -259,17 +281,32 @@ class KnowledgeBase:
             match.section = self.sections[match.index]
         return matches
 
+    def wait_ready(self, timeout=None):
+        """Waits until the semantic ranker has embedded this file's examples (until then the words answer
+        alone); True when it ranks by meaning. For tests and the evaluation: the server never waits."""
+        return self.semantic is not None and self.semantic.wait(timeout)
+
     def for_language(self, lang):
         """One file answers every language (so it can stand where a :class:`Knowledge` is expected)."""
         self.reload_if_changed()
         return self
 
     def best(self, question):
-        """The match that answers ``question`` confidently, or None."""
-        matches = self.search(question, limit=1)
-        if matches and matches[0].confident:
-            return matches[0]
-        return None
+        """The match that answers ``question`` confidently, or None. With the semantic ranker, the
+        sections are ranked by meaning and words together (:func:`.semantic.fuse`); else by words."""
+        similarity = self.semantic.similarity(question) if self.semantic is not None else None
+        if similarity is None:
+            matches = self.search(question, limit=1)
+            return matches[0] if matches and matches[0].confident else None
+        matches = self.retriever.search(question, limit=len(self.sections))
+        fused = semantic.fuse(similarity, matches, self.retriever.min_score)
+        index = int(numpy.argmax(fused))
+        if fused[index] < semantic.THRESHOLD:
+            return None
+        coverage = next((match.coverage for match in matches if match.index == index), 0.0)
+        match = Match(index, float(fused[index]), coverage, True)
+        match.section = self.sections[index]
+        return match
 
     def answers(self, question):
         """The sections that answer ``question``, one per question asked in it (at most
@@ -290,18 +327,19 @@ class KnowledgeBase:
         whole = self.best(question)
         if whole:
             return [whole.section]
-        found = self._each(_AND.split(question))
+        # Ranking by meaning reads a message whole; its halves only answered off-topic messages more.
+        found = self._each(_AND.split(question)) if self.semantic is None else []
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
         asking = [sentence for sentence in _SENTENCES.split(question) if self.talk.asks(sentence)]
-        matches = [match for match in map(self.best, asking) if match]
+        matches = [match for match in map(self.best, asking[:MAX_PARTS]) if match]
         if matches:
             return [max(matches, key=lambda match: match.score).section]
         return found[:1]
 
     def _each(self, parts):
         """The distinct sections that confidently answer each of ``parts`` (when there are two or more)."""
-        parts = [part for part in parts if self.retriever.analyzer.content_words(part)]
+        parts = [part for part in parts if self.retriever.analyzer.content_words(part)][:MAX_PARTS]
         found = []
         for part in parts if len(parts) >= 2 else ():
             match = self.best(part)
@@ -334,10 +372,11 @@ class Knowledge:
     (naming the file) when one cannot be used, or two are of one language.
     """
 
-    def __init__(self, path, reload_interval=2.0, clock=time.monotonic):
+    def __init__(self, path, reload_interval=2.0, clock=time.monotonic, embedder=None):
         path = Path(path)
         stem, named = _name_and_language(path)
-        self.main = KnowledgeBase(path, named, reload_interval=reload_interval, clock=clock)
+        options = {"reload_interval": reload_interval, "clock": clock, "embedder": embedder}
+        self.main = KnowledgeBase(path, named, **options)
         self.files = {self.main.language: self.main}
         for other in sorted(path.parent.glob(glob.escape(stem) + ".*" + glob.escape(path.suffix))):
             other_stem, language = _name_and_language(other)
@@ -349,12 +388,16 @@ class Knowledge:
                 continue
             if language in self.files:
                 raise ValueError(f"knowledge files {self.files[language].path} and {other} are both in language {language}")
-            self.files[language] = KnowledgeBase(other, language, reload_interval=reload_interval, clock=clock)
+            self.files[language] = KnowledgeBase(other, language, **options)
         for language, knowledge in list(self.files.items()):
             self.files.setdefault(languages.base_language(language), knowledge)
         for knowledge in set(self.files.values()):
             log.info("knowledge file path=%s language=%s stemmer=%s sections=%d", knowledge.path, knowledge.language,
                      knowledge.retriever.analyzer.stemmer_name, len(knowledge.sections))
+
+    def wait_ready(self, timeout=None):
+        """:meth:`KnowledgeBase.wait_ready` for every file; True when all rank by meaning."""
+        return all([knowledge.wait_ready(timeout) for knowledge in set(self.files.values())])
 
     def for_language(self, lang):
         """The file for the widget's language ``lang`` (``de-AT``: ``de``), else the main file; reloaded
@@ -378,12 +421,14 @@ class KnowledgeConsultant(Consultant):
     """Answers from the knowledge files in the visitor's language; says so (and offers contacts) when unsure.
 
     ``contact`` is ``{"email": ..., "phone": ..., "url": ...}``; empty or missing entries are left out.
+    ``embedder``: a :class:`.semantic.Embedder` to rank by meaning and words (what the server does by
+    default, ``--ranker semantic``), or None to rank by words alone.
     """
 
     name = "knowledge"
 
-    def __init__(self, path, contact=None, reload_interval=2.0, clock=time.monotonic):
-        self.knowledge = Knowledge(path, reload_interval=reload_interval, clock=clock)
+    def __init__(self, path, contact=None, reload_interval=2.0, clock=time.monotonic, embedder=None):
+        self.knowledge = Knowledge(path, reload_interval=reload_interval, clock=clock, embedder=embedder)
         self.contact = {key: value for key, value in (contact or {}).items() if value}
 
     def answer(self, question, lang=None):
@@ -413,7 +458,8 @@ class KnowledgeConsultant(Consultant):
 
     async def reply(self, history, lang=None):
         question = history[-1]["text"] if history else ""
-        for piece in split_sentences(self.answer(question, lang)):
+        # In a worker thread: the semantic ranker spends milliseconds of C per question (the GIL released).
+        for piece in split_sentences(await asyncio.to_thread(self.answer, question, lang)):
             yield piece
             await asyncio.sleep(0)
 

@@ -3,7 +3,9 @@
 This is the one place that turns settings into a consultant. ``config.consultant`` is already one of
 :data:`server.config.CONSULTANTS`; here each name gets its class and defaults:
 
-* ``knowledge``: the file ``config.knowledge_path``, else ``config.root / "knowledge.md"``.
+* ``knowledge``: the file ``config.knowledge_path``, else ``config.root / "knowledge.md"``; ranked by
+  ``config.ranker`` (``semantic``: the model is loaded here, so a broken install stops the start with
+  a message naming the setting; its example vectors are cached in ``config.asset_cache``).
 * ``openai``: needs ``openai_base_url`` (an http(s) URL) and ``openai_model``; the key is
   ``config.openai_api_key`` (empty: no Authorization header, for local servers). A ``knowledge_path``
   is optional here: when set, the best-matching sections of that file (or of its
@@ -20,6 +22,7 @@ from ..config import ConfigError, setting_hint
 from .helpdesk import HelpDeskConsultant
 from .knowledge import Knowledge, KnowledgeConsultant
 from .openai import OpenAIConsultant
+from .semantic import Embedder, SemanticUnavailable
 
 DEFAULT_KNOWLEDGE_FILE = "knowledge.md"  # in config.root
 
@@ -31,8 +34,15 @@ def build(config):
 
 def _knowledge(config):
     path = config.knowledge_path or config.root / DEFAULT_KNOWLEDGE_FILE
+    embedder = None
+    if config.ranker == "semantic":
+        embedder = Embedder(config.asset_cache)
+        try:
+            embedder.check()
+        except SemanticUnavailable as error:
+            raise ConfigError(f"ranker: {error}; or set {setting_hint('ranker')} to words") from None
     try:
-        return KnowledgeConsultant(path, contact=config.contact)
+        return KnowledgeConsultant(path, contact=config.contact, embedder=embedder)
     except ValueError as error:
         raise _knowledge_file_error(error) from None
 
