@@ -1,7 +1,7 @@
 """The knowledge consultant on the evaluation questions (tests/consultant_eval/, docs/consultant.md).
 
-The held-out questions (round 5, written blind and never tuned on) are below the issue's target of
-92 % (docs/consultant.md says why), so these tests hold the line where it was measured, for the
+The held-out questions (round 6, written blind and never tuned on) are below the issue's target of
+92 % in German, and some off-topic ones are answered (docs/consultant.md says why), so these tests hold the line where it was measured, for the
 server's default ranker (meaning and words) and for words alone: a change that answers fewer
 held-out questions rightly, or refuses fewer off-topic ones, fails here. Raise the floors when a
 change measures better; the target stays in TARGET_RECALL for the day it is met.
@@ -15,8 +15,8 @@ from server.consultants import KnowledgeConsultant
 TARGET_RECALL = 0.92
 # Measured once on the held-out round (docs/consultant.md): right answers and refusals, per language.
 HELD_OUT_FLOOR = {
-    "semantic": {"en": {"right": 101, "refused": 25}, "de": {"right": 72, "refused": 21}},
-    "words": {"en": {"right": 89, "refused": 24}, "de": {"right": 57, "refused": 19}},
+    "semantic": {"en": {"right": 95, "refused": 24}, "de": {"right": 66, "refused": 19}},
+    "words": {"en": {"right": 86, "refused": 22}, "de": {"right": 64, "refused": 19}},
 }
 # Everything tuned on, by words (by meaning it is 97-98 %, but 770 questions cost 14 s there): a change to
 # the word ranker that loses what tuning won shows here first.

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 LANGUAGES = ("en", "de")
 REFUSE = "refuse"
-SPLITS = ("tune", "held1", "held2", "held3", "held4", "held")
+SPLITS = ("tune", "held1", "held2", "held3", "held4", "held5", "held")
 TUNING = "tuning"  # everything tuned on: all but held
 
 
