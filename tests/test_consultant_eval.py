@@ -1,10 +1,10 @@
 """The knowledge consultant on the evaluation questions (tests/consultant_eval/, docs/consultant.md).
 
-The held-out questions (round 6, written blind and never tuned on) are below the issue's target of
-92 % in German, and some off-topic ones are answered (docs/consultant.md says why), so these tests hold the line where it was measured, for the
-server's default ranker (meaning and words) and for words alone: a change that answers fewer
-held-out questions rightly, or refuses fewer off-topic ones, fails here. Raise the floors when a
-change measures better; the target stays in TARGET_RECALL for the day it is met.
+On the held-out questions (round 7, written blind and never tuned on) the server's default ranker
+(meaning and words) answers at least TARGET_RECALL of the on-topic ones rightly in both languages, but
+answers 3 of 53 off-topic ones (docs/consultant.md says why). These tests hold the line where it was
+measured, for that ranker and for words alone: a change that answers fewer held-out questions rightly,
+or refuses fewer off-topic ones, fails here. Raise the floors when a change measures better.
 """
 
 import pytest
@@ -15,8 +15,8 @@ from server.consultants import KnowledgeConsultant
 TARGET_RECALL = 0.92
 # Measured once on the held-out round (docs/consultant.md): right answers and refusals, per language.
 HELD_OUT_FLOOR = {
-    "semantic": {"en": {"right": 95, "refused": 24}, "de": {"right": 66, "refused": 19}},
-    "words": {"en": {"right": 86, "refused": 22}, "de": {"right": 64, "refused": 19}},
+    "semantic": {"en": {"right": 94, "refused": 30}, "de": {"right": 60, "refused": 20}},
+    "words": {"en": {"right": 88, "refused": 27}, "de": {"right": 57, "refused": 20}},
 }
 # Everything tuned on, by words (by meaning it is 97-98 %, but 770 questions cost 14 s there): a change to
 # the word ranker that loses what tuning won shows here first.
@@ -42,6 +42,8 @@ def test_held_out_questions_are_answered_and_refused_as_measured(consultant, lan
     result = evaluate.score(outcomes(consultant, lang, "held"))
     assert result.on_topic >= 50 and result.off_topic >= 10  # the set is all there
     floor = HELD_OUT_FLOOR[consultant.ranker][lang]
+    if consultant.ranker == "semantic":
+        assert result.recall >= TARGET_RECALL, f"{lang}: recall {result.recall:.1%}"
     assert result.right >= floor["right"], f"{lang}: {result.right}/{result.on_topic} right, was {floor['right']}"
     assert result.refused >= floor["refused"], f"{lang}: {result.refused}/{result.off_topic} refused, was {floor['refused']}"
 

@@ -177,8 +177,7 @@ async def test_the_question_is_found_in_a_long_message_of_context(consultant, la
 
 async def test_two_topics_joined_by_and_get_both_answers_when_the_whole_matches_neither(consultant):
     """No question mark to split on, and the whole message is no one section's: by words, each side of the
-    "and" is answered. By meaning, the whole message is read as one question and gets one of the two
-    (splitting at "and" answered more off-topic messages there: docs/consultant.md)."""
+    "and" is answered. By meaning, the whole message is already one section's, so it gets that one."""
     reply = await ask(consultant, "what bulb does the floor lamp take and how do i clean a wool rug")
     if consultant.knowledge.main.semantic is None:
         assert reply.index("E27") < reply.index("\n\n") < reply.index("Vacuum your rug")

@@ -102,16 +102,19 @@ class Section:
 @dataclass
 class KnowledgeText:
     """A parsed knowledge file: business ``name`` ("" if none), declared ``language`` (None if not
-    declared), ``synonyms`` (lists of words, the file's word first) and ``sections``."""
+    declared), ``synonyms`` (lists of words, the file's word first), ``sections``, and ``unanswered``:
+    questions visitors asked that the file does not answer (``Unanswered:`` lines, anywhere)."""
 
     name: str
     language: str
     synonyms: list
     sections: list
+    unanswered: list = field(default_factory=list)
 
 
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _MARKED = re.compile(r"^\s*(keywords|asked)\s*:\s*(.*)$", re.IGNORECASE)
+_UNANSWERED = re.compile(r"^\s*unanswered\s*:\s*(.*\S)\s*$", re.IGNORECASE)
 _DECLARATION = re.compile(r"^\s*(language|synonyms)\s*:\s*(.*)$", re.IGNORECASE)
 
 
@@ -121,7 +124,10 @@ def parse_knowledge(text):
     found = KnowledgeText("", None, [], [])
     parts = []  # (title, keywords, asked, body lines)
     for line in text.split("\n"):
-        if line.startswith("## "):
+        unanswered = _UNANSWERED.match(line)
+        if unanswered:
+            found.unanswered.append(unanswered.group(1))
+        elif line.startswith("## "):
             parts.append((line[3:].strip().rstrip("#").strip(), [], [], []))
         elif not parts:
             declared = _DECLARATION.match(line)
@@ -243,7 +249,7 @@ class KnowledgeBase:
         self.sections = parsed.sections
         self.retriever = retriever
         self.semantic = None if self._embedder is None else semantic.SemanticIndex(
-            self._embedder, [section.examples for section in parsed.sections], self.path.name)
+            self._embedder, [section.examples for section in parsed.sections], self.path.name, parsed.unanswered)
         self._stamp = stamp
 
     def reload_if_changed(self, force=False):
@@ -293,15 +299,19 @@ class KnowledgeBase:
 
     def best(self, question):
         """The match that answers ``question`` confidently, or None. With the semantic ranker, the
-        sections are ranked by meaning and words together (:func:`.semantic.fuse`); else by words."""
+        sections are ranked by meaning and words together (:func:`.semantic.fuse`), and a question whose
+        nearest ``Unanswered:`` question is as near as the best section's nearest example is not
+        answered; else by words."""
         similarity = self.semantic.similarity(question) if self.semantic is not None else None
         if similarity is None:
             matches = self.search(question, limit=1)
             return matches[0] if matches and matches[0].confident else None
+        similarity, nearest, unanswered = similarity
         matches = self.retriever.search(question, limit=len(self.sections))
         fused = semantic.fuse(similarity, matches, self.retriever.min_score)
         index = int(numpy.argmax(fused))
-        if fused[index] < semantic.THRESHOLD:
+        # As near to a question the file does not answer as to any of the section's own: "I don't know".
+        if fused[index] < semantic.THRESHOLD or unanswered >= nearest[index]:
             return None
         coverage = next((match.coverage for match in matches if match.index == index), 0.0)
         match = Match(index, float(fused[index]), coverage, True)
@@ -327,8 +337,7 @@ class KnowledgeBase:
         whole = self.best(question)
         if whole:
             return [whole.section]
-        # Ranking by meaning reads a message whole; its halves only answered off-topic messages more.
-        found = self._each(_AND.split(question)) if self.semantic is None else []
+        found = self._each(_AND.split(question))
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
         asking = [sentence for sentence in _SENTENCES.split(question) if self.talk.asks(sentence)]

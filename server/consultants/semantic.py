@@ -167,9 +167,11 @@ class SemanticIndex:
     the demo's files at the first start, nothing once cached) :meth:`similarity` returns None, so the
     word ranker answers meanwhile."""
 
-    def __init__(self, embedder, examples, name=""):
+    def __init__(self, embedder, examples, name="", unanswered=()):
         self._embedder = embedder
-        self._examples = [list(section) for section in examples]
+        # The file's unanswered questions are one more group, after the sections: a question is
+        # compared with it as with a section.
+        self._examples = [list(section) for section in examples] + [list(unanswered)]
         # Row i of _slots: the positions of section i's examples among all examples, padded with -1.
         counts = [len(section) for section in self._examples]
         width = max(counts, default=0) or 1
@@ -178,7 +180,7 @@ class SemanticIndex:
         for index, count in enumerate(counts):
             self._slots[index, :count] = numpy.arange(start, start + count)
             start += count
-        self._nearest = numpy.maximum(numpy.minimum(counts, NEAREST), 1)
+        self._nearest = numpy.maximum(numpy.minimum(counts, NEAREST), 1)  # an empty group scores 0
         self._name = name
         self._vectors = None
         self._built = threading.Event()
@@ -200,14 +202,17 @@ class SemanticIndex:
         return self._vectors is not None
 
     def similarity(self, question):
-        """Each section's mean similarity of its :data:`NEAREST` examples to ``question``, or None while
-        the examples are being embedded or when the model failed (the words alone rank then)."""
+        """Three things, or None while the examples are being embedded or when the model failed (the
+        words alone rank then): each section's mean similarity of its :data:`NEAREST` examples to
+        ``question`` (the ranking), each section's nearest example's, and the nearest unanswered
+        question's (0 when there are none)."""
         if self._vectors is None:
             return None
         scores = numpy.append(self._vectors @ self._embedder.question(question), 0.0)  # [-1]: padding
         nearest = numpy.sort(scores[self._slots], axis=1)[:, -NEAREST:]
         # Padding scores 0, below any example's similarity (e5's are positive): it sorts first, adds nothing.
-        return nearest.sum(axis=1) / self._nearest
+        means = nearest.sum(axis=1) / self._nearest
+        return means[:-1], nearest[:-1, -1], float(nearest[-1, -1])
 
 def fuse(similarity, matches, min_score):
     """The fused score of every section: ``similarity`` plus the word ranker's bonus from ``matches``

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 LANGUAGES = ("en", "de")
 REFUSE = "refuse"
-SPLITS = ("tune", "held1", "held2", "held3", "held4", "held5", "held")
+SPLITS = ("tune", "held1", "held2", "held3", "held4", "held5", "held6", "held")
 TUNING = "tuning"  # everything tuned on: all but held
 
 
@@ -107,6 +107,12 @@ def score(outcomes):
                  len(off), sum(o.right for o in off))
 
 
+def _asked(line):
+    """The question of an ``Asked:`` or ``Unanswered:`` line, lowercased; None for other lines."""
+    marker, colon, question = line.partition(":")
+    return question.strip().lower() if colon and marker.strip().lower() in ("asked", "unanswered") else None
+
+
 def headings(lang):
     """The section headings of this checkout's file for ``lang`` (read here, not imported, so that
     ``--root`` can load another checkout's ``server`` package)."""
@@ -133,14 +139,13 @@ def consultant_from(root, ranker="semantic", folder=None):
 
 
 def without_asked(folder, cases_by_language):
-    """Copies of this checkout's knowledge files into ``folder`` without the ``Asked:`` lines that are
-    word for word one of the cases' questions: to measure an earlier round as if it were unseen."""
+    """Copies of this checkout's knowledge files into ``folder`` without the ``Asked:`` and ``Unanswered:``
+    lines that are word for word one of the cases' questions: to measure an earlier round as if unseen."""
     for lang, cases in cases_by_language.items():
         name = "knowledge.md" if lang == "en" else f"knowledge.{lang}.md"
         questions = {case.question.strip().lower() for case in cases}
         lines = (ROOT / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines
-                if not (line.lower().startswith("asked:") and line[6:].strip().lower() in questions)]
+        kept = [line for line in lines if _asked(line) not in questions]
         (Path(folder) / name).write_text("".join(kept), encoding="utf-8")
 
 
