@@ -76,7 +76,7 @@ SETTINGS = (
     Setting("consultant", "knowledge", "Who answers: knowledge (offline, from --knowledge-path), "
             "openai (any OpenAI-compatible API), helpdesk."),
     Setting("ranker", "semantic", "How the knowledge consultant finds the section: semantic (meaning and words: "
-            "a multilingual model, about 18 ms of CPU per question) or words (BM25 alone, under 1 ms; answers fewer "
+            "a multilingual model, 14-22 ms of CPU per new question) or words (BM25 alone, under 1 ms; answers fewer "
             "questions, see docs/consultant.md)."),
     Setting("knowledge_path", "", "Markdown knowledge file (default: the demo's knowledge.md); "
             "knowledge.<lang>.md files beside it answer visitors in that language."),

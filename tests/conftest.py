@@ -15,10 +15,16 @@ WIDE_BUDGETS = {"address_messages_per_minute": 1_000_000, "address_bytes_per_min
                 "address_waiting_replies": 1000}
 
 
+# Apps made here rank by words unless a test says otherwise: one made with a fresh asset_cache would
+# embed the demo files' 1,300 examples in the background (11 s of CPU). The semantic ranker has its own
+# tests (test_semantic.py), and the servers of e2e/ run with it, as deployed.
+APP_DEFAULTS = {"store": "memory", "ranker": "words", **WIDE_BUDGETS}
+
+
 @pytest.fixture
 def make_app():
     def make(**settings):
-        return create_app(Config(**{"store": "memory", **WIDE_BUDGETS, **settings}))
+        return create_app(Config(**{**APP_DEFAULTS, **settings}))
     return make
 
 
@@ -55,6 +61,6 @@ def redis_url(redis_server):
 @pytest.fixture(scope="session")
 def embedder():
     """The semantic ranker's model, shared by the tests; example vectors cached where the server keeps them."""
-    from server.consultants.semantic import Embedder
+    from server.consultants.semantic import shared_embedder
 
-    return Embedder(Path(__file__).resolve().parent.parent / "var" / "compressed")
+    return shared_embedder(Path(__file__).resolve().parent.parent / "var" / "compressed")

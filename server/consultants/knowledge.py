@@ -17,11 +17,16 @@ Plain Markdown, UTF-8::
     Asked: i want to send back the lamp i bought last week
     You can return any item within 30 days for a full refund.
 
+    Unanswered: is there parking near the shop?   <- anywhere: a question the file does not answer
+
 * Each ``## `` heading starts a section: the heading is the topic or question, the lines below it (up
   to the next ``## ``) are the answer, sent to the visitor as written.
 * ``Keywords: a, b, c`` lines in a section add the words and phrases that visitors use for this
   topic; ``Asked: …`` lines add questions as visitors really asked them (one per line, typos and
   all: paste them from your inbox). Both count for finding the section and are never shown.
+* ``Unanswered: …`` lines, anywhere in the file, are questions visitors asked that it does not answer
+  (from the inbox too). With the semantic ranker, a question nearer to one of them than to the best
+  section's own questions gets "I don't know" with the contacts, rather than a near miss.
 * Before the first section, ``Synonyms: word, other, other`` says that visitors' ``other`` words mean
   the file's ``word`` everywhere in the file (spelling variants, regional words, phrases such as
   ``return, send back``); ``Language: de`` names the file's language (for stemming and stop words).
@@ -39,8 +44,10 @@ one file. Files are found at start; each file is re-read when its modification t
 (checked on a reply, at most every ``reload_interval`` seconds; no background threads), and if a reload
 fails the previous version is kept.
 
-Retrieval is :mod:`.retrieval` (stemming, synonyms, compounds, BM25 with bm25s, and the
-thresholds below which the consultant says it doesn't know and offers the configured contacts).
+Retrieval is :mod:`.semantic` (the default: a multilingual sentence-embedding model compares the
+question with each section's heading and ``Asked:`` lines) together with :mod:`.retrieval` (stemming,
+synonyms, compounds, BM25 with bm25s); below their thresholds the consultant says it doesn't know and
+offers the configured contacts. Ranking by words alone (``--ranker words``) uses :mod:`.retrieval` only.
 Greetings and thanks are recognised and stripped first (:mod:`.small_talk`), so "hi, when are you
 open?" greets and then answers the hours; a message asking two things gets both answers.
 """

@@ -22,7 +22,7 @@ from ..config import ConfigError, setting_hint
 from .helpdesk import HelpDeskConsultant
 from .knowledge import Knowledge, KnowledgeConsultant
 from .openai import OpenAIConsultant
-from .semantic import Embedder, SemanticUnavailable
+from .semantic import SemanticUnavailable, shared_embedder
 
 DEFAULT_KNOWLEDGE_FILE = "knowledge.md"  # in config.root
 
@@ -36,7 +36,7 @@ def _knowledge(config):
     path = config.knowledge_path or config.root / DEFAULT_KNOWLEDGE_FILE
     embedder = None
     if config.ranker == "semantic":
-        embedder = Embedder(config.asset_cache)
+        embedder = shared_embedder(config.asset_cache)
         try:
             embedder.check()
         except SemanticUnavailable as error:

