@@ -487,11 +487,11 @@ async def measure_size(server, size, args):
     # Warm up: a few sockets opened and closed, so lazy imports and first allocations are not counted.
     warm, _, _ = await open_many(server.url, 20)
     close_all(warm)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(args.pause)
     before = server.rss_kib()
     mark = len(server.output)
     connections, errors, open_seconds = await open_many(server.url, size)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(args.pause)
     after = server.rss_kib()
     held = len(connections)
     result = {"n": size, "held": held, "open_errors": errors, "open_seconds": open_seconds,
@@ -522,7 +522,7 @@ async def measure_size(server, size, args):
                 result["gc"]["ping"], mark = pause_summary(server.gc_pauses(mark)), len(server.output)
         if {"heartbeat", "chat"} & set(args.phases):
             sockets = [WidgetSocket(c) for c in connections]
-            await asyncio.sleep(1.0)  # the first pings of a random phase
+            await asyncio.sleep(args.pause)  # the first pings of a random phase
         if "heartbeat" in args.phases:
             mark = len(server.output)
             result["heartbeat"] = await idle_heartbeat(server, sockets, args.heartbeat_duration)
@@ -737,10 +737,13 @@ def main(argv=None):
     parser.add_argument("--gc-log", action="store_true",
                         help="record the server's full-collection pauses (wall and CPU ms) in each phase")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to separate CPUs")
-    parser.add_argument("--smoke", action="store_true", help="N=50, 1 repeat, 2 s phases (CI smoke)")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds of quiet before and after opening the "
+                        "sockets, and before the heartbeat (the memory is read in them)")
+    parser.add_argument("--smoke", action="store_true", help="N=50, 1 repeat, 1 s phases, 0.2 s pauses (CI smoke)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.repeats, args.duration, args.sat_duration, args.sat_clients = "50", 1, 2.0, 2.0, 8
+        args.sizes, args.repeats, args.duration, args.sat_duration, args.sat_clients = "50", 1, 1.0, 1.0, 8
+        args.pause = 0.2  # the smoke run checks that every phase runs, not what it measures
         args.phases, args.heartbeat_duration, args.chat_duration = "ping,heartbeat,chat,saturation", 1.0, 1.0
         args.chatters = 10
     args.stacks = [s for s in args.stacks.split(",") if s]

@@ -6,6 +6,7 @@ from server.app import create_app
 from server.config import Config
 
 OWN_ORIGIN = "http://localhost"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # The test client is one address for every test: the per-address budgets are opened wide unless a
@@ -58,9 +59,26 @@ def redis_url(redis_server):
     return redis_server.url(0)
 
 
+def pytest_sessionstart(session):
+    """The demo files' example vectors, embedded on the second core while the first tests run: on a
+    fresh machine that is 16 s of CPU the first semantic test would otherwise wait for."""
+    import threading
+
+    def warm():
+        from server.consultants import KnowledgeConsultant
+        from server.consultants.semantic import SemanticUnavailable, shared_embedder
+
+        try:
+            KnowledgeConsultant(ROOT / "knowledge.md", embedder=shared_embedder(ROOT / "var" / "compressed"))
+        except (SemanticUnavailable, ValueError):
+            pass  # the tests that need it say why
+
+    threading.Thread(target=warm, name="warm embeddings", daemon=True).start()
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The semantic ranker's model, shared by the tests; example vectors cached where the server keeps them."""
     from server.consultants.semantic import shared_embedder
 
-    return shared_embedder(Path(__file__).resolve().parent.parent / "var" / "compressed")
+    return shared_embedder(ROOT / "var" / "compressed")
