@@ -17,7 +17,7 @@ WIDE_BUDGETS = {"address_messages_per_minute": 1_000_000, "address_bytes_per_min
 
 
 # Apps made here rank by words unless a test says otherwise: one made with a fresh asset_cache would
-# embed the demo files' 1,300 examples in the background (11 s of CPU). The semantic ranker has its own
+# embed the demo files' 1,270 examples in the background (16 s of CPU). The semantic ranker has its own
 # tests (test_semantic.py), and the servers of e2e/ run with it, as deployed.
 APP_DEFAULTS = {"store": "memory", "ranker": "words", **WIDE_BUDGETS}
 

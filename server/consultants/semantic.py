@@ -42,8 +42,8 @@ SCORE_CAP = 8
 THRESHOLD = 0.96
 #: Questions whose vectors are kept in memory (visitors repeat each other; the benchmark does too).
 QUESTION_CACHE = 2048
-#: The model reads at most this many tokens of a question (the evaluation's longest, 194 characters,
-#: is 58): a model call costs by the token, and letters such as "ǅ" are two tokens each, so a limit in
+#: The model reads at most this many tokens of a question (the evaluation's longest, 247 characters,
+#: is 70): a model call costs by the token, and letters such as "ǅ" are two tokens each, so a limit in
 #: characters would not bound it. The message's parts are also searched on their own (Version.answers).
 QUESTION_TOKENS = 96
 QUESTION_CHARS = 500  # cut first, so that counting the tokens is cheap too
@@ -214,7 +214,7 @@ def _key(text):
 
 class SemanticIndex:
     """The examples of one knowledge file's sections, embedded in a background thread: loading a file (at
-    start, on a change) never waits for the model, and until the examples are embedded (about 11 s for
+    start, on a change) never waits for the model, and until the examples are embedded (about 16 s for
     the demo's files at the very first start, milliseconds once cached) :meth:`similarity` returns
     None, so the word ranker answers meanwhile."""
 
