@@ -138,7 +138,7 @@ def consultant_from(root, ranker="semantic", folder=None):
     return consultant
 
 
-def without_asked(folder, cases_by_language):
+def without_questions(folder, cases_by_language):
     """Copies of this checkout's knowledge files into ``folder`` without the ``Asked:`` and ``Unanswered:``
     lines that are word for word one of the cases' questions: to measure an earlier round as if unseen."""
     for lang, cases in cases_by_language.items():
@@ -162,7 +162,7 @@ def main():
     cases = {lang: load(lang, None if args.split == "all" else args.split) for lang in LANGUAGES}
     with tempfile.TemporaryDirectory() as folder:
         if args.leave_out:
-            without_asked(folder, cases)
+            without_questions(folder, cases)
         consultant = consultant_from(args.root, args.ranker, folder if args.leave_out else None)
         report(consultant, cases, titles, args)
 
