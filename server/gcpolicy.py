@@ -4,7 +4,7 @@ CPython's collector runs a full (generation 2) collection whenever the objects t
 collections since the last one exceed a quarter of the long-lived heap, and a full collection walks
 every tracked object: about 170 per open socket, so 1.8 million and pauses of up to 1.5 s at 10,000
 sockets (docs/performance.md). Most of those objects live as long as their socket and are never garbage
-while it is open. So (``freeze``, the default):
+while it is open. So (``freeze``, experimental: see below):
 
 1. after start-up, one collection, then ``gc.freeze()``: the imported modules, the app and the
    knowledge index leave the collector's view for good (they live as long as the process); and the
@@ -31,9 +31,10 @@ while it is open. So (``freeze``, the default):
 
 **Experimental, off by default** (``CHAT_WIDGET_GC=freeze``; the default ``python`` keeps CPython's
 collector). It meets the 10,000-socket latency target (docs/performance.md) but fails the churn soak:
-with 100 sockets replaced a second, memory grew about 3 KB per replaced socket (something a closed socket
-leaves behind is still pinned by the frozen set; not found yet) and the first sweep, after ten minutes,
-stalled the server for 30 s. It becomes the default once ``make soak-churn`` passes with it.
+with 100 sockets replaced a second, memory grew about 3.5 KB per replaced socket and the server stalled
+once for 20-30 s near ten minutes. Closed sockets leave no pinned cycles (measured at 1,000 and 5,000 held,
+docs/performance.md), and that stall is longer than any collection, so both causes are still open. It
+becomes the default once ``make soak-churn`` passes with it.
 """
 
 import gc
