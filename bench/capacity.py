@@ -338,6 +338,9 @@ async def saturate(server, clients, window, duration):
 # ---- the widget's heartbeat, and chat through the full protocol (phases "heartbeat" and "chat") --------
 OLD_PING_INTERVAL = 4.0  # a welcome without "heartbeat" (servers before issue 15): a ping every 4 s
 SILENCE_SLACK = 1.5      # the widget pings when it heard nothing for the beat interval plus this
+# The widget's heartbeat tick (widget/core/lifecycle.py, ping_interval): it pings at most once per tick, so a
+# silence (a stalled server) costs one ping per socket every 4 s, never a ping per turn of the load's loop.
+PING_TICK = 4.0
 
 
 def heartbeat_plan(welcome):
@@ -390,7 +393,7 @@ class WidgetSocket:
             last_ping = time.perf_counter() - random.uniform(0, self.refresh)
             while True:
                 now = time.perf_counter()
-                due = min(self.last_rx + self.silence, last_ping + self.refresh)
+                due = min(max(self.last_rx + self.silence, last_ping + PING_TICK), last_ping + self.refresh)
                 if now >= due:
                     await self.ping()
                     last_ping = now

@@ -31,10 +31,10 @@ while it is open. So (``freeze``, experimental: see below):
 
 **Experimental, off by default** (``CHAT_WIDGET_GC=freeze``; the default ``python`` keeps CPython's
 collector). It meets the 10,000-socket latency target (docs/performance.md) but fails the churn soak:
-with 100 sockets replaced a second, memory grew about 3.5 KB per replaced socket and the server stalled
-once for 20-30 s near ten minutes. Closed sockets leave no pinned cycles (measured at 1,000 and 5,000 held,
-docs/performance.md), and that stall is longer than any collection, so both causes are still open. It
-becomes the default once ``make soak-churn`` passes with it.
+with 100 sockets replaced a second, memory grows about 3.5 KB per replaced socket, and full collections of
+about 1 s (2.6 s at the sweep) break the p99 bar. Closed sockets leave no pinned cycles (measured at 1,000
+and 5,000 held), and the 20-30 s stalls seen in earlier soaks were the load's own ping flood, now fixed
+(docs/performance.md, 2026-12-01). It becomes the default once ``make soak-churn`` passes with it.
 """
 
 import gc

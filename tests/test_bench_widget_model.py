@@ -1,0 +1,49 @@
+"""The benchmarks' model of a connected widget (bench/capacity.py ``WidgetSocket``) paces its pings as the
+widget does: while the server is silent, one ping per heartbeat tick, never one per turn of the load's loop.
+
+A model that pinged on every turn once its silence had passed flooded the server after any stall longer
+than the beat interval plus its slack: thousands of pings per socket, the load's own loop too busy to
+answer Uvicorn's protocol pings, and half the held sockets closed with 1011 twenty seconds later. The
+churn soak read that as the server collapsing (docs/performance.md, 2026-12-01).
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import capacity  # noqa: E402
+
+
+class SilentServer:
+    """A connection whose server answers nothing (stalled): it records the pings sent to it."""
+
+    def __init__(self, interval):
+        self.welcome = {"heartbeat": {"interval": interval, "idle_timeout": 300}}
+        self.sent = []
+        self._never = asyncio.Event()
+
+    async def send(self, text):
+        self.sent.append(text)
+        await asyncio.sleep(0)  # a send that completes at once, as on a socket with room in its buffer
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await self._never.wait()
+
+
+async def test_a_silent_server_gets_one_ping_per_tick(monkeypatch):
+    monkeypatch.setattr(capacity, "SILENCE_SLACK", 0.0)
+    monkeypatch.setattr(capacity, "PING_TICK", 0.2)
+    connection = SilentServer(interval=0.05)
+    socket = capacity.WidgetSocket(connection)
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        socket.stop()
+    pings = [text for text in connection.sent if '"ping"' in text]
+    # 1 s of silence at one ping per 0.2 s tick: 5, one more for the random phase and timer slack.
+    assert 3 <= len(pings) <= 7, f"{len(pings)} pings in 1 s of silence"
