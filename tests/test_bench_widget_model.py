@@ -17,15 +17,21 @@ import capacity  # noqa: E402
 
 
 class SilentServer:
-    """A connection whose server answers nothing (stalled): it records the pings sent to it."""
+    """A connection whose server answers nothing (stalled): it records when each ping was sent, and
+    ``pinged`` is set at the ``wanted``-th."""
 
-    def __init__(self, interval):
+    def __init__(self, interval, wanted):
         self.welcome = {"heartbeat": {"interval": interval, "idle_timeout": 300}}
-        self.sent = []
+        self.pings = []
+        self.wanted = wanted
+        self.pinged = asyncio.Event()
         self._never = asyncio.Event()
 
     async def send(self, text):
-        self.sent.append(text)
+        if '"ping"' in text:
+            self.pings.append(asyncio.get_running_loop().time())
+            if len(self.pings) >= self.wanted:
+                self.pinged.set()
         await asyncio.sleep(0)  # a send that completes at once, as on a socket with room in its buffer
 
     def __aiter__(self):
@@ -36,14 +42,14 @@ class SilentServer:
 
 
 async def test_a_silent_server_gets_one_ping_per_tick(monkeypatch):
+    tick = 0.2
     monkeypatch.setattr(capacity, "SILENCE_SLACK", 0.0)
-    monkeypatch.setattr(capacity, "PING_TICK", 0.2)
-    connection = SilentServer(interval=0.05)
+    monkeypatch.setattr(capacity, "PING_TICK", tick)
+    connection = SilentServer(interval=0.05, wanted=4)
     socket = capacity.WidgetSocket(connection)
     try:
-        await asyncio.sleep(1.0)
+        await asyncio.wait_for(connection.pinged.wait(), 10)
     finally:
         socket.stop()
-    pings = [text for text in connection.sent if '"ping"' in text]
-    # 1 s of silence at one ping per 0.2 s tick: 5, one more for the random phase and timer slack.
-    assert 3 <= len(pings) <= 7, f"{len(pings)} pings in 1 s of silence"
+    gaps = [later - earlier for earlier, later in zip(connection.pings, connection.pings[1:])]
+    assert min(gaps) >= tick * 0.9, f"pings {len(connection.pings)}, gaps {gaps[:5]} s (one per {tick} s tick)"
