@@ -1,5 +1,7 @@
 """The benchmark commands still run (tiny sizes, no timing assertions): `make bench-smoke` in the test run."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +16,22 @@ LIMIT = 240  # seconds; a smoke run takes 3 to 40 s
 @pytest.mark.parametrize("script", ["connect.py", "bytes.py", "reconnect.py", "capacity.py", "fallback.py", "hostload.py", "consultant.py", "flood.py"])
 def test_benchmark_runs_in_smoke_mode(script):
     """Each benchmark finishes its smoke run and prints a table."""
+    bench = subprocess.Popen([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=LIMIT)
-    except subprocess.TimeoutExpired as stuck:
-        def tail(data):
-            text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-            return text[-3000:]
+        stdout, stderr = bench.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        # A stuck run says where it is stuck: SIGABRT makes faulthandler print every thread's stack. The
+        # servers it started (their own sessions) go too, or they would outlive the test run.
+        subprocess.run(["pkill", "-KILL", "-P", str(bench.pid)], check=False)
+        bench.send_signal(signal.SIGABRT)
+        try:
+            stdout, stderr = bench.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            bench.kill()
+            stdout, stderr = bench.communicate()
         pytest.fail(f"{script} --smoke did not finish in {LIMIT} s; its output so far:\n"
-                    f"{tail(stuck.stdout)}\n{tail(stuck.stderr)}")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "|" in result.stdout or "---" in result.stdout, result.stdout[-2000:]
+                    f"{stdout[-3000:]}\n{stderr[-6000:]}")
+    assert bench.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "|" in stdout or "---" in stdout, stdout[-2000:]
