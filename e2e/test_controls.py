@@ -156,7 +156,10 @@ def test_retry_is_offered_after_a_terminal_failure(start_server, page):
     assert sockets == []  # nothing connects before the visitor opens the chat
     launcher(page).click()
     expect(frame.locator(WIDGET)).to_have_attribute("data-state", "failed")
-    frame.get_by_role("button", name="Retry now").click(timeout=2000)
+    # Waited on as an event: the diagnostics log the attempt a moment before the browser opens its socket.
+    with page.expect_websocket(timeout=5000) as retried:
+        frame.get_by_role("button", name="Retry now").click(timeout=2000)
+    assert retried.value.url.endswith("/ws?v=1")
     frame.wait_for_function("() => JSON.parse(window.chatWidgetDiagnostics()).events"
                             ".filter((event) => event.event === 'attempt').length >= 2", timeout=5000)
     assert len(sockets) >= 2
