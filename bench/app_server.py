@@ -85,17 +85,6 @@ if __name__ == "__main__":
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = make_config(args)
-    if os.environ.get("BENCH_NO_WAITFOR"):  # experiments: what the per-receive asyncio.wait_for costs
-        import server.socket as chat_socket
-
-        class _Asyncio:
-            def __getattr__(self, name):
-                return getattr(asyncio, name)
-
-            @staticmethod
-            def wait_for(awaitable, timeout):
-                return awaitable
-        chat_socket.asyncio = _Asyncio()
     if os.environ.get("BENCH_GC_LOG"):  # experiments: print every full (generation 2) collection's pause
         import time
 

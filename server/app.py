@@ -16,19 +16,17 @@ from .config import Config, ConfigError
 from .conversations import Conversations, MemoryStore, SqliteStore
 from .conversations.store import StoreUnavailable
 from .security import install_security_headers
-from .transport import headers, polling, socket
+from .transport import asgi_socket, headers, polling, socket
 from .transport.channels import Channels, new_instance_id
 from .transport.heartbeat import BeatSlots, beat_forever
 from .transport.hub import Hub, watch_loop_lag
 from .transport.origins import OriginPolicy
-from .transport.quart_websocket import ChatWebsocket
 
 
 def create_app(config=None):
     """Build the chat server app from a ``Config`` (defaults when None)."""
     config = config or Config()
     app = Quart(__name__)
-    app.websocket_class = ChatWebsocket  # Quart's, without its per-frame yield and accept(): the ping path
     policy = OriginPolicy(config.allow_origins, allow_missing=config.allow_missing_origin)
     meter = app.extensions["chat_metrics"] = metrics.Metrics()
     store = meter.instrument_store(make_store(config))
@@ -65,8 +63,9 @@ def create_app(config=None):
     if config.store_kind == "redis":  # other instances' channels are asked of them (imports redis: ~50 ms)
         from .transport import forwarding
         forwarding.install(app, config)
-    # CORS headers for the allowed origins on HTTP routes. The socket is exempt: it checks Origin
-    # itself (exact match, 403 before upgrade) where quart-cors would answer 400 and match by prefix.
+    # /ws in front of Quart (its own Origin check, exact, 403 before upgrade, where quart-cors would
+    # answer 400 and match by prefix); CORS headers for the allowed origins on HTTP routes.
+    asgi_socket.install(app, socket.chat_socket)
     # quart-cors matches regexes with re.match (a prefix), so the patterns from our rules are anchored.
     cors(app, allow_origin=[rule.cors_pattern() for rule in policy.rules],
          allow_methods=["GET"], allow_credentials=False)

@@ -18,7 +18,7 @@ while it is open. So (``freeze``, experimental: see below):
    pause is bounded by the churn, not by the sockets held;
 3. frozen objects are still freed by reference counting, but a frozen *cycle* is never collected: a
    socket that closes would leave its frozen cycles behind. ``ChatConnection.run`` breaks the big one
-   (the cancelled task, its traceback, the protocol and Quart's websocket: about 110 objects) and
+   (the cancelled task, its traceback, the protocol and the socket: about 110 objects) and
    ``ChatWebSocketProtocol.connection_lost`` asyncio's transport's own, so a closed socket leaves
    nothing frozen behind; a cycle we do not know of would. So when the frozen set has
    grown by ``SWEEP_GROWTH`` since the last sweep (CPython's own quarter rule, applied to what it no

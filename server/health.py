@@ -59,7 +59,7 @@ async def _health_checks():
     elif hub.store_trouble is not None:
         accepting = ("fail", f"the conversation store does not answer ({hub.store_trouble}): new connections "
                              "are closed with 4203 until it is back")
-    elif "socket.chat_socket" not in current_app.view_functions:
+    elif "chat_socket_path" not in current_app.extensions:
         accepting = ("fail", "the /ws endpoint is not registered")
     else:
         accepting = ("pass", None)

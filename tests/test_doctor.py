@@ -180,7 +180,8 @@ async def test_nginx_without_upgrade_headers_is_explained_with_the_fix(server):
     assert checks["health"]["status"] == checks["origin"]["status"] == "pass"
     handshake = checks["handshake"]
     assert handshake["status"] == "fail" and handshake["class"] == "interference"
-    assert handshake["detail"].startswith("HTTP 400 instead of 101") and "answered by nginx" in handshake["detail"]
+    assert handshake["detail"].startswith("HTTP 426 Upgrade required: the chat's WebSocket endpoint got a plain GET "
+                                             "instead of 101") and "answered by nginx" in handshake["detail"]
     assert handshake["detail"].endswith("as to a plain GET: the upgrade did not reach the server")
     for directive in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
                       'proxy_set_header Connection "upgrade";'):

@@ -141,8 +141,8 @@ async def test_a_closed_socket_is_freed_without_the_collector(make_app):
 # for every request, are collected young and never frozen: those are not counted).
 COUNT_GARBAGE = """import gc, signal, sys
 gc.disable()
-KINDS = {"ChatWebSocketProtocol", "_SelectorSocketTransport", "ChatConnection", "Task", "ChatWebsocket",
-         "ASGIWebsocketConnection", "Timeout", "traceback"}
+KINDS = {"ChatWebSocketProtocol", "_SelectorSocketTransport", "ChatConnection", "Task", "AsgiSocket",
+         "Disconnected", "Timeout", "traceback"}
 def _count(signum, frame):
     gc.set_debug(gc.DEBUG_SAVEALL)
     gc.collect()

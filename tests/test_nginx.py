@@ -38,7 +38,7 @@ async def test_without_upgrade_headers_http_works_and_the_handshake_fails(server
                 pass
     assert health.status_code == 200 and health.json()["status"] == "pass"
     assert health.headers["server"].startswith("nginx")  # really through nginx
-    assert refused.value.response.status_code == 400  # the server got a plain GET for its socket route
+    assert refused.value.response.status_code == 426  # the server got a plain GET for its socket route
 
 
 async def test_with_upgrade_headers_the_socket_works(server):

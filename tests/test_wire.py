@@ -1,17 +1,14 @@
-"""The ping path's shortcuts answer exactly as the long way does: decoding, the pong, Quart's websocket."""
+"""The ping path's shortcuts answer exactly as the long way does: decoding and the pong."""
 
-import asyncio
 import json
 import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from quart import Quart, websocket
 
 from protocol import frames
 from protocol.checks import FrameError, check_client_frame
 from server.transport import wire
-from server.transport.quart_websocket import ChatWebsocket
 
 LIMIT = 16384
 MANY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,41 +88,3 @@ def test_pong_is_the_encoded_frame(t):
     """The pong written by hand is the encoder's pong, byte for byte, for every t a ping may carry."""
     assert wire.encode_pong(t) == wire.encode(frames.pong(t))
 
-
-async def test_chat_websocket_accepts_before_its_first_frame_and_keeps_the_order():
-    """Sending or receiving before accepting still sends the ASGI accept first (Uvicorn refuses a frame
-    before it), once, and the frames keep their order."""
-    app = Quart(__name__)
-    app.websocket_class = ChatWebsocket
-
-    @app.websocket("/send-first")
-    async def send_first():
-        await websocket.send("hello")
-        await websocket.send("got " + await websocket.receive())
-
-    @app.websocket("/receive-first")
-    async def receive_first():
-        await websocket.send("got " + await websocket.receive())
-        await websocket.send("and " + await websocket.receive())
-
-    for path in ("/send-first", "/receive-first"):
-        incoming = asyncio.Queue()
-        incoming.put_nowait({"type": "websocket.connect"})
-        sent = []
-
-        async def send(event):  # as a real client: it sends its frames once accepted
-            sent.append(event)
-            if event["type"] == "websocket.accept":
-                incoming.put_nowait({"type": "websocket.receive", "text": "a"})
-                incoming.put_nowait({"type": "websocket.receive", "text": "b"})
-            if len([e for e in sent if e["type"] == "websocket.send"]) == 2:
-                incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
-
-        scope = {"type": "websocket", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": [],
-                 "scheme": "ws", "http_version": "1.1", "root_path": "", "subprotocols": [],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "extensions": {}}
-        await asyncio.wait_for(app(scope, incoming.get, send), 5)  # a TimeoutError: it never accepted
-        kinds = [event["type"] for event in sent]
-        assert kinds[0] == "websocket.accept" and kinds.count("websocket.accept") == 1
-        texts = [event["text"] for event in sent if event["type"] == "websocket.send"]
-        assert texts == (["hello", "got a"] if path == "/send-first" else ["got a", "and b"])

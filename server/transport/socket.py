@@ -9,9 +9,7 @@ import logging
 import math
 import time
 
-from quart import Blueprint, Response, current_app, websocket
-from quart_cors import cors_exempt
-
+from quart import Blueprint, Response
 from protocol import close, frames
 from protocol.checks import FrameError
 
@@ -19,12 +17,13 @@ from ..conversations.service import NewConversationRefused
 from ..conversations.store import ConversationFull, StoreUnavailable, size_of
 from ..metrics import NO_METRICS
 from . import headers, wire
+from .asgi_socket import Disconnected
 from .channels import ChannelClosed
 from .limits import CLOSE, OK, RateLimiter, address_key
 from .reports import FailureReports
 
 log = logging.getLogger("chat_widget.socket")
-bp = Blueprint("socket", __name__)
+bp = Blueprint("socket", __name__)  # the socket's one HTTP answer; the socket itself is asgi_socket's
 
 
 YIELD_EVERY = 16  # frames handled back to back before a connection lets the others run
@@ -38,12 +37,12 @@ def too_big(limit):
     return close.TOO_BIG, f"frame larger than {limit} bytes"
 
 
-def refused(what, status, origin, why, *, reason):
+def refused(app, what, status, origin, why, *, reason):
     """Log and count one refused handshake or channel opening (``what``): the one place for both.
     ``reason`` is its metrics label, one of ``metrics.REFUSAL_REASONS``."""
     log.warning("%s rejected status=%s origin=%r reason=%s", what, status, origin, why)
-    current_app.extensions["chat_hub"].rejected_total += 1
-    current_app.extensions["chat_metrics"].handshake_refused(reason)
+    app.extensions["chat_hub"].rejected_total += 1
+    app.extensions["chat_metrics"].handshake_refused(reason)
 
 
 _forwarded_seen = False
@@ -51,7 +50,8 @@ _forwarded_seen = False
 
 def note_forwarded(headers, config):
     """Say once per process that a proxy's X-Forwarded-For is being ignored because no proxy is trusted:
-    every visitor behind it then counts as the proxy's one address (docs/deploy.md)."""
+    every visitor behind it then counts as the proxy's one address (docs/deploy.md). ``headers``: any
+    mapping that finds lower-case names."""
     global _forwarded_seen
     if _forwarded_seen or config.trusted_proxies or "x-forwarded-for" not in headers:
         return
@@ -67,56 +67,71 @@ def other_version(args):
     return None if version == str(frames.VERSION) else version[:20]
 
 
-def _refuse(status, text, why, *, reason):
-    refused("handshake", status, websocket.headers.get("Origin"), why, reason=reason)
-    return Response(text, status=status, content_type="text/plain")
+@bp.get("/ws")
+async def plain_get():
+    """A GET of the socket's URL without the upgrade: usually a proxy in front that does not pass the
+    ``Upgrade`` header on (docs/deploy.md). 426 says which, to a person and to ``doctor``."""
+    return Response("Upgrade required: the chat's WebSocket endpoint got a plain GET\n"
+                    "A proxy in front of the server that does not forward the Upgrade header turns a handshake "
+                    "into a plain GET (docs/deploy.md).\n", status=426, content_type="text/plain",
+                    headers={"Upgrade": "websocket"})
 
 
-async def _accept_to_close(code_reason, why, *, reason):
-    """Accepted only to be closed with a code a browser can read: a refused handshake reaches script
-    as 1006, indistinguishable from a dead server."""
-    refused("handshake", code_reason[0], websocket.headers.get("Origin"), why, reason=reason)
-    await websocket.accept()
-    await websocket.close(*code_reason)
+async def chat_socket(app, handshake, socket):
+    """``/ws`` (asgi_socket.install): a ``handshake`` (asgi_socket.Handshake) admitted or refused, then
+    the protocol on ``socket`` (asgi_socket.AsgiSocket).
 
-
-@bp.websocket("/ws")
-@cors_exempt
-async def chat_socket():
-    """Refusals in this order: origin 403 (before anything else counts, as /ws-check says), headers 431,
+    Refusals in this order: origin 403 (before anything else counts, as /ws-check says), headers 431,
     draining 503, server full 1013, store unreachable 4203, this address 429, another protocol version
-    4001."""
-    hub = current_app.extensions["chat_hub"]
-    origin = websocket.headers.get("Origin")
-    allowed, why = current_app.extensions["chat_origins"].check(origin, websocket.headers.get("Host"),
-                                                                websocket.scheme)
+    4001.
+    """
+    hub = app.extensions["chat_hub"]
+    origin = handshake.headers.get("origin")
+    allowed, why = app.extensions["chat_origins"].check(origin, handshake.headers.get("host"), handshake.scheme)
     if not allowed:
-        return _refuse(403, "Origin not allowed\n", why, reason="origin")
-    sent = websocket.scope["headers"]
+        return await _refuse(app, socket, origin, 403, "Origin not allowed\n", why, reason="origin")
+    sent = handshake.raw_headers
     if headers.too_large(sent):
-        return _refuse(431, headers.refusal_text(sent),
-                       f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers",
-                       reason="headers")
+        return await _refuse(app, socket, origin, 431, headers.refusal_text(sent),
+                             f"request headers too large: {headers.header_bytes(sent)} bytes in {len(sent)} headers",
+                             reason="headers")
     if hub.draining:
-        return _refuse(503, "Server is restarting\n", "draining for shutdown", reason="draining")
+        return await _refuse(app, socket, origin, 503, "Server is restarting\n", "draining for shutdown",
+                             reason="draining")
     if hub.full:
-        return await _accept_to_close(FULL, f"connection limit {hub.max_connections} reached", reason="full")
+        return await _accept_to_close(app, socket, origin, FULL, f"connection limit {hub.max_connections} reached",
+                                      reason="full")
     if hub.store_trouble is not None:
-        return await _accept_to_close(STORE_DOWN, hub.store_trouble, reason="unavailable")
-    address = address_key((websocket.scope.get("client") or (None,))[0])
-    note_forwarded(websocket.headers, current_app.extensions["chat_config"])
+        return await _accept_to_close(app, socket, origin, STORE_DOWN, hub.store_trouble, reason="unavailable")
+    address = address_key(handshake.client_host)
+    note_forwarded(handshake.headers, app.extensions["chat_config"])
     if hub.addresses.full(address):
-        return _refuse(429, "Too many connections from your address\n",
-                       f"{hub.addresses.max_per_address} connections from {address} already open", reason="address")
-    if (version := other_version(websocket.args)) is not None:
-        return await _accept_to_close(UNSUPPORTED, f"unsupported protocol version v={version!r}", reason="version")
+        return await _refuse(app, socket, origin, 429, "Too many connections from your address\n",
+                             f"{hub.addresses.max_per_address} connections from {address} already open",
+                             reason="address")
+    if (version := other_version(handshake.args)) is not None:
+        return await _accept_to_close(app, socket, origin, UNSUPPORTED, f"unsupported protocol version v={version!r}",
+                                      reason="version")
+    del handshake  # its copy of the headers (about 2 KiB) is not kept for the socket's life
     hub.addresses.acquire(address)
     try:
-        await websocket.accept()
-        await serve(current_app._get_current_object(), websocket._get_current_object(), origin or "", "websocket",
-                    address)
+        await socket.accept()
+        await serve(app, socket, origin or "", "websocket", address)
     finally:
         hub.addresses.release(address)
+
+
+async def _refuse(app, socket, origin, status, text, why, *, reason):
+    refused(app, "handshake", status, origin, why, reason=reason)
+    await socket.refuse(status, text)
+
+
+async def _accept_to_close(app, socket, origin, code_reason, why, *, reason):
+    """Accepted only to be closed with a code a browser can read: a refused handshake reaches script
+    as 1006, indistinguishable from a dead server."""
+    refused(app, "handshake", code_reason[0], origin, why, reason=reason)
+    await socket.accept()
+    await socket.close(*code_reason)
 
 
 async def serve(app, socket, origin, transport, address):
@@ -124,8 +139,8 @@ async def serve(app, socket, origin, transport, address):
     WebSocket or an HTTP channel (``transport``): counted by the hub while it runs, closed with 1008
     or 1011 when it breaks a limit or fails.
 
-    ``app`` and ``socket`` are the objects themselves, not Quart's context locals: a channel's
-    connection runs in a task of its own, outside any request.
+    ``socket``: an ``asgi_socket.AsgiSocket`` or a channel's ``channels.PollSocket``; nothing here reads a
+    request context (a channel's connection runs in a task of its own, outside any request).
     """
     hub = app.extensions["chat_hub"]
     metrics = app.extensions["chat_metrics"]
@@ -140,8 +155,8 @@ async def serve(app, socket, origin, transport, address):
         connection.beats = app.extensions.get("chat_beats")
     try:
         await connection.run()
-    except ChannelClosed:
-        pass  # a channel ended (closed by the widget, expired, or full) while its connection was sending
+    except (Disconnected, ChannelClosed):
+        pass  # the client went away, or a channel ended (closed by the widget, expired, or full)
     except PolicyViolation as violation:
         await socket.close(close.POLICY, str(violation))
     except StoreUnavailable as error:
@@ -175,8 +190,7 @@ class ChatConnection:
     beats = None  # the server's heartbeat.BeatSlots when it beats this connection (a WebSocket), else None
 
     def __init__(self, socket, config, conversations, origin, reports=None, address=None, metrics=None):
-        # The socket object itself, not Quart's context-local `websocket`: replies are sent from the
-        # session's tasks, whose context is that of whichever connection started them.
+        # Replies are sent on it from the session's tasks, not only from this connection's.
         self.socket = socket
         self.config = config
         self.conversations = conversations
@@ -217,9 +231,10 @@ class ChatConnection:
                         return
                     handled += 1
                     if handled % YIELD_EVERY == 0:
-                        # Frames already queued are received and answered without yielding
-                        # (quart_websocket.py): a burst of thousands of pings in one read would
-                        # otherwise hold every other socket, reply and beat for a few hundred ms.
+                        # Frames already queued are received and answered without yielding (neither
+                        # the server's queue nor its send waits while it can go on): a burst of thousands
+                        # of pings in one read would otherwise hold every other socket, reply and beat
+                        # for a few hundred ms.
                         await asyncio.sleep(0)
         except TimeoutError:
             if not deadline.expired():
@@ -229,7 +244,7 @@ class ChatConnection:
         finally:
             # The deadline knows this task, and a cancelled task keeps its CancelledError, whose traceback
             # keeps this frame: a cycle of about 110 objects per closed socket (the protocol, its buffers,
-            # Quart's websocket) that only a full collection frees, and none once frozen
+            # the socket) that only a full collection frees, and none once frozen
             # (server/gcpolicy.py). Forgetting the deadline lets reference counting free them at once.
             deadline = None
 
@@ -303,7 +318,7 @@ class ChatConnection:
         heartbeat = None if self.beats is None else frames.heartbeat(self.beats.interval, self.idle_timeout)
         await self.send(frames.welcome(session_id, resumed, expired, last_seq, config.contact, limits, heartbeat))
         if self.beats is not None:  # beaten from its welcome on, until it leaves
-            self.beats.add(self, self.socket.send)  # ChatWebsocket.send: one step once accepted (heartbeat.deliver)
+            self.beats.add(self, self.socket.send)
         for entry in replay:
             await self.send(entry.frame(live=False))
         replayed = {entry.id for entry in replay}
