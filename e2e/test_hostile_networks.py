@@ -101,6 +101,39 @@ def test_behind_a_proxy_that_breaks_websockets_the_visitor_chats_over_http(serve
         assert "client report" in server.log_text() and "transport=poll" in server.log_text()
 
 
+# Every socket the page (and its frame) creates, kept where a test can reach it: a spy, not a stand-in.
+RECORD_SOCKETS = """(() => {
+  const Real = window.WebSocket;
+  window.openedSockets = [];
+  window.WebSocket = class extends Real {
+    constructor(...args) { super(...args); window.openedSockets.push(this); }
+  };
+})();"""
+
+
+def test_an_early_socket_cut_as_python_takes_it_is_seen_opened_then_closed(server, page):
+    """boot.js's early socket, cut by the proxy after Python has taken it but before the replay of its
+    open: Python's handlers still see the open first, then the close, so the widget calls it a cut (a
+    close seen first, with no open, reads as a refused upgrade: the fallback_reason "refused" that
+    the test above saw now and then under load)."""
+    with Relay(server.port, mode="cut", cut_after=0.5) as relay:
+        page.route("**/core*.js", lambda route: route.abort())  # no Python: this test takes the socket
+        page.add_init_script(RECORD_SOCKETS)
+        page.goto(relay.url + "/")
+        frame = chat(page)
+        launcher(page).click()  # the panel opens before Python runs: boot.js opens the socket
+        frame.wait_for_function("() => openedSockets.length === 1 && openedSockets[0].readyState === 1")
+        seen = frame.evaluate("""() => new Promise(done => {
+            const until = performance.now() + 1500;
+            while (performance.now() < until) {}  // the cut arrives while this task runs, as Python takes it
+            const socket = chatWidgetBoot.takeSocket(openedSockets[0].url);
+            const seen = [];
+            socket.onopen = () => seen.push("open");
+            socket.onclose = event => { seen.push("close " + event.code); setTimeout(() => done(seen), 100); };
+        })""")
+    assert seen == ["open", "close 1006"]
+
+
 def test_behind_nginx_without_upgrade_headers_the_visitor_chats_over_http(server, page):
     with Nginx(server.port, websocket_headers=False) as proxy:
         visit(page, proxy.url + "/")

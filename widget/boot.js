@@ -61,7 +61,8 @@
   }
   window.chatWidgetBoot = {
     // The early socket if opened to ``url``, else null. Its past events go to the handlers Python sets now,
-    // after this task; later ones reach them directly (a close delivered so first stops the replay).
+    // after this task, and events until then wait behind them: a cut arriving first would otherwise reach
+    // Python before the open it follows, and a proxy that cuts would pass for one that refuses.
     takeSocket: function (url) {
       var taken = early, socket = early && early.socket;
       early = {url: "", socket: null, events: []};
@@ -70,9 +71,16 @@
         socket.close(1000);
         return null;
       }
+      var replaying = true;
+      ["open", "error", "close"].forEach(function (type) {
+        socket.addEventListener(type, function (event) {  // before Python's handlers: it was added first
+          if (!replaying) return;
+          event.stopImmediatePropagation();
+          taken.events.push(event);
+        });
+      });
       setTimeout(function () {
-        var closedSince = socket.readyState === 3 && !taken.events.some(function (e) { return e.type === "close"; });
-        if (closedSince) return;
+        replaying = false;
         taken.events.forEach(function (event) {
           var handler = socket["on" + event.type];
           if (handler) handler(event);
