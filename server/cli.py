@@ -132,12 +132,14 @@ async def run_server(config, sock=None, announce_url=True):
 
     if sock is None:
         await check_store(config)  # a worker's parent checked it already
-    server = ChatServer(uvicorn_config(create_app(config), config))
+    app = create_app(config)
+    server = ChatServer(uvicorn_config(app, config))
     serving = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     while not server.started and not serving.done():
         await asyncio.sleep(0.02)
     if server.started:  # the app, its knowledge index and the imports are built: frozen from here
-        gcpolicy.install(asyncio.get_running_loop(), config.gc)
+        hub = app.extensions["chat_hub"]
+        gcpolicy.install(asyncio.get_running_loop(), config.gc, connections=lambda: len(hub.open))
     if server.started and announce_url:
         announce(config, server.servers[0].sockets[0].getsockname()[1])
     await serving

@@ -140,7 +140,7 @@ SETTINGS = (
     Setting("faults", "", "Fault injection for the tests (server/testing/faults.py); off by default.", cli=False),
     # Not freeze by default: it fails the churn soak (memory grows, and its first sweep stalled 10,000 sockets).
     Setting("gc", "python", "Garbage-collection policy (server/gcpolicy.py): python (CPython's defaults) or freeze "
-            "(experimental: short full collections at 10,000 sockets, but memory grows under churn).", cli=False),
+            "(experimental: a short full collection every second, but memory grows under churn).", cli=False),
     Setting("root", ROOT, "Where index.html, widget/, protocol/ and node_modules/ live.", cli=False),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

@@ -14,44 +14,55 @@ while it is open. So (``freeze``, experimental: see below):
    no full collection in three 20-s runs, against one to three of 73 to 100 ms CPU with 700; a young
    collection of 5,000 objects takes a few milliseconds);
 2. after every full collection, ``gc.freeze()`` again: what survived it (mostly the open sockets) is
-   not walked by the next one, so a full collection only walks what arrived since the last, and its
-   pause is bounded by the churn, not by the sockets held;
+   not walked by the next one, so a full collection only walks what arrived since the last; and one
+   full collection every ``COLLECT_EVERY`` second from the event loop, so that is a second's worth
+   (CPython's own quarter rule let minutes of chat or churn pile up: 0.4–1.1 s walks at 10,000 sockets);
 3. frozen objects are still freed by reference counting, but a frozen *cycle* is never collected: a
    socket that closes would leave its frozen cycles behind. ``ChatConnection.run`` breaks the big one
    (the cancelled task, its traceback, the protocol and the socket: about 110 objects) and
    ``ChatWebSocketProtocol.connection_lost`` asyncio's transport's own, so a closed socket leaves
-   nothing frozen behind; a cycle we do not know of would. So when the frozen set has
-   grown by ``SWEEP_GROWTH`` since the last sweep (CPython's own quarter rule, applied to what it no
-   longer sees), and at least ``SWEEP_INTERVAL`` after it, a sweep unfreezes everything, collects once,
-   and freezes the survivors again: one long pause (about a second at 10,000 sockets), at most every
-   ten minutes, and never while the frozen set holds steady. A server filling up grows its frozen set
-   with live sockets, not garbage: without the interval it would sweep a dozen times on the way to
-   10,000. The sweep runs from the event loop, never inside a collection (the collector does not
-   re-enter).
+   nothing frozen behind; a cycle we do not know of would. So when the heap (its allocated blocks:
+   frozen garbage is blocks never freed) has grown by ``SWEEP_GROWTH`` since the last sweep (CPython's
+   own quarter rule) beyond ``PER_CONNECTION`` blocks for each socket opened since, and at least
+   ``SWEEP_INTERVAL`` after it, a sweep unfreezes everything, collects once, and freezes the survivors
+   again: one long pause (about a second at 10,000 sockets), at most every ten minutes, and never
+   while the heap holds steady. A server filling up grows its heap with live sockets, not garbage:
+   those are not counted as growth, or a server that just filled up would sweep for nothing.
+   The sweep runs from the event loop, never inside a collection (the collector does not re-enter).
 
 **Experimental, off by default** (``CHAT_WIDGET_GC=freeze``; the default ``python`` keeps CPython's
-collector). It meets the 10,000-socket latency target (docs/performance.md) but fails the churn soak:
-with 100 sockets replaced a second, memory grows about 3.5 KB per replaced socket, and full collections of
-about 1 s (2.6 s at the sweep) break the p99 bar. Closed sockets leave no pinned cycles (measured at 1,000
-and 5,000 held), and the 20-30 s stalls seen in earlier soaks were the load's own ping flood, now fixed
-(docs/performance.md, 2026-12-01). It becomes the default once ``make soak-churn`` passes with it.
+collector). With a collection every second it passes the churn soak's latency, churn and descriptor
+verdicts (worst window p99 23 ms at 10,000 sockets, 100 replaced a second) and meets the chat target in
+one run of two (docs/performance.md, 2026-12-01), but the soak's memory still grows about 3.5 KB per
+replaced socket, as it does with CPython's collector in shorter runs. It becomes the default once
+``make soak-churn`` passes with it.
 """
 
 import gc
 import logging
+import sys
 import time
 
 log = logging.getLogger("chat_widget.gc")
 
 YOUNG_THRESHOLD = 5000  # allocations between young collections (CPython: 700); the older two stay 10, 10
-SWEEP_GROWTH = 0.25     # a sweep when the frozen set grew by this share since the last one ...
-SWEEP_INTERVAL = 600.0  # ... and at least this many seconds have passed since it
+COLLECT_EVERY = 1.0     # seconds between the policy's own full collections (each walks only what came since)
+SWEEP_GROWTH = 0.25     # a sweep when the heap grew by this share more than its sockets explain ...
+SWEEP_INTERVAL = 600.0  # ... and at least this many seconds have passed since the last one
+PER_CONNECTION = 500    # allocated blocks an open socket may explain (measured: about 210 each, 2026-12-01)
 
 
-def sweep_due(frozen, after_last_sweep, since_last_sweep, growth=SWEEP_GROWTH, interval=SWEEP_INTERVAL):
-    """True when the frozen set (``gc.get_freeze_count()``) grew enough since the last sweep, and long
-    enough ago (seconds), that the cycles it may hide are worth one full walk."""
-    return frozen > after_last_sweep * (1 + growth) and since_last_sweep >= interval
+def sweep_due(blocks, after_last_sweep, since_last_sweep, growth=SWEEP_GROWTH, interval=SWEEP_INTERVAL,
+              new_connections=0):
+    """True when the heap (``sys.getallocatedblocks()``) grew enough since the last sweep, beyond what
+    ``new_connections`` more open sockets than then explain, and long enough ago (seconds), that the
+    frozen cycles it may hold are worth one full walk.
+
+    The heap, not the frozen set: counting the frozen set (``gc.get_freeze_count()``) walks all of it,
+    about 250 ms at 10,000 sockets, where the heap's blocks are counted in a fraction of a millisecond.
+    Frozen garbage is blocks that are never freed, so it shows there too."""
+    explained = after_last_sweep + PER_CONNECTION * max(0, new_connections)
+    return blocks > explained * (1 + growth) and since_last_sweep >= interval
 
 
 class FreezePolicy:
@@ -61,28 +72,34 @@ class FreezePolicy:
     event loop's ``call_soon_threadsafe``: a collection can start in any thread's allocation).
     """
 
-    def __init__(self, schedule, growth=SWEEP_GROWTH, interval=SWEEP_INTERVAL, clock=time.monotonic):
+    def __init__(self, schedule, growth=SWEEP_GROWTH, interval=SWEEP_INTERVAL, clock=time.monotonic,
+                 connections=lambda: 0):
         self.schedule = schedule
         self.growth = growth
         self.interval = interval
         self.clock = clock
-        self.after_last_sweep = 0
+        self.connections = connections  # how many sockets are open now
+        self.after_last_sweep = 0  # sys.getallocatedblocks() after it
+        self.connections_at_sweep = 0
         self.last_sweep_at = None
         self.sweeps = 0
         self.last_sweep_ms = 0.0
         self._sweep_pending = False
+        self._timer = None  # the next of collect_every's collections
 
     def install(self):
         gc.collect()
         gc.freeze()
         self._thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, *self._thresholds[1:])
-        self.after_last_sweep = gc.get_freeze_count()
+        self.after_last_sweep = sys.getallocatedblocks()
         self.last_sweep_at = self.clock()
         gc.callbacks.append(self.after_collection)
-        log.info("gc policy freeze: %d start-up objects frozen", self.after_last_sweep)
+        log.info("gc policy freeze: %d start-up objects frozen", gc.get_freeze_count())
 
     def uninstall(self):
+        if self._timer is not None:
+            self._timer.cancel()
         if self.after_collection in gc.callbacks:
             gc.callbacks.remove(self.after_collection)
         gc.set_threshold(*self._thresholds)
@@ -92,10 +109,21 @@ class FreezePolicy:
         if phase != "stop" or info["generation"] != 2:
             return
         gc.freeze()
-        if not self._sweep_pending and sweep_due(gc.get_freeze_count(), self.after_last_sweep,
-                                                 self.clock() - self.last_sweep_at, self.growth, self.interval):
+        if not self._sweep_pending and sweep_due(sys.getallocatedblocks(), self.after_last_sweep,
+                                                 self.clock() - self.last_sweep_at, self.growth, self.interval,
+                                                 self.connections() - self.connections_at_sweep):
             self._sweep_pending = True
             self.schedule(self.sweep)
+
+    def collect_every(self, loop, seconds):
+        """A full collection every ``seconds`` from ``loop`` (its callback freezes the survivors), so
+        each walks that long's new objects, not the minutes' worth CPython's quarter rule lets pile up
+        (about 400 ms of walking at 10,000 sockets and 1,000 messages a second)."""
+        def collect():
+            gc.collect()
+            self._timer = loop.call_later(seconds, collect)
+
+        self._timer = loop.call_later(seconds, collect)
 
     def sweep(self):
         """Every object back in view for one full collection, then the survivors frozen again."""
@@ -103,19 +131,23 @@ class FreezePolicy:
         gc.unfreeze()
         collected = gc.collect()  # its own callback freezes the survivors
         gc.freeze()
-        self.after_last_sweep = gc.get_freeze_count()
+        self.after_last_sweep = sys.getallocatedblocks()
+        self.connections_at_sweep = self.connections()
         self.last_sweep_at = self.clock()
         self.sweeps += 1
         self.last_sweep_ms = (time.perf_counter() - started) * 1000
         self._sweep_pending = False
-        log.info("gc sweep: %d collected, %d frozen, %.0f ms", collected, self.after_last_sweep, self.last_sweep_ms)
+        log.info("gc sweep: %d collected, %d blocks allocated, %.0f ms", collected, self.after_last_sweep,
+                 self.last_sweep_ms)
 
 
-def install(loop, mode):
+def install(loop, mode, connections=lambda: 0, every=COLLECT_EVERY):
     """Apply the policy ``mode`` (the setting ``gc``) to this process, a server or one of ``--workers``,
-    once its app is built and serving; returns the policy (None for ``python``)."""
+    once its app is built and serving; returns the policy (None for ``python``). ``connections()``: the
+    sockets open now."""
     if mode == "python":
         return None
-    policy = FreezePolicy(loop.call_soon_threadsafe)
+    policy = FreezePolicy(loop.call_soon_threadsafe, connections=connections)
     policy.install()
+    policy.collect_every(loop, every)
     return policy
