@@ -10,6 +10,7 @@ import math
 import time
 
 from quart import Blueprint, Response
+
 from protocol import close, frames
 from protocol.checks import FrameError
 
