@@ -134,7 +134,7 @@ def test_a_sweep_is_scheduled_once_when_the_heap_grows(policy):
 
 
 def test_the_frozen_set_is_never_counted_after_a_collection(policy, monkeypatch):
-    """Counting the frozen set walks all of it (about 250 ms at 10,000 sockets): the policy's collections,
+    """Counting the frozen set walks all of it (a few hundred ms at 10,000 sockets): the policy's collections,
     one a second, and the sweep's check after each never do."""
     counted = []
     monkeypatch.setattr(gcpolicy.gc, "get_freeze_count", lambda: counted.append(1) or 0)
