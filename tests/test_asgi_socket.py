@@ -95,8 +95,8 @@ async def test_the_handshake_is_read_case_blind_first_value_first(app):
     """Header names in any case, the first of repeated headers and query arguments (as Werkzeug reads
     them): a second Origin or v cannot override the first."""
     async with app.test_app():
-        client = Client(app, headers=[(b"Origin", b"https://shop.example.com"), (b"origin", b"https://evil.example.net")],
-                        query=b"v=1&v=9")
+        client = Client(app, query=b"v=1&v=9",
+                        headers=[(b"Origin", b"https://shop.example.com"), (b"origin", b"https://evil.example.net")])
         client.frame({"type": "hello"})
         await client.until(lambda: client.frames())
         assert client.frames()[0]["type"] == "welcome"

@@ -56,13 +56,15 @@ def _allowed_origin():
 
 
 def _refuse(status, code, message, why, allow_origin=None, *, reason):
-    socket.refused(current_app._get_current_object(), "poll open", status, request.headers.get("Origin"), why, reason=reason)
+    socket.refused(current_app._get_current_object(), "poll open", status, request.headers.get("Origin"), why,
+                   reason=reason)
     return _error(status, code, message, allow_origin)
 
 
 def _closed_at_once(code_reason, why, allow_origin, *, reason):
     """What the socket says by accepting only to close: here the close itself, and no channel."""
-    socket.refused(current_app._get_current_object(), "poll open", code_reason[0], request.headers.get("Origin"), why, reason=reason)
+    socket.refused(current_app._get_current_object(), "poll open", code_reason[0], request.headers.get("Origin"),
+                   why, reason=reason)
     return _answer({"close": _close(*code_reason)}, 200, allow_origin)
 
 
