@@ -140,3 +140,31 @@ async def test_the_socket_closes_once_and_raises_disconnected_when_the_client_is
         assert gone.args == (1006,)
     else:
         raise AssertionError("receive after the disconnect returned")
+
+
+async def test_a_refused_handshake_is_logged_as_a_refusal_not_as_a_server_error():
+    """The real server under Uvicorn: a 403 is one warning of ours, not also Uvicorn's ERROR "ASGI callable
+    returned without completing handshake" (its refusal path never marks the handshake done)."""
+    import live
+    from websockets.exceptions import InvalidStatus
+
+    server = live.start()
+    try:
+        try:
+            async with live.opened(server, origin="https://evil.example.net"):
+                raise AssertionError("a foreign origin was upgraded")
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 403
+        # The refused socket's task ended before its answer left the server; one joined after it is
+        # logged after anything that task logged.
+        async with live.opened(server) as ws:
+            await live.join(ws)
+            deadline = asyncio.get_running_loop().time() + 10
+            while "connection opened" not in server.log_text():
+                assert asyncio.get_running_loop().time() < deadline, server.log_text()
+                await asyncio.sleep(0.05)
+        log = server.log_text()
+        assert "handshake rejected status=403" in log
+        assert "without completing handshake" not in log and "level=ERROR" not in log, log
+    finally:
+        server.stop()
