@@ -18,7 +18,7 @@ from ..conversations.service import NewConversationRefused
 from ..conversations.store import ConversationFull, StoreUnavailable, size_of
 from ..metrics import NO_METRICS
 from . import headers, wire
-from .asgi_socket import Disconnected
+from .asgi_socket import PATH, Disconnected
 from .channels import ChannelClosed
 from .limits import CLOSE, OK, RateLimiter, address_key
 from .reports import FailureReports
@@ -68,7 +68,7 @@ def other_version(args):
     return None if version == str(frames.VERSION) else version[:20]
 
 
-@bp.get("/ws")
+@bp.get(PATH)
 async def plain_get():
     """A GET of the socket's URL without the upgrade: usually a proxy in front that does not pass the
     ``Upgrade`` header on (docs/deploy.md). 426 says which, to a person and to ``doctor``."""
