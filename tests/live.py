@@ -34,8 +34,14 @@ def opened(server, path="/ws?v=1", origin=ALLOWED, headers=None, address=None):
                    compression=None, max_size=None, ping_interval=None, **options)
 
 
-async def receive(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+async def receive(ws, beats=False):
+    """The next frame; the server's heartbeat beats (every 5 s, or sooner when the machine is slow) are
+    skipped unless ``beats``, as the widget ignores them."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            frame = json.loads(await ws.recv())
+            if beats or frame.get("type") != "beat":
+                return frame
 
 
 async def join(ws):

@@ -121,7 +121,7 @@ async def test_beats_arrive_every_interval_without_the_client_sending_anything(b
         arrivals = []
         started = time.monotonic()
         while time.monotonic() - started < 4.5:
-            assert (await receive(ws)) == {"type": "beat"}
+            assert (await receive(ws, beats=True)) == {"type": "beat"}
             arrivals.append(time.monotonic())
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
     assert len(arrivals) >= 4 and all(0.7 < gap < 1.3 for gap in gaps), gaps
