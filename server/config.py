@@ -138,9 +138,10 @@ SETTINGS = (
     Setting("python_delivery", "bundle", "How the widget's Python is sent: one bundle, or files (one request each; "
             "for comparison).", cli=False),
     Setting("faults", "", "Fault injection for the tests (server/testing/faults.py); off by default.", cli=False),
-    # Not freeze by default: it fails the churn soak (memory grows, and its first sweep stalled 10,000 sockets).
-    Setting("gc", "python", "Garbage-collection policy (server/gcpolicy.py): python (CPython's defaults) or freeze "
-            "(experimental: a short full collection every second, but memory grows under churn).", cli=False),
+    # freeze by default since it passes the churn soak (docs/performance.md, 2026-12-01): CPython's own
+    # collector pauses about 800 ms every 20 s at 10,000 sockets.
+    Setting("gc", "freeze", "Garbage-collection policy (server/gcpolicy.py): freeze (a short full collection "
+            "four times a second, long-lived objects frozen) or python (CPython's defaults).", cli=False),
     Setting("root", ROOT, "Where index.html, widget/, protocol/ and node_modules/ live.", cli=False),
 )
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}

@@ -4,7 +4,7 @@ CPython's collector runs a full (generation 2) collection whenever the objects t
 collections since the last one exceed a quarter of the long-lived heap, and a full collection walks
 every tracked object: about 170 per open socket, so 1.8 million and pauses of up to 1.5 s at 10,000
 sockets (docs/performance.md). Most of those objects live as long as their socket and are never garbage
-while it is open. So (``freeze``, experimental: see below):
+while it is open. So (``freeze``, the default; ``CHAT_WIDGET_GC=python`` keeps CPython's collector):
 
 1. after start-up, one collection, then ``gc.freeze()``: the imported modules, the app and the
    knowledge index leave the collector's view for good (they live as long as the process); and the
@@ -15,13 +15,17 @@ while it is open. So (``freeze``, experimental: see below):
    collection of 5,000 objects takes a few milliseconds);
 2. after every full collection, ``gc.freeze()`` again: what survived it (mostly the open sockets) is
    not walked by the next one, so a full collection only walks what arrived since the last; and one
-   full collection every ``COLLECT_EVERY`` second from the event loop, so that is a second's worth
-   (CPython's own quarter rule let minutes of chat or churn pile up: 0.4–1.1 s walks at 10,000 sockets);
+   full collection every ``COLLECT_EVERY`` (a quarter second) from the event loop, so that is a quarter
+   second's worth (CPython's own quarter rule let minutes of chat or churn pile up: 0.4–1.1 s walks at
+   10,000 sockets). The walk is a pointer chase through objects spread over the whole heap, so it costs
+   more per object the more there are: at 10,000 sockets and 100 replaced a second, one collection a
+   second took 30–60 ms, four took 3–11 ms each, less in total;
 3. frozen objects are still freed by reference counting, but a frozen *cycle* is never collected: a
    socket that closes would leave its frozen cycles behind. ``ChatConnection.run`` breaks the big one
    (the cancelled task, its traceback, the protocol and the socket: about 110 objects) and
-   ``ChatWebSocketProtocol.connection_lost`` asyncio's transport's own, so a closed socket leaves
-   nothing frozen behind; a cycle we do not know of would. So when the heap (its allocated blocks:
+   ``ChatWebSocketProtocol.connection_lost`` asyncio's transport's and websockets' parser's (3.4 KB a
+   socket, which the soak's memory showed), so a closed socket leaves nothing frozen behind; a cycle we
+   do not know of would. So when the heap (its allocated blocks:
    frozen garbage is blocks never freed) has grown by ``SWEEP_GROWTH`` since the last sweep (CPython's
    own quarter rule) beyond ``PER_CONNECTION`` blocks for each socket opened since, and at least
    ``SWEEP_INTERVAL`` after it, a sweep unfreezes everything, collects once, and freezes the survivors
@@ -30,13 +34,10 @@ while it is open. So (``freeze``, experimental: see below):
    those are not counted as growth, or a server that just filled up would sweep for nothing.
    The sweep runs from the event loop, never inside a collection (the collector does not re-enter).
 
-**Experimental, off by default** (``CHAT_WIDGET_GC=freeze``; the default ``python`` keeps CPython's
-collector). With a collection every second it passes the churn soak's latency, churn and descriptor
-verdicts (worst window p99 23 ms at 10,000 sockets, 100 replaced a second) and meets the chat target in
-one run of two (docs/performance.md, 2026-12-01), but under it the soak's memory grows about 3.5 KB per
-replaced socket, where CPython's collector stays flat (and fails the latency verdict). Unfreezing and
-collecting after such a churn finds no garbage: what it keeps is not cycles. It becomes the default once
-``make soak-churn`` passes with it.
+**The default since it passes the churn soak** (``make soak-churn``: 10,000 held, 100 replaced a second
+for 10 minutes): memory +0.2 % over its plateau, worst window p99 26.5 ms, no descriptor leak, churned as
+asked (docs/performance.md, 2026-12-01). CPython's collector passes memory and fails latency there: one
+full collection of about 800 ms every 20 s.
 """
 
 import gc
@@ -47,7 +48,7 @@ import time
 log = logging.getLogger("chat_widget.gc")
 
 YOUNG_THRESHOLD = 5000  # allocations between young collections (CPython: 700); the older two stay 10, 10
-COLLECT_EVERY = 1.0     # seconds between the policy's own full collections (each walks only what came since)
+COLLECT_EVERY = 0.25    # seconds between the policy's own full collections (each walks only what came since)
 SWEEP_GROWTH = 0.25     # a sweep when the heap grew by this share more than its sockets explain ...
 SWEEP_INTERVAL = 600.0  # ... and at least this many seconds have passed since the last one
 PER_CONNECTION = 500    # allocated blocks an open socket may explain (measured: about 210 each, 2026-12-01)
