@@ -2,7 +2,7 @@
 
 CPython's collector runs a full (generation 2) collection whenever the objects that survived younger
 collections since the last one exceed a quarter of the long-lived heap, and a full collection walks
-every tracked object: about 170 per open socket, so 1.8 million and pauses of up to 1.5 s at 10,000
+every tracked object: about 170 per open socket under Quart (89 now), so 1.8 million and pauses of up to 1.5 s at 10,000
 sockets (docs/performance.md). Most of those objects live as long as their socket and are never garbage
 while it is open. So (``freeze``, the default; ``CHAT_WIDGET_GC=python`` keeps CPython's collector):
 
