@@ -3,12 +3,14 @@
 Everything runs on loopback (127.0.0.1). Results go to ``bench/results/`` (gitignored).
 """
 
+import asyncio
 import datetime
 import json
 import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -21,6 +23,23 @@ sys.path.insert(0, str(ROOT / "e2e"))
 
 from host_site import HostSite  # noqa: E402  (e2e/host_site.py)
 from server_process import ServerProcess  # noqa: E402  (e2e/server_process.py)
+
+
+def print_tasks(signum=None, frame=None):
+    """Every asyncio task's stack to stderr (SIGUSR1). A run stuck with its event loop idle shows nothing
+    in faulthandler's stacks (every thread waits in ``select``); its tasks show what it is waiting for."""
+    try:
+        tasks = asyncio.all_tasks(asyncio.get_running_loop())
+    except RuntimeError:
+        print("SIGUSR1: no event loop is running", file=sys.stderr, flush=True)
+        return
+    print(f"SIGUSR1: {len(tasks)} asyncio task(s)", file=sys.stderr)
+    for task in tasks:
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+signal.signal(signal.SIGUSR1, print_tasks)  # every benchmark imports this module
 
 # The launch arguments of e2e/conftest.py (system Chromium, as root, no background networking).
 CHROMIUM_ARGS = [

@@ -22,8 +22,14 @@ def test_benchmark_runs_in_smoke_mode(script):
     try:
         stdout, stderr = bench.communicate(timeout=LIMIT)
     except subprocess.TimeoutExpired:
-        # A stuck run says where it is stuck: SIGABRT makes faulthandler print every thread's stack. The
-        # servers it started (their own sessions) go too, or they would outlive the test run.
+        # A stuck run says where it is stuck: SIGUSR1 makes it print its asyncio tasks' stacks (bench/common.py),
+        # SIGABRT makes faulthandler print every thread's. The servers it started (their own sessions) go
+        # too, or they would outlive the test run.
+        bench.send_signal(signal.SIGUSR1)
+        try:
+            bench.wait(timeout=2)  # a stuck run does not exit: this is the time its handler has to print
+        except subprocess.TimeoutExpired:
+            pass
         subprocess.run(["pkill", "-KILL", "-P", str(bench.pid)], check=False)
         bench.send_signal(signal.SIGABRT)
         try:
