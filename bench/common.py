@@ -25,17 +25,35 @@ from host_site import HostSite  # noqa: E402  (e2e/host_site.py)
 from server_process import ServerProcess  # noqa: E402  (e2e/server_process.py)
 
 
+def awaiting(coroutine):
+    """Where a suspended coroutine waits: its frame, then the frame of each coroutine it awaits, outermost
+    first (``Task.print_stack`` shows only the outermost)."""
+    lines = []
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
+        if frame is not None:
+            lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}')
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
+    return lines
+
+
 def print_tasks(signum=None, frame=None):
-    """Every asyncio task's stack to stderr (SIGUSR1). A run stuck with its event loop idle shows nothing
-    in faulthandler's stacks (every thread waits in ``select``); its tasks show what it is waiting for."""
+    """Every asyncio task's await chain to stderr (SIGUSR1), tasks waiting in the same place counted
+    once. A run stuck with its event loop idle shows nothing in faulthandler's stacks (every thread
+    waits in ``select``); its tasks show what it is waiting for."""
     try:
         tasks = asyncio.all_tasks(asyncio.get_running_loop())
     except RuntimeError:
         print("SIGUSR1: no event loop is running", file=sys.stderr, flush=True)
         return
-    print(f"SIGUSR1: {len(tasks)} asyncio task(s)", file=sys.stderr)
+    places = {}
     for task in tasks:
-        task.print_stack(file=sys.stderr)
+        state = "cancelling" if task.cancelling() else "pending"
+        place = (state, "\n".join(awaiting(task.get_coro())))
+        places[place] = places.get(place, 0) + 1
+    print(f"SIGUSR1: {len(tasks)} asyncio task(s)", file=sys.stderr)
+    for (state, lines), count in sorted(places.items(), key=lambda item: -item[1]):
+        print(f"{count} task(s) {state}, waiting in:\n{lines}", file=sys.stderr)
     sys.stderr.flush()
 
 

@@ -87,7 +87,10 @@ class Visitor:
     async def next(self, kind, timeout=30):
         """``(perf_counter at arrival, frame)`` of the next frame of type ``kind``; others are passed over."""
         while True:
-            at, frame = await asyncio.wait_for(self.inbox.get(), timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that comes
+            # as the frame arrives (CPython gh-86296), and the cancelled heartbeat then pinged on for good.
+            async with asyncio.timeout(timeout):
+                at, frame = await self.inbox.get()
             if frame["type"] == kind:
                 return at, frame
             if frame["type"] in ("error", "failed"):
@@ -264,12 +267,35 @@ async def message_cost(kind, args):
             "reply_ms": {"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9)}}
 
 
-async def heartbeat(visitor, interval):
-    """The widget's heartbeat, from a random phase: a ping every ``interval`` s, each answered."""
-    await asyncio.sleep(random.uniform(0, interval))
-    while True:
+async def heartbeat(visitor, interval, stop):
+    """The widget's heartbeat, from a random phase: a ping every ``interval`` s, each answered, until
+    ``stop`` is set. Not ended by cancelling alone: a cancellation can be swallowed below it (Python
+    3.11's wait_for did, CPython gh-86296: two heartbeats went on pinging after ``cancel()``, and the idle
+    phase waited for them for good, its event loop idle)."""
+    await until(stop, random.uniform(0, interval))
+    while not stop.is_set():
         await visitor.round_trip(frames.ping(time.time()), "pong")
-        await asyncio.sleep(interval)
+        await until(stop, interval)
+
+
+async def until(event, seconds):
+    """Wait ``seconds``, or less if ``event`` is set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
+async def stop_heartbeats(beating, stop, grace=35.0):
+    """End the heartbeats: each ends at its next look at ``stop``, within a round trip's wait (30 s);
+    cancelling them as well ends the waits at once where the cancellation is not swallowed."""
+    stop.set()
+    for task in beating:
+        task.cancel()
+    _, pending = await asyncio.wait(beating, timeout=grace)
+    if pending:
+        raise RuntimeError(f"{len(pending)} heartbeat(s) still running {grace:.0f} s after they were stopped")
 
 
 async def idle_memory(kind, args):
@@ -280,7 +306,8 @@ async def idle_memory(kind, args):
         await settle(server)
         before = server.rss_kib()
         visitors = await open_visitors(kind, server, args.idle)
-        beating = [asyncio.ensure_future(heartbeat(v, args.heartbeat)) for v in visitors]
+        stop = asyncio.Event()
+        beating = [asyncio.ensure_future(heartbeat(v, args.heartbeat, stop)) for v in visitors]
         await asyncio.sleep(args.heartbeat)  # every visitor has sent its first ping
         made = counts(visitors)
         started, cpu = time.perf_counter(), server.cpu_seconds()
@@ -289,9 +316,7 @@ async def idle_memory(kind, args):
         requests = per_exchange(made, counts(visitors))
         after = server.rss_kib()
         failed = [task for task in beating if task.done()]
-        for task in beating:
-            task.cancel()
-        await asyncio.gather(*beating, return_exceptions=True)
+        await stop_heartbeats(beating, stop)
         await close_visitors(visitors)
     finally:
         server.stop()

@@ -34,4 +34,5 @@ def test_sigusr1_prints_the_stack_of_a_task_stuck_in_an_await():
     assert run.returncode == 0, run.stderr[-2000:]
     assert "still running after the signal" in run.stdout  # the signal reports; it does not end the run
     assert "asyncio task(s)" in run.stderr, run.stderr[-2000:]
-    assert ", in waiting_for_a_frame_that_never_comes" in run.stderr, run.stderr[-2000:]  # where it waits
+    assert ", in waiting_for_a_frame_that_never_comes" in run.stderr, run.stderr[-2000:]  # the task
+    assert "asyncio/locks.py" in run.stderr  # and what it awaits, below its own frame: Event.wait
