@@ -1,6 +1,6 @@
 """bench/fallback.py's idle phase ends its visitors' heartbeats even when a cancellation is swallowed.
 
-It hung twice (once in a fresh-clone smoke run, once in a full run), its event loop idle: two heartbeat
+It hung three times (once in a fresh-clone smoke run, twice in full runs), its event loop idle: heartbeat
 tasks had been cancelled while their pong arrived, Python 3.11's ``asyncio.wait_for`` swallowed the
 cancellation (CPython gh-86296), and they pinged on for good while the phase waited for them.
 """
