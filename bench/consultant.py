@@ -354,7 +354,7 @@ def measure_semantic(args, tmp, demo, eval_questions):
         loads.append(float(done.stdout.strip().splitlines()[-1]))
     semantic.load_model()  # this process's, once (as the server's)
     semantic.QUESTION_CACHE = 0  # every question is new to the model: the cost of a visitor's question
-    # The smoke run leaves out the demo's files: 1,270 examples cold are 16 s of CPU.
+    # The smoke run leaves out the demo's files: 1,472 examples cold are 18 s of CPU.
     sets = {} if args.smoke else {"demo": (demo, {"en": ROOT / "knowledge.md", "de": ROOT / "knowledge.de.md"})}
     for lang in ("en", "de"):
         folder = tmp / f"semantic-{lang}"

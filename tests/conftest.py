@@ -17,7 +17,7 @@ WIDE_BUDGETS = {"address_messages_per_minute": 1_000_000, "address_bytes_per_min
 
 
 # Apps made here rank by words unless a test says otherwise: one made with a fresh asset_cache would
-# embed the demo files' 1,270 examples in the background (16 s of CPU). The semantic ranker has its own
+# embed the demo files' 1,472 examples in the background (18 s of CPU). The semantic ranker has its own
 # tests (test_semantic.py), and the servers of e2e/ run with it, as deployed.
 APP_DEFAULTS = {"store": "memory", "ranker": "words", **WIDE_BUDGETS}
 
@@ -61,7 +61,7 @@ def redis_url(redis_server):
 
 def pytest_sessionstart(session):
     """The demo files' example vectors, embedded on the second core while the first tests run: on a
-    fresh machine that is 16 s of CPU the first semantic test would otherwise wait for."""
+    fresh machine that is 18 s of CPU the first semantic test would otherwise wait for."""
     import threading
 
     def warm():

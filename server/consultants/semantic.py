@@ -214,7 +214,7 @@ def _key(text):
 
 class SemanticIndex:
     """The examples of one knowledge file's sections, embedded in a background thread: loading a file (at
-    start, on a change) never waits for the model, and until the examples are embedded (about 16 s for
+    start, on a change) never waits for the model, and until the examples are embedded (about 18 s for
     the demo's files at the very first start, milliseconds once cached) :meth:`similarity` returns
     None, so the word ranker answers meanwhile."""
 

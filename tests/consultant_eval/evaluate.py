@@ -2,11 +2,12 @@
 ``refuse`` when the knowledge file has no answer (``en.tsv``, ``de.tsv`` beside this file).
 
 Each line is ``<split>\t<expected>\t<question>``. Round 1 was split once, at random within each
-expected section: ``tune`` (tuned on) and ``held1`` (reported, then tuned on too). ``held2`` and
-``held3`` are rounds 2 and 3, each written blind afterwards, reported, then tuned on too (round 3
-chose the last changes). ``held`` is round 4, written blind last: never tuned on, reported in
-docs/consultant.md and asserted by tests/test_consultant_eval.py. Every tuning question is an
-``Asked:`` line of the knowledge files.
+expected section: ``tune`` (tuned on) and ``held1`` (reported, then tuned on too). ``held2`` to
+``held7`` are rounds 2 to 7, each written blind afterwards, measured once, then tuned on (their
+questions became ``Asked:`` and ``Unanswered:`` lines of the knowledge files). ``held8`` and ``held``
+are rounds 8 and 9, written blind on one day and measured once with the same code and files: never
+tuned on. ``held`` (round 9) is reported in docs/consultant.md and asserted by
+tests/test_consultant_eval.py.
 
 A question counts as answered right when the reply carries at least one section's answer and every
 section it carries is one the line accepts; an off-topic question is right when refused.
@@ -28,8 +29,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 LANGUAGES = ("en", "de")
 REFUSE = "refuse"
-SPLITS = ("tune", "held1", "held2", "held3", "held4", "held5", "held6", "held")
-TUNING = "tuning"  # everything tuned on: all but held
+SPLITS = ("tune", "held1", "held2", "held3", "held4", "held5", "held6", "held7", "held8", "held")
+TUNING = "tuning"  # everything tuned on
+UNSEEN = ("held8", "held")  # measured once, never tuned on
 
 
 @dataclass
@@ -60,7 +62,7 @@ def load(lang, split=None):
         if part not in SPLITS:
             raise ValueError(f"{lang}.tsv line {number}: split must be one of {', '.join(SPLITS)}, got {part!r}")
         titles = () if expected == REFUSE else tuple(title.strip() for title in expected.split(" | "))
-        if split in (None, part) or (split == TUNING and part != "held"):
+        if split in (None, part) or (split == TUNING and part not in UNSEEN):
             cases.append(Case(part, titles, question))
     return cases
 
